@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import transformers
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
 STRATEGIES = ("projector_only", "lora", "unfreeze_early")
 DEFAULT_LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
@@ -72,6 +73,10 @@ class DataArguments:
     )
     answer_real: str = field(default="Real", metadata={"help": "Answer word for real images."})
     answer_fake: str = field(default="Fake", metadata={"help": "Answer word for fake images."})
+    conv_template: str = field(
+        default="llava_v1",
+        metadata={"help": "Conversation template from llava_df.data.conversation: llava_v1, vicuna_v1, plain."},
+    )
 
 
 @dataclass
@@ -83,7 +88,26 @@ class TrainingArguments(transformers.TrainingArguments):
     # Plateau schedule and early stopping of the users' QLoRA notes (seeds/003).
     lr_reduction_factor: float = field(default=0.5, metadata={"help": "LR multiplier when val loss stops improving."})
     lr_patience: int = field(default=1, metadata={"help": "Evaluations without enough improvement before the LR is reduced."})
-    improvement_threshold: float = field(default=0.05, metadata={"help": "Relative val-loss improvement that counts (0.05 = 5%)."})
+    improvement_threshold: float = field(default=0.05, metadata={"help": "Relative val-loss improvement that counts (0.05 = 5%%)."})
     min_lr: float = field(default=0.0, metadata={"help": "Stop when the LR falls below this."})
     min_val_loss: float = field(default=0.0, metadata={"help": "Stop when val loss falls below this."})
     kan_reg_weight: float = field(default=0.0, metadata={"help": "Weight of the KAN regularization loss (KAN projectors only)."})
+    # Defaults changed from transformers' for this project (same names, same types):
+    lr_scheduler_type: SchedulerType | str = field(
+        default="constant",
+        metadata={"help": "LR schedule; 'constant' so the plateau reductions above are the only decay (seeds/003)."},
+    )
+    eval_strategy: IntervalStrategy | str = field(
+        default="epoch", metadata={"help": "When to evaluate ('no', 'steps', 'epoch'): the plateau schedule needs evaluations."}
+    )
+    save_strategy: SaveStrategy | str = field(
+        default="epoch", metadata={"help": "When to write checkpoint-N ('no', 'epoch', 'steps'); keep it on evaluation boundaries."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log the train loss every N steps (a float < 1: fraction of all steps)."})
+    report_to: None | str | list[str] = field(
+        default="tensorboard",
+        metadata={"help": "Loggers ('tensorboard', 'none', ...); tensorboard writes to $TENSORBOARD_LOGGING_DIR or output_dir/runs."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Must stay False: the collator needs the image / is_fake columns the model never sees."}
+    )

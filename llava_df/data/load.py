@@ -1,0 +1,62 @@
+"""``load_splits``: DataArguments -> train/val/test FaceDatasets, whatever the source.
+
+Source, by precedence: ``data_path`` (LLaVA conversation JSONL) > ``data_dir`` (image folder,
+incl. folders written by the synthetic and SBI CLIs) > the in-memory synthetic benchmark
+(``synthetic_n``, ``synthetic_seed``, ``image_size``, ``difficulty``). ``holdout_manipulation``
+applies to all three (it needs a manipulation column for real data).
+
+>>> from llava_df.config import DataArguments
+>>> splits = load_splits(DataArguments(), seed=0)
+>>> splits["train"][0]  # {"image": PIL RGB, "is_fake": 0/1, "manipulation": ..., "id": ..., ...}
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .dataset import SPLITS, FaceDataset, Record, apply_holdout, split_records
+from .folder import load_folder_records
+from .images import LoadSummary
+from .jsonl import load_jsonl_records
+from .synthetic import SyntheticConfig, generate
+
+logger = logging.getLogger(__name__)
+
+
+def synthetic_config(data_args) -> SyntheticConfig:
+    return SyntheticConfig(
+        n=data_args.synthetic_n,
+        seed=data_args.synthetic_seed,
+        image_size=data_args.image_size,
+        difficulty=data_args.difficulty,
+        holdout_manipulation=data_args.holdout_manipulation,
+    ).validate()
+
+
+def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
+    """{"train", "val", "test"} -> FaceDataset. ``seed`` splits real data that has no splits."""
+    if data_args.data_path:
+        records, summary = load_jsonl_records(
+            data_args.data_path, data_args.answer_real, data_args.answer_fake
+        )
+    elif data_args.data_dir:
+        records, summary = load_folder_records(data_args.data_dir)
+    else:
+        cfg = synthetic_config(data_args)
+        samples = generate(cfg)
+        records = [Record(s.id, s.is_fake, s.manipulation, s.split, image=s.image) for s in samples]
+        summary = LoadSummary(source=f"synthetic benchmark {cfg}", loaded=len(records))
+    by_split = split_records(records, seed)
+    if data_args.holdout_manipulation and (data_args.data_path or data_args.data_dir):
+        by_split = apply_holdout(by_split, data_args.holdout_manipulation)
+    for name in SPLITS:
+        classes = {r.is_fake for r in by_split[name]}
+        if classes != {0, 1}:
+            raise ValueError(
+                f"Split {name!r} of {summary.source} has {len(by_split[name])} images and not both classes "
+                f"(is_fake values {sorted(classes)}). Add real and fake images to it, or drop the split column/folders."
+            )
+    out = {name: FaceDataset(by_split[name], summary, name) for name in SPLITS}
+    for ds in out.values():
+        logger.info("%s", ds)
+    return out
