@@ -4,7 +4,13 @@ Importing this package registers every family; each family lives in its own modu
 imported explicitly below (no folder scan, so what exists is visible in one place).
 """
 
+# Import order = registration order = the order of PRESETS and of the CLI table.
+# isort: off
 from . import mlp  # noqa: F401  (registers identity, linear, mlp{depth}x_gelu)
+from . import kan  # noqa: F401
+from . import kan_light  # noqa: F401  (registers kan_light, kan_light_g{groups})
+
+# isort: on
 from .registry import PRESETS, available_projectors, create_projector, register_projector, resolve
 
 __all__ = ["PRESETS", "available_projectors", "create_projector", "register_projector", "resolve"]

@@ -12,10 +12,12 @@ different models depending on import order.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 Builder = Callable[..., nn.Module]
@@ -93,7 +95,7 @@ def resolve(name: str) -> tuple[ProjectorEntry, dict[str, int]]:
     if not hits:
         raise KeyError(
             f"Unknown projector {name!r}. Valid names and patterns: {', '.join(available_projectors())} "
-            f"(e.g. {', '.join(PRESETS[:4])}). Check --mm_projector_type."
+            f"(e.g. {', '.join(PRESETS[:4])}); {{field}} values are integers >= 1. Check --mm_projector_type."
         )
     if len(hits) > 1:  # exact names are checked to be unambiguous at registration time below
         raise KeyError(f"Projector name {name!r} matches several entries: {[e.template for e, _ in hits]}.")
@@ -115,4 +117,32 @@ def create_projector(name: str, in_dim: int, out_dim: int, **options) -> nn.Modu
         raise ValueError(f"Options {sorted(clash)} are already fixed by the name {name!r}; drop them.")
     module = entry.builder(in_dim, out_dim, **fields, **options)
     module.projector_name = name  # recorded so saved configs and tables can name it
+    module.register_forward_pre_hook(functools.partial(_check_input, name=name, in_dim=in_dim))
     return module
+
+
+def _check_input(module: nn.Module, args: tuple, *, name: str, in_dim: int) -> None:
+    """Forward pre-hook on every projector: one clear error for bad input, whatever the family.
+
+    - width: a Linear's own error ("mat1 and mat2 shapes cannot be multiplied") names neither
+      the projector nor the expected width;
+    - non-finite values: raised for every projector, not only where they break the maths (the
+      KAN's grid lookup): NaN/inf features come from the vision tower (fp16 overflow) and would
+      otherwise surface steps later as a NaN loss and destroyed weights. Costs one pass over
+      the input (nothing next to the projector's matmuls) and, on GPU, one sync per forward.
+    """
+    if not args or not isinstance(args[0], torch.Tensor):
+        return
+    x = args[0]
+    if x.dim() == 0 or x.shape[-1] != in_dim:
+        raise ValueError(
+            f"Projector {name!r} expects input of shape (..., {in_dim}), got {tuple(x.shape)}: last dim "
+            f"{x.shape[-1] if x.dim() else 'missing'} != in_dim {in_dim}. Build it with in_dim = the vision "
+            "feature width (vision hidden size x number of feature layers)."
+        )
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(
+            f"Projector {name!r} got {bad} non-finite values (NaN/inf) in its input of shape {tuple(x.shape)}; "
+            "check the vision features (fp16 overflow in the vision tower?) before the projector."
+        )

@@ -1,0 +1,413 @@
+"""Parse the training command line into the three argument dataclasses of ``llava_df.config``.
+
+How to call::
+
+    parsed = parse_args(["--config", "configs/tiny_lora_lowvram.yaml", "--lora_r", "8"])
+    parsed.model, parsed.data, parsed.training  # ModelArguments, DataArguments, TrainingArguments
+    parsed.notes                                # what was renamed or derived, to log
+    parsed.explicit                             # {field: value} set by the YAML or the command line
+
+Precedence: schema defaults < ``--config`` YAML < command-line flags. The YAML holds flat keys
+(``lora_r: 32``) or sections (``lora: {r: 32}``, ``training: {learning_rate: 1e-4}``); inside a
+section ``k`` also means ``<section>_k`` (so the users' QLoRA YAML of seeds/003 reads as is).
+Spellings that transformers 5 removed (``--warmup_ratio``, ``--evaluation_strategy``,
+``--logging_dir``) are mapped with a note; an unknown flag fails naming the closest known ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import difflib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
+
+from .config import DataArguments, ModelArguments, TrainingArguments
+
+
+# With bitsandbytes INT8, non-reentrant checkpointing (transformers' default) cannot free the
+# input each int8 matmul keeps on its autograd ctx; reentrant can (tiny preset, batch 4: 9.4 vs
+# 12.6 MiB of live activations+grads, 18.1 unchecked). For NF4 and 16-bit the two measure the
+# same (+-2%), so transformers' default stays. Figures and command: results/gradient_checkpointing.md.
+# Applied when checkpointing is on and no --gradient_checkpointing_kwargs were given.
+def default_checkpointing_kwargs(bits: int) -> dict:
+    return {"use_reentrant": bits == 8}
+
+
+# Old or foreign spelling -> schema field. Each use is reported in ParsedArgs.notes.
+RENAMED = {
+    "evaluation_strategy": "eval_strategy",  # transformers 5 renamed it
+    "warmup_ratio": "warmup_steps",  # transformers 5: warmup_steps < 1 is a fraction of all steps
+    "gradient_checkpointing": "activation_checkpointing",  # deprecated alias in transformers 5.x
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+    "batch_size": "per_device_train_batch_size",  # seeds/003 YAML
+    "num_epochs": "num_train_epochs",  # seeds/003 YAML
+    "max_length": "model_max_length",  # seeds/003 YAML
+}
+# Flags that map to something other than one field (handled in _apply_special).
+SPECIAL = ("logging_dir", "load_in_8bit", "load_in_4bit")
+
+
+class ConfigError(ValueError):
+    """A bad flag, value or combination; the message says what to change."""
+
+
+class _Parser(HfArgumentParser):
+    # argparse exits on errors; raising lets train.main print one clean message and tests catch it.
+    def error(self, message: str):
+        raise ConfigError(f"{message}\nRun `python -m llava_df.train --help` for every flag.")
+
+
+@dataclass
+class ParsedArgs:
+    model: ModelArguments
+    data: DataArguments
+    training: TrainingArguments
+    notes: list[str] = field(default_factory=list)
+    explicit: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+    argv: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The resolved configuration, JSON-serializable (saved as output_dir/run_config.json)."""
+        return {
+            "model": dataclasses.asdict(self.model),
+            "data": dataclasses.asdict(self.data),
+            "training": self.training.to_dict(),
+            "explicit": _jsonable(self.explicit),
+            "notes": list(self.notes),
+            "env": dict(self.env),
+            "config_file": self.config_file,
+            "argv": list(self.argv),
+        }
+
+
+def build_parser() -> _Parser:
+    parser = _Parser((ModelArguments, DataArguments, TrainingArguments), allow_abbrev=False)
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML of flags (flat keys or sections); command-line flags override it. See configs/.",
+    )
+    return parser
+
+
+def known_flags(parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """Every flag name (without dashes) the command line accepts, old spellings included."""
+    parser = parser or build_parser()
+    # HfArgumentParser adds --a_b and --a-b; the underscore form is the canonical one.
+    names = {
+        s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--") and "-" not in s[2:]
+    }
+    return sorted(names | set(RENAMED) | set(SPECIAL))
+
+
+def parse_args(argv: list[str] | None = None) -> ParsedArgs:
+    """Parse ``argv`` (default ``sys.argv[1:]``); raise ConfigError with a fix on bad input."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    original_argv = list(argv)
+    parser = build_parser()
+    flags = known_flags(parser)
+    dests = {s.lstrip("-").replace("-", "_"): a.dest for a in parser._actions for s in a.option_strings}
+    notes: list[str] = []
+    env: dict[str, str] = {}
+
+    config_file, argv = _pop_config(argv)
+    yaml_values: dict[str, Any] = {}
+    if config_file is not None:
+        yaml_values = _flatten_yaml(_load_yaml(config_file), flags, config_file)
+        yaml_values = _apply_special(_rename(yaml_values, notes, f"{config_file}: "), notes, env)
+
+    cli_pairs = _split_argv(argv, flags)
+    cli_values = {name: value for name, value in cli_pairs}
+    cli_values = _apply_special(_rename(cli_values, notes, "command line: "), notes, env)
+    # Special flags consumed above (e.g. --logging_dir) must not reach argparse.
+    argv = [tok for name, value in cli_values.items() for tok in _to_tokens(name, value)]
+
+    parser.set_defaults(**{dests[k]: _to_default_string(v) for k, v in yaml_values.items()})
+    namespace = parser.parse_args(argv)
+    if namespace.bf16 and namespace.fp16:  # before TrainingArguments, whose own message is about hardware
+        raise ConfigError(
+            "--bf16 and --fp16 are both True; pick one (bf16 on Ampere+ GPUs, fp16 on older ones)."
+        )
+    outputs = []
+    for dtype in (ModelArguments, DataArguments, TrainingArguments):
+        names = {f.name for f in dataclasses.fields(dtype) if f.init}
+        try:
+            outputs.append(dtype(**{k: v for k, v in vars(namespace).items() if k in names}))
+        except ValueError as err:  # TrainingArguments.__post_init__ checks
+            raise ConfigError(f"Invalid arguments: {err}") from err
+    model_args, data_args, training_args = outputs
+
+    explicit = {dests[k]: None for k in yaml_values} | {dests[k]: None for k in cli_values}
+    for dataclass_obj in outputs:
+        for k in explicit:
+            if hasattr(dataclass_obj, k):
+                explicit[k] = getattr(dataclass_obj, k)
+
+    parsed = ParsedArgs(
+        model_args, data_args, training_args, notes, explicit, env, config_file, original_argv
+    )
+    _resolve(parsed)
+    validate(parsed)
+    return parsed
+
+
+def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    ns, rest = pre.parse_known_args(argv)
+    if ns.config is not None and not Path(ns.config).is_file():
+        raise ConfigError(
+            f"--config {ns.config}: no such file. Pass a YAML file, e.g. configs/tiny_lora_lowvram.yaml."
+        )
+    return ns.config, rest
+
+
+def _load_yaml(path: str) -> dict:
+    with open(path) as f:
+        loaded = yaml.safe_load(f) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of flag: value at the top level, got {type(loaded).__name__}."
+        )
+    return loaded
+
+
+def _flatten_yaml(raw: dict, flags: list[str], path: str) -> dict[str, Any]:
+    """Flat keys stay; a section (a mapping under a key that is not a flag) is opened one level."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in flags:
+            items = [(key, value)]
+        elif isinstance(value, dict):
+            items = [
+                (k if k in flags or f"{key}_{k}" not in flags else f"{key}_{k}", v) for k, v in value.items()
+            ]
+        else:
+            items = [(key, value)]
+        for k, v in items:
+            if k not in flags:
+                raise ConfigError(_unknown_message(k, flags, where=f"{path}"))
+            if k.startswith("no_") and k[3:] in flags:  # argparse's negative flag; a YAML has values
+                raise ConfigError(f"{path}: write '{k[3:]}: false' instead of '{k}'.")
+            if k in flat:
+                raise ConfigError(f"{path}: '{k}' is set twice (flat and in a section); keep one.")
+            flat[k] = v
+    return flat
+
+
+def _split_argv(argv: list[str], flags: list[str]) -> list[tuple[str, list[str] | None]]:
+    """['--a', '1', '--b=2', '--c'] -> [('a', ['1']), ('b', ['2']), ('c', [])]; unknown flags fail."""
+    pairs: list[tuple[str, list[str]]] = []
+    for tok in argv:
+        if tok.startswith("--") and len(tok) > 2:
+            name, eq, value = tok[2:].partition("=")
+            name = name.replace("-", "_")
+            if name not in flags:
+                raise ConfigError(_unknown_message(name, flags, where="command line"))
+            pairs.append((name, [value] if eq else []))
+        elif not pairs:
+            raise ConfigError(f"Unexpected argument {tok!r}: flags look like --name value. See --help.")
+        else:
+            pairs[-1][1].append(tok)
+    seen: dict[str, list[str]] = {}
+    for name, values in pairs:  # repeated flag: the last one wins, as in argparse
+        seen.pop(name, None)
+        seen[name] = values
+    return list(seen.items())
+
+
+def _unknown_message(name: str, flags: list[str], where: str) -> str:
+    close = difflib.get_close_matches(name, flags, n=4, cutoff=0.6)
+    hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
+    return f"{where}: unknown flag --{name}.{hint} Run `python -m llava_df.train --help` for every flag."
+
+
+def _rename(values: dict[str, Any], notes: list[str], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        new = RENAMED.get(key)
+        if new is None:
+            out[key] = value
+            continue
+        if key == "warmup_ratio":
+            ratio = float(value[0] if isinstance(value, list) else value)
+            if not 0 <= ratio < 1:
+                raise ConfigError(f"{where}--warmup_ratio {ratio}: expected a fraction in [0, 1).")
+            value = [str(ratio)] if isinstance(value, list) else ratio
+            notes.append(
+                f"{where}--warmup_ratio {ratio} -> --warmup_steps {ratio} (transformers 5: a value < 1 is a fraction of all steps)"
+            )
+        else:
+            notes.append(f"{where}--{key} -> --{new} (the name this version uses)")
+        if new in values or new in out:
+            raise ConfigError(f"{where}--{key} and --{new} are the same setting; keep only --{new}.")
+        out[new] = value
+    return out
+
+
+def _apply_special(values: dict[str, Any], notes: list[str], env: dict[str, str]) -> dict[str, Any]:
+    out = dict(values)
+    if "logging_dir" in out:
+        raw = out.pop("logging_dir")
+        path = raw[0] if isinstance(raw, list) else str(raw)
+        env["TENSORBOARD_LOGGING_DIR"] = path
+        notes.append(
+            f"--logging_dir {path} -> env TENSORBOARD_LOGGING_DIR={path} (transformers 5 dropped the flag)"
+        )
+    for flag, bits in (("load_in_8bit", 8), ("load_in_4bit", 4)):
+        if flag not in out:
+            continue
+        raw = out.pop(flag)
+        on = string_to_bool(raw[0]) if isinstance(raw, list) and raw else raw in (True, [])
+        if not on:
+            notes.append(f"--{flag} False ignored: --bits decides the precision")
+            continue
+        given = out.get("bits")
+        given = given[0] if isinstance(given, list) else given
+        if given is not None and int(given) != bits:
+            raise ConfigError(f"--{flag} True conflicts with --bits {given}; pass only --bits {bits}.")
+        out["bits"] = [str(bits)] if isinstance(raw, list) else bits
+        notes.append(f"--{flag} True -> --bits {bits}")
+    return out
+
+
+def _to_tokens(name: str, value: list[str]) -> list[str]:
+    return [f"--{name}", *value]
+
+
+def _to_default_string(value: Any) -> Any:
+    """YAML value -> what argparse would have read from the command line, so it is type-checked."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _resolve(parsed: ParsedArgs) -> None:
+    """Derived settings, each reported in notes."""
+    m, t = parsed.model, parsed.training
+    # --strategy alone is enough: it switches on the LLaVA flag it stands for unless that flag was
+    # given; a flag given explicitly and contradicting it fails in validate().
+    if m.strategy in ("lora", "unfreeze_early") and "lora_enable" not in parsed.explicit:
+        m.lora_enable = True
+        parsed.notes.append(f"--strategy {m.strategy} -> --lora_enable True")
+    if m.strategy == "projector_only" and not {"tune_mm_mlp_adapter", "tune_deepfake_mlp_adapter"} & set(
+        parsed.explicit
+    ):
+        m.tune_mm_mlp_adapter = True
+        parsed.notes.append("--strategy projector_only -> --tune_mm_mlp_adapter True")
+    if m.num_unfreeze_early_layers and "lora_enable" not in parsed.explicit and not m.lora_enable:
+        m.lora_enable = True  # unfreeze_early = first N layers + LoRA on the rest (seeds/000, scheme B)
+        parsed.notes.append(
+            f"--num_unfreeze_early_layers {m.num_unfreeze_early_layers} -> --lora_enable True"
+        )
+    if m.tune_deepfake_mlp_adapter and not m.tune_mm_mlp_adapter:
+        m.tune_mm_mlp_adapter = True
+        parsed.notes.append("--tune_deepfake_mlp_adapter True -> --tune_mm_mlp_adapter True")
+    if t.activation_checkpointing and not t.activation_checkpointing_kwargs:
+        kwargs = default_checkpointing_kwargs(m.bits)
+        t.activation_checkpointing_kwargs = t.gradient_checkpointing_kwargs = kwargs
+        parsed.notes.append(
+            f"--bits {m.bits}: checkpointing kwargs {kwargs} (see results/gradient_checkpointing.md)"
+        )
+
+
+def validate(parsed: ParsedArgs) -> None:
+    """Cross-flag checks no single field can make; raise ConfigError naming the fix."""
+    m, d, t = parsed.model, parsed.data, parsed.training
+    if m.bits not in (4, 8, 16):
+        raise ConfigError(f"--bits {m.bits}: expected 4 (NF4), 8 (LLM.int8) or 16.")
+    if m.quant_type not in ("nf4", "fp4"):
+        raise ConfigError(f"--quant_type {m.quant_type}: expected nf4 or fp4.")
+    if m.num_unfreeze_early_layers < 0:
+        raise ConfigError(f"--num_unfreeze_early_layers {m.num_unfreeze_early_layers}: expected 0 or more.")
+    if m.num_unfreeze_early_layers and not m.lora_enable:  # only when --lora_enable False was given
+        raise ConfigError(
+            f"--num_unfreeze_early_layers {m.num_unfreeze_early_layers} trains the first layers and LoRA elsewhere "
+            "(strategy unfreeze_early), but --lora_enable is False. Pass --lora_enable True, or "
+            "--num_unfreeze_early_layers 0 for projector-only training."
+        )
+    from .strategies import resolve_strategy  # the one rule for which flags mean which strategy
+
+    try:
+        resolve_strategy(m)
+    except (ValueError, KeyError) as err:
+        raise ConfigError(str(err).strip("'\"")) from err
+    _check_projector(m.mm_projector_type)
+    if d.data_dir is not None and not Path(d.data_dir).is_dir():
+        raise ConfigError(
+            f"--data_dir {d.data_dir}: no such folder. Expected a folder with real/ and fake/ (or metadata.csv); "
+            "leave --data_dir out to use the synthetic benchmark."
+        )
+    if d.data_path is not None and not Path(d.data_path).is_file():
+        raise ConfigError(f"--data_path {d.data_path}: no such file. Expected a LLaVA-format JSONL file.")
+    if t.remove_unused_columns:
+        raise ConfigError(
+            "--remove_unused_columns True would drop the image/is_fake columns the collator needs; use False."
+        )
+    if not 0 < t.lr_reduction_factor <= 1:
+        raise ConfigError(f"--lr_reduction_factor {t.lr_reduction_factor}: expected a multiplier in (0, 1].")
+    if t.lr_patience < 1:
+        raise ConfigError(f"--lr_patience {t.lr_patience}: expected 1 or more evaluations.")
+    if not 0 <= t.improvement_threshold < 1:
+        raise ConfigError(
+            f"--improvement_threshold {t.improvement_threshold}: expected a relative change in [0, 1)."
+        )
+    if t.min_lr >= t.learning_rate:
+        raise ConfigError(
+            f"--min_lr {t.min_lr} is not below --learning_rate {t.learning_rate}: training would stop at once. "
+            "Lower --min_lr (0 disables the LR stop)."
+        )
+    if t.load_best_model_at_end:
+        raise ConfigError(
+            "--load_best_model_at_end is not supported: best/ is written by the plateau schedule instead."
+        )
+
+
+def _check_projector(name: str) -> None:
+    from .projectors import available_projectors, resolve
+
+    try:
+        resolve(name)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(
+            f"--mm_projector_type {name}: not a registered projector ({err}). Known: {available_projectors()}"
+        ) from err
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(values, default=lambda v: getattr(v, "value", str(v))))
+
+
+@contextlib.contextmanager
+def run_env(parsed: ParsedArgs, default_tensorboard_dir: str | None = None):
+    """Export env settings mapped from flags (TENSORBOARD_LOGGING_DIR, default output_dir/runs)
+    for the duration of the block; the previous values come back afterwards."""
+    values = dict(parsed.env)
+    if "TENSORBOARD_LOGGING_DIR" not in values and default_tensorboard_dir is not None:
+        values["TENSORBOARD_LOGGING_DIR"] = default_tensorboard_dir
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield values
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

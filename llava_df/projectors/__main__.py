@@ -1,0 +1,253 @@
+"""Compare every projector preset at given widths, relative to LLaVA's ``mlp2x_gelu``.
+
+    python -m llava_df.projectors --in-dim 1024 --out-dim 4096            # parameters, MACs/token
+    python -m llava_df.projectors --in-dim 1024 --out-dim 4096 --bench --tokens 1152 --repeats 5 \\
+        --json results/projectors.json                                    # + time and saved memory
+    python -m llava_df.projectors --fit-gelu                              # refit kan_light's GELU init
+
+The rows are the registry's ``PRESETS`` (plus ``--also`` names), so a newly registered family
+shows up here without touching this file. With ``--bench`` the input does not require grad (the
+vision tower is frozen), and the candidates are interleaved across repeats (round r starts at
+candidate r) so background load hits all of them alike; the median over repeats is reported,
+and the fastest round (the least disturbed one, timeit's estimator on a busy machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from ..runinfo import run_environment
+from . import PRESETS, create_projector, resolve
+from .profile import macs_per_token, num_parameters, saved_tensor_bytes, time_forward_backward
+from .rational import GELU_FIT_RANGE, fit_gelu
+
+REFERENCE = "mlp2x_gelu"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ratio(value, reference) -> float | None:
+    return None if value is None or not reference else value / reference
+
+
+def measure(
+    names: list[str],
+    in_dim: int,
+    out_dim: int,
+    *,
+    bench: bool = False,
+    tokens: int = 1152,
+    repeats: int = 5,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> list[dict]:
+    """One dict per name: parameters, MACs/token and (bench) median fwd+bwd seconds, saved bytes.
+
+    A name that cannot be built at these widths (``identity`` with in_dim != out_dim) gets a row
+    with ``skipped`` set to the builder's error message instead of numbers.
+    """
+    rows, modules = [], {}
+    for name in names:
+        torch.manual_seed(seed)
+        row = {"name": name, "skipped": None}
+        try:
+            module = create_projector(name, in_dim, out_dim)
+        except ValueError as exc:  # e.g. identity at in_dim != out_dim: shown, not dropped
+            rows.append(row | {"skipped": str(exc)})
+            continue
+        row["parameters"] = num_parameters(module)
+        row["macs_per_token"] = macs_per_token(module, in_dim)
+        rows.append(row)
+        modules[name] = module.to(device=device, dtype=dtype)
+
+    if bench:
+        x = torch.randn(1, tokens, in_dim, device=device, dtype=dtype)  # frozen vision features: no grad
+        timed = [n for n, m in modules.items() if any(p.requires_grad for p in m.parameters())]
+        times: dict[str, list[float]] = {n: [] for n in timed}
+        for name in timed:  # warm-up (allocator, thread pools, kernel selection), not recorded
+            time_forward_backward(modules[name], x, repeats=1, warmup=1)
+        for r in range(repeats):
+            for name in timed[r % len(timed) :] + timed[: r % len(timed)]:
+                times[name] += [time_forward_backward(modules[name], x, repeats=1, warmup=0)]
+        for row in rows:
+            name = row["name"]
+            if name in modules:
+                row["saved_bytes"] = saved_tensor_bytes(modules[name], x)
+                row["time_s"] = statistics.median(times[name]) if name in times else None
+                row["fastest_s"] = min(times[name]) if name in times else None
+                row["times_s"] = times.get(name)
+
+    ref = next((r for r in rows if r["name"] == REFERENCE and not r["skipped"]), {})
+    for row in rows:
+        for key in ("parameters", "macs_per_token", "time_s", "fastest_s", "saved_bytes"):
+            if key in row:
+                row[f"{key}_ratio"] = _ratio(row[key], ref.get(key))
+    return rows
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table of ``measure``'s rows (bench columns only when they were measured)."""
+    bench = any("time_s" in r for r in rows)
+    head = ["projector", "parameters", f"vs {REFERENCE}", "MACs/token", f"vs {REFERENCE}"]
+    if bench:
+        head += [
+            "fwd+bwd ms",
+            f"vs {REFERENCE}",
+            "fastest ms",
+            f"vs {REFERENCE}",
+            "saved for bwd MiB",
+            f"vs {REFERENCE}",
+        ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for row in rows:
+        if row["skipped"]:
+            cells = [row["name"], "skipped (see below)"] + ["-"] * (len(head) - 2)
+            notes.append(f"- {row['name']}: {row['skipped']}")
+        else:
+            time_ms = None if row.get("time_s") is None else row["time_s"] * 1e3
+            fastest_ms = None if row.get("fastest_s") is None else row["fastest_s"] * 1e3
+            saved_mib = None if row.get("saved_bytes") is None else row["saved_bytes"] / 2**20
+            cells = [
+                row["name"],
+                f"{row['parameters']:,}",
+                _fmt(row["parameters_ratio"], ".3f"),
+                f"{row['macs_per_token']:,.0f}",
+                _fmt(row["macs_per_token_ratio"], ".3f"),
+            ]
+            if bench:
+                cells += [
+                    _fmt(time_ms, ".1f"),
+                    _fmt(row.get("time_s_ratio"), ".3f"),
+                    _fmt(fastest_ms, ".1f"),
+                    _fmt(row.get("fastest_s_ratio"), ".3f"),
+                    _fmt(saved_mib, ".4g"),
+                    _fmt(row.get("saved_bytes_ratio"), ".3f"),
+                ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m llava_df.projectors",
+        description=f"Table of every projector preset: parameters, forward multiply-adds per token and, with "
+        f"--bench, measured forward+backward time and memory saved for backward, each relative to {REFERENCE}.",
+    )
+    parser.add_argument(
+        "--in-dim", type=int, default=1024, help="Vision feature width (CLIP ViT-L/14: 1024)."
+    )
+    parser.add_argument("--out-dim", type=int, default=4096, help="LLM hidden width (Vicuna/LLaMA-7B: 4096).")
+    parser.add_argument(
+        "--also",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="Extra names beyond the presets, e.g. kan_light_g16.",
+    )
+    parser.add_argument(
+        "--bench", action="store_true", help="Also measure fwd+bwd time and bytes saved for backward."
+    )
+    parser.add_argument(
+        "--tokens", type=int, default=1152, help="Tokens per measured batch (default 1152 = 2 images x 576)."
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="Timed rounds per projector (median reported)."
+    )
+    parser.add_argument("--device", default="cpu", help="Device to measure on: cpu or cuda.")
+    parser.add_argument(
+        "--dtype", default="float32", choices=sorted(DTYPES), help="Parameter and input dtype."
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="torch.manual_seed before each projector is built."
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="PATH", help="Also write the rows and settings as JSON."
+    )
+    parser.add_argument(
+        "--fit-gelu",
+        action="store_true",
+        help=f"Refit kan_light's rational GELU init on {list(GELU_FIT_RANGE)}, print the constants and exit.",
+    )
+    args = parser.parse_args(argv)
+    for flag in ("in_dim", "out_dim", "tokens", "repeats"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}.")
+    for name in args.also:
+        try:
+            resolve(name)
+        except KeyError as exc:
+            parser.error(str(exc.args[0]))
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(
+            f"--device {args.device}: no CUDA device visible to torch {torch.__version__}; use --device cpu."
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the CLI; returns what ``--json`` writes (settings, environment, rows)."""
+    args = parse_args(argv)
+    if args.fit_gelu:
+        a, b, max_err = fit_gelu()
+        print(f"GELU_NUMERATOR = {tuple(a.tolist())}")
+        print(f"GELU_DENOMINATOR = {tuple(b.tolist())}")
+        print(f"# max |F(x) - GELU(x)| on {list(GELU_FIT_RANGE)}: {max_err:.3e}")
+        return {"numerator": a.tolist(), "denominator": b.tolist(), "max_error": max_err}
+
+    names = list(dict.fromkeys([*PRESETS, *args.also]))
+    rows = measure(
+        names,
+        args.in_dim,
+        args.out_dim,
+        bench=args.bench,
+        tokens=args.tokens,
+        repeats=args.repeats,
+        device=args.device,
+        dtype=DTYPES[args.dtype],
+        seed=args.seed,
+    )
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "fit_gelu"}
+    environment = run_environment() | {"cpu_model": cpu_model(), "torch_threads": torch.get_num_threads()}
+    result = {
+        "command": "python -m llava_df.projectors " + " ".join(sys.argv[1:] if argv is None else argv),
+        "settings": settings,
+        "environment": environment,
+        "rows": rows,
+    }
+    where = f"{args.device}, {args.dtype}" + (
+        f", {args.tokens} tokens, median of {args.repeats}" if args.bench else ""
+    )
+    print(f"Projectors {args.in_dim} -> {args.out_dim} ({where}):\n")
+    print(format_table(rows))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""DeepfakeTrainer: transformers' Trainer with llava_df's checkpoint contents, projector lr, KAN loss, NaN guard.
+
+How to call (train.py does)::
+
+    trainer = DeepfakeTrainer(model=model, args=training_args, ..., run_config=run_config,
+                              extra_input_keys=collator.extra_keys)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+
+from .checkpointing import load_trainable_weights, save_trainable
+from .llava_layout import projector as projector_of
+from .llava_layout import unwrap
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or go on; the message says what to do."""
+
+
+class NonFiniteLossError(RunError):
+    pass
+
+
+class DeepfakeTrainer(Trainer):
+    """HF Trainer + our checkpoint contents, the projector's own lr, and a NaN guard.
+
+    - checkpoint-N/ holds llava_df.checkpointing.save_trainable output (not the frozen 7B base);
+      resuming loads it back with load_trainable_weights.
+    - ``--mm_projector_lr``: the projector gets its own param group (strategies.param_groups).
+    - ``--kan_reg_weight w``: training loss + w * projector.regularization_loss() (KAN projectors).
+    - a non-finite loss stops training before the optimizer step applies it, naming the step;
+      the checkpoints written so far stay as they are.
+    """
+
+    def __init__(
+        self, *args, run_config: dict | None = None, extra_input_keys: tuple[str, ...] = (), **kwargs
+    ):
+        super().__init__(*args, **kwargs)
+        self.run_config = run_config or {}
+        self.extra_input_keys = extra_input_keys  # collator outputs the model must not receive
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        save_trainable(self.model, output_dir or self.args.output_dir, self.run_config)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_trainable_weights(model or self.model, resume_from_checkpoint)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.args.mm_projector_lr is not None:
+            from .strategies import param_groups
+
+            opt_model = model or self.model
+            cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            groups = param_groups(
+                opt_model, self.args.learning_rate, self.args.mm_projector_lr, self.args.weight_decay
+            )
+            self.optimizer = cls(groups, **kwargs)
+        return super().create_optimizer(model)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = {k: v for k, v in inputs.items() if k not in self.extra_input_keys}
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+        weight = getattr(self.args, "kan_reg_weight", 0.0)
+        if not weight or not model.training:
+            return result
+        loss, outputs = result if return_outputs else (result, None)
+        # KAN sparsity loss on the token sample the projector recorded in this forward.
+        reg = projector_of(unwrap(model)).regularization_loss()
+        # When the CE loss is already normalized over the whole accumulated batch (num_items_in_batch),
+        # the Trainer does not divide by the accumulation steps; do it here so the weight is per update.
+        scaled = self.loss_is_scaled_for_ga
+        if scaled is None:
+            scaled = (
+                self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            ) or self.compute_loss_func
+        if scaled:
+            reg = reg / self.current_gradient_accumulation_steps
+        loss = loss + weight * reg
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            last = get_last_checkpoint(self.args.output_dir) if Path(self.args.output_dir).is_dir() else None
+            raise NonFiniteLossError(
+                f"Loss is {loss.item()} at step {step}; stopped before the optimizer applied it. "
+                f"Last good checkpoint: {last or 'none yet'}. Lower --learning_rate, use --bf16 instead of --fp16, "
+                f"or resume with --resume_from_checkpoint {last or '<checkpoint>'} and changed settings."
+            )
+        return loss
