@@ -3,40 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from tiny_training import logits, train
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from llava_df.checkpointing import load_trained, save_trainable
-from llava_df.config import ModelArguments
 from llava_df.merge import main
-from llava_df.modeling import build_model, load_merged
-from llava_df.strategies import apply_strategy
-from llava_df.tiny import example_batch
-
-FLAGS = {
-    "projector_only": {"tune_mm_mlp_adapter": True},
-    "lora": {"lora_enable": True},
-    "unfreeze_early": {"lora_enable": True, "num_unfreeze_early_layers": 1},
-}
-
-
-def train(strategy: str, bits: int, projector: str = "mlp2x_gelu"):
-    """A tiny model after two AdamW steps (so LoRA B is non-zero and the merge has work to do)."""
-    args = ModelArguments(bits=bits, mm_projector_type=projector, lora_r=4, lora_alpha=8, **FLAGS[strategy])
-    model, processor = build_model(args)
-    model = apply_strategy(model, args, verbose=False)
-    batch = example_batch(processor, batch_size=2)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    model.train()
-    for _ in range(2):
-        model(**batch).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return model.eval(), batch
-
-
-@torch.no_grad()
-def logits(model, batch):
-    return model.eval()(**batch).logits
+from llava_df.modeling import load_merged
 
 
 @pytest.mark.parametrize(
