@@ -37,7 +37,9 @@ def knots(g: int, k: int, uniform: bool, n_in: int = 3, seed: int = 0) -> torch.
 def scipy_bases(x: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
     """Every basis B_m on knots t at x, 0 outside its support (scipy gives NaN there)."""
     n_bases = len(t) - k - 1
-    cols = [np.nan_to_num(BSpline.basis_element(t[m : m + k + 2], extrapolate=False)(x)) for m in range(n_bases)]
+    cols = [
+        np.nan_to_num(BSpline.basis_element(t[m : m + k + 2], extrapolate=False)(x)) for m in range(n_bases)
+    ]
     return np.stack(cols, axis=-1)
 
 
@@ -71,7 +73,14 @@ def test_partition_of_unity_inside_and_zero_outside_the_span(k, uniform):
     u = lo + frac * (hi - lo)
     assert torch.allclose(dense_bases(u, grid, k, uniform=uniform).sum(-1), torch.ones_like(u), atol=1e-12)
     # Outside [t_0, t_{G+2K}) every basis is 0 (efficient-kan's semantics), even for huge values.
-    far = torch.stack([grid[:, 0] - 0.5, grid[:, -1] + 0.5, torch.full((2,), -1e30, dtype=F64), torch.full((2,), 1e30, dtype=F64)])
+    far = torch.stack(
+        [
+            grid[:, 0] - 0.5,
+            grid[:, -1] + 0.5,
+            torch.full((2,), -1e30, dtype=F64),
+            torch.full((2,), 1e30, dtype=F64),
+        ]
+    )
     assert dense_bases(far, grid, k, uniform=uniform).abs().max() == 0
     # At the last knot itself: 0 up to the rounding of (u - t_0) / h.
     assert dense_bases(grid[:, -1][None], grid, k, uniform=uniform).abs().max() <= 1e-12
@@ -84,11 +93,15 @@ def test_uniform_fast_path_equals_general_de_boor_path(k):
     j1, v1, d1 = local_bases(u, grid, k, uniform=True, derivative=True)
     j2, v2, d2 = local_bases(u, grid, k, uniform=False, derivative=True)
     assert v1.shape == (300, k + 1, 3)  # only the K + 1 local values, never (N, in, G + 2K)
-    assert torch.allclose(dense_bases(u, grid, k, uniform=True), dense_bases(u, grid, k, uniform=False), atol=1e-12)
+    assert torch.allclose(
+        dense_bases(u, grid, k, uniform=True), dense_bases(u, grid, k, uniform=False), atol=1e-12
+    )
     inside = (u > grid[:, 0]) & (u < grid[:, -1])  # past the span the paths park u differently
     assert torch.equal(j1[inside], j2[inside])
     mask = inside.unsqueeze(1)
-    assert torch.allclose(v1 * mask, v2 * mask, atol=1e-12) and torch.allclose(d1 * mask, d2 * mask, atol=1e-10)
+    assert torch.allclose(v1 * mask, v2 * mask, atol=1e-12) and torch.allclose(
+        d1 * mask, d2 * mask, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize("uniform", [True, False])
@@ -101,7 +114,9 @@ def test_basis_derivative_matches_finite_differences(k, uniform):
     u = torch.where(near, u + 3e-4, u)
     j, vals, dvals = local_bases(u, grid, k, uniform=uniform, derivative=True)
     eps = 1e-7
-    fd = (dense_bases(u + eps, grid, k, uniform=uniform) - dense_bases(u - eps, grid, k, uniform=uniform)) / (2 * eps)
+    fd = (dense_bases(u + eps, grid, k, uniform=uniform) - dense_bases(u - eps, grid, k, uniform=uniform)) / (
+        2 * eps
+    )
     dense_d = torch.zeros_like(fd)
     cols = j[..., None] - k + torch.arange(k + 1)  # basis index of each local value
     valid = (cols >= 0) & (cols < fd.shape[-1])
@@ -141,7 +156,10 @@ def dense_layer(x, grid, wb, ws, sc, k, norm=None):
     if norm is not None:
         x = torch.nn.functional.layer_norm(x, x.shape[-1:], eps=1e-5) * norm[0] + norm[1]
     bases = dense_bases(x, grid, k, uniform=False)  # (N, in, C)
-    return torch.nn.functional.silu(x) @ wb.T + bases.reshape(x.shape[0], -1) @ (ws * sc[..., None]).reshape(ws.shape[0], -1).T
+    return (
+        torch.nn.functional.silu(x) @ wb.T
+        + bases.reshape(x.shape[0], -1) @ (ws * sc[..., None]).reshape(ws.shape[0], -1).T
+    )
 
 
 def layer_tensors(n_in=4, n_out=3, g=3, k=2, uniform=True, seed=0):

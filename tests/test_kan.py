@@ -121,7 +121,9 @@ def smooth_splines_(layer, seed=0):
     """Spline coefficients sampled from a smooth curve per edge (what training tends to give)."""
     gen = torch.Generator().manual_seed(seed)
     k, n_out, n_in = layer.spline_order, layer.out_features, layer.in_features
-    centers = torch.stack([layer.grid[:, m : m + k + 2].mean(1) for m in range(layer.grid_size + k)], -1)  # (in, C)
+    centers = torch.stack(
+        [layer.grid[:, m : m + k + 2].mean(1) for m in range(layer.grid_size + k)], -1
+    )  # (in, C)
     freq = torch.rand(n_out, n_in, 1, generator=gen, dtype=centers.dtype) * 3
     phase = torch.rand(n_out, n_in, 1, generator=gen, dtype=centers.dtype) * 6
     with torch.no_grad():
@@ -167,7 +169,9 @@ def brute_force_reg(proj, x, act_w, ent_w):
     for layer in proj.layers:
         u = layer.normalized_input(h)  # (N, in)
         bases = dense_bases(u, layer.grid.to(u.dtype), layer.spline_order)  # (N, in, C)
-        spline = torch.einsum("nic,oic->noi", bases, layer.spline_weight.double()) * layer.spline_scaler.double()
+        spline = (
+            torch.einsum("nic,oic->noi", bases, layer.spline_weight.double()) * layer.spline_scaler.double()
+        )
         phi = spline + F.silu(u)[:, None, :] * layer.base_weight.double()  # (N, out, in)
         a = phi.abs().mean(0)
         p = a / a.sum()
@@ -194,8 +198,14 @@ def test_regularization_loss_is_differentiable_memory_bounded_and_tracks_weights
     for name, p in proj.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     # Chunking (one token per chunk) gives the same value.
-    small = [layer.activation_l1(h, max_tokens=32, chunk_elements=1) for layer, h in zip(proj.layers, proj.layer_inputs(x), strict=True)]
-    full = [layer.activation_l1(h, max_tokens=32) for layer, h in zip(proj.layers, proj.layer_inputs(x), strict=True)]
+    small = [
+        layer.activation_l1(h, max_tokens=32, chunk_elements=1)
+        for layer, h in zip(proj.layers, proj.layer_inputs(x), strict=True)
+    ]
+    full = [
+        layer.activation_l1(h, max_tokens=32)
+        for layer, h in zip(proj.layers, proj.layer_inputs(x), strict=True)
+    ]
     assert all(torch.allclose(a, b, rtol=1e-5) for a, b in zip(small, full, strict=True))
     with torch.no_grad():
         proj.layers[1].spline_weight.mul_(3)
@@ -228,7 +238,9 @@ def test_normalization_puts_clip_like_features_inside_both_grids():
     torch.manual_seed(0)
     cov_norm = create_projector("kan_h64_g5_k3", 64, 48).grid_coverage(x)
     torch.manual_seed(0)
-    cov_raw = create_projector("kan_h64_g5_k3", 64, 48, input_norm="none", hidden_norm="none").grid_coverage(x)
+    cov_raw = create_projector("kan_h64_g5_k3", 64, 48, input_norm="none", hidden_norm="none").grid_coverage(
+        x
+    )
     assert all(c > 0.9 for c in cov_norm)  # +-2 std on the grid: ~95% of a Gaussian
     assert cov_raw[0] < 0.4  # raw CLIP-like values mostly miss [-1, 1]
 
@@ -253,7 +265,10 @@ def test_forward_and_backward_in_each_dtype(dtype):
     assert out.dtype == dtype and torch.isfinite(out).all()
     assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max()
     out.float().pow(2).mean().backward()
-    assert all(p.grad is not None and p.grad.dtype == dtype and torch.isfinite(p.grad).all() for p in proj.parameters())
+    assert all(
+        p.grad is not None and p.grad.dtype == dtype and torch.isfinite(p.grad).all()
+        for p in proj.parameters()
+    )
 
 
 @pytest.mark.parametrize(

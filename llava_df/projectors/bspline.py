@@ -3,9 +3,11 @@
 Notation (efficient-kan's): ``G`` grid intervals, spline order ``K``, ``C = G + K`` bases per
 input, knots ``grid (in, G + 2K + 1)``. Basis ``B_m`` (``m < C``) lives on ``[t_m, t_{m+K+1})``;
 in knot interval ``j`` (``t_j <= u < t_{j+1}``) only ``B_{j-K} .. B_j`` are non-zero, so each
-input value has K + 1 *local* values, computed here by de Boor's recursion on (tokens, in, K + 1)
-instead of the full (tokens, in, G + 2K) Cox-de Boor table. Outside ``[t_0, t_{G+2K})`` every
-basis is 0 (efficient-kan's semantics).
+input value has K + 1 *local* values, computed on (tokens, K + 1, in) instead of the full
+(tokens, in, G + 2K) Cox-de Boor table: by de Boor's recursion on the gathered knots for any
+grid, or, for evenly spaced knots (every grid until ``update_grid``), by the fixed polynomials
+in the offset within the interval that the same recursion gives. Outside ``[t_0, t_{G+2K})``
+every basis is 0 (efficient-kan's semantics).
 
 ``kan_linear`` is the layer
 
@@ -13,8 +15,9 @@ basis is 0 (efficient-kan's semantics).
 
 with ``u = x`` or ``u = layer_norm(x) * scale + shift`` (the optional fused input normalization).
 It saves only ``x`` (and the small knot buffer) for backward and rebuilds the bases there, so a
-training step never keeps a (tokens, in, C) tensor alive; forward and backward build it in
-chunks of input features (``feature_chunk_bytes``) and free each chunk after its GEMM.
+training step never keeps a (tokens, in, C) tensor alive; forward and backward build the dense
+bases in chunks of input features (``chunk_bytes`` each), one GEMM per chunk, in scratch
+buffers that are freed when the call returns.
 
 Basis math runs in float32 even for bf16/fp16 weights (float64 stays float64): in bf16,
 ``u - t_j`` keeps ~3 significant digits, so the local values lose partition of unity by ~1%;
@@ -30,10 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-# Transient feature chunk (tokens x in_chunk x C) per GEMM. 16 MiB stays under glibc's largest
-# reusable heap block (32 MiB) on CPU, so chunks are not page-faulted in afresh every call;
-# on GPU the caching allocator makes large chunks cheap, so fewer, bigger GEMMs win there.
-CPU_CHUNK_BYTES = 8 * 2**20
+# Bytes of each transient block (bases (N, C+2K+1, w) or weights (out, C, w)) per chunk of w
+# input features. On CPU: under glibc's 32 MiB mmap ceiling, so blocks are mostly reused
+# rather than page-faulted in afresh, yet few chunks, because on a shared CPU every
+# elementwise kernel is an OpenMP region that may wait for a descheduled thread. On GPU the
+# caching allocator makes big blocks cheap: fewer, larger GEMMs.
+CPU_CHUNK_BYTES = 24 * 2**20
 CUDA_CHUNK_BYTES = 256 * 2**20
 
 
@@ -64,7 +69,7 @@ def is_uniform(grid: torch.Tensor) -> bool:
     return bool(((grid - ideal).abs().amax() <= tol).item()) and bool((t_last > t0).all().item())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cardinal_pieces(order: int) -> tuple[tuple[float, ...], ...]:
     """Coefficients ``coef[p][r]`` of the K + 1 local values on an evenly spaced grid.
 
@@ -108,24 +113,26 @@ def _uniform_local(u, grid, order, derivative):
     # knot, whose K + 1 local values are all phantom bases (see place_bases).
     t = torch.addcmul(-grid[:, 0] * inv_h, u, inv_h).clamp_(0.0, float(n_knots - 1))  # (N, I)
     jf = t.floor()
-    s = t - jf  # in [0, 1)
-    powers = [None, s]
-    for _ in range(2, order + 1):
-        powers.append(powers[-1] * s)
-    coef = torch.tensor(cardinal_pieces(order), dtype=u.dtype, device=u.device)  # (p, r)
+    s = (t - jf).unsqueeze(1)  # (N, 1, I), in [0, 1)
+    coef = torch.tensor(cardinal_pieces(order), dtype=u.dtype, device=u.device).unsqueeze(-1)  # (p, r, 1)
 
-    def poly(c):  # sum_p c[p][r] s**p, built directly as (N, K+1, I)
-        out = c[0].view(1, -1, 1).expand(u.shape[0], -1, u.shape[1]).clone()
-        for p in range(1, c.shape[0]):
-            out.addcmul_(c[p].view(1, -1, 1), powers[p].unsqueeze(1))
+    def horner(c):  # sum_p c[p][r] s**p as (N, K+1, I): one fused multiply-add per power
+        out = c[-1].expand(-1, u.shape[1]) if c.shape[0] == 1 else torch.addcmul(c[-2], c[-1], s)
+        for p in range(c.shape[0] - 3, -1, -1):
+            out = torch.addcmul(c[p], out, s)
         return out
 
-    vals = poly(coef)
+    vals = horner(coef)
     dvals = None
     if derivative:
-        dcoef = coef[1:] * torch.arange(1, order + 1, dtype=u.dtype, device=u.device)[:, None]  # d/ds
-        inside = ((t > 0) & (t < n_knots - 1)).to(u.dtype) * inv_h  # slope 0 outside the span
-        dvals = poly(dcoef) * inside.unsqueeze(1)
+        dcoef = coef[1:] * torch.arange(1, order + 1, dtype=u.dtype, device=u.device).view(-1, 1, 1)  # d/ds
+        dvals = horner(dcoef) * inv_h.view(1, 1, -1)
+        if dvals.shape[0] != u.shape[0]:  # K = 1: constant slopes, broadcast over tokens
+            dvals = dvals.expand(u.shape[0], -1, -1)
+        if order == 1:
+            # Clamped (out-of-span) inputs sit at a span end; for K >= 2 every real basis is
+            # flat there, for K = 1 the slope must be zeroed by hand.
+            dvals = dvals * ((t > 0) & (t < n_knots - 1)).unsqueeze(1)
     return jf.long(), vals, dvals
 
 
@@ -197,49 +204,41 @@ def local_bases(
     return _general_local(u, grid, order, derivative)
 
 
-def scatter_base(n_tok: int, width: int, n_bases: int, order: int, device=None) -> torch.Tensor:
-    """Flat offsets of element (n, r, i) in a (N, C + 2K + 1, w) buffer: (N, K+1, w) int64.
+def scatter_index(j: torch.Tensor, n_bases: int, order: int) -> torch.Tensor:
+    """Where the local values of intervals j (N, w) go in a token's (C + 2K + 1, w) block.
 
-    Depends only on the shapes, so a layer computes it once per call and reuses it per chunk.
+    Basis m = j - K + r lands on row m + K = j + r: rows [K, K + C) hold the real bases, the
+    spare rows (K before, K + 1 after) the phantom ones. Returns offsets (N, K+1, w) within
+    each token's row of the (N, (C + 2K + 1) * w) buffer.
     """
-    rows = n_bases + 2 * order + 1
-    n = torch.arange(n_tok, device=device).view(-1, 1, 1) * (rows * width)
-    r = torch.arange(order + 1, device=device).view(1, -1, 1) * width
-    return (n + torch.arange(width, device=device)) + r
+    width = j.shape[1]
+    within = torch.arange(order + 1, device=j.device).view(-1, 1) * width + torch.arange(
+        width, device=j.device
+    )
+    return within + (j * width).unsqueeze(1)
 
 
 def place_bases(
-    j: torch.Tensor, vals: torch.Tensor, n_bases: int, order: int, dtype: torch.dtype, base: torch.Tensor | None = None
+    index: torch.Tensor,
+    vals: torch.Tensor,
+    n_bases: int,
+    order: int,
+    dtype: torch.dtype,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scatter local values (N, K+1, w) at intervals j (N, w) into the GEMM layout (N, C + 2K + 1, w).
+    """Scatter local values (N, K+1, w) to ``index`` in a (N, C + 2K + 1, w) buffer (``out`` or new).
 
-    Basis m lands on row m + K, so rows [K, K + C) are the real bases: ``[:, K:K+C]`` viewed as
-    (N, C * w) is a valid GEMM operand (row stride (C + 2K + 1) * w, no copy). The spare rows
-    (K before, K + 1 after) catch the phantom values, which is cheaper than masking them.
-    ``base``: ``scatter_base`` for these shapes (computed here when not given).
+    ``[:, K:K+C]`` of the result, viewed as (N, C * w), is a valid GEMM operand (row stride
+    (C + 2K + 1) * w, no copy). Scattering phantom values into spare rows is cheaper than
+    masking them. One scatter per token row (dim 1 of (N, -1)): ~4x faster on CPU than
+    scattering along dim 1 of the 3-D buffer, and unlike a flat 1-D scatter it runs in parallel.
     """
-    n_tok, width = j.shape
-    if base is None:
-        base = scatter_base(n_tok, width, n_bases, order, j.device)
-    out = torch.empty(n_tok, n_bases + 2 * order + 1, width, dtype=dtype, device=j.device)
+    n_tok, _, width = vals.shape
+    if out is None:
+        out = torch.empty(n_tok, n_bases + 2 * order + 1, width, dtype=dtype, device=vals.device)
     out[:, order : order + n_bases].zero_()  # spare rows are never read: no need to clear them
-    # A flat 1-D scatter is ~3x faster on CPU than scattering along dim 1 of the 3-D buffer.
-    index = base + (j * width).unsqueeze(1)  # (N, K+1, w): element (n, j + r, i)
-    out.view(-1).scatter_(0, index.view(-1), vals.to(dtype).reshape(-1))
+    out.view(n_tok, -1).scatter_(1, index.reshape(n_tok, -1), vals.to(dtype).reshape(n_tok, -1))
     return out
-
-
-class _ScatterBases:
-    """scatter_base per chunk width, built once per call (chunks share one or two widths)."""
-
-    def __init__(self, n_tok, n_bases, order, device):
-        self.args, self.cache = (n_tok, n_bases, order, device), {}
-
-    def __call__(self, width):
-        if width not in self.cache:
-            n_tok, n_bases, order, device = self.args
-            self.cache[width] = scatter_base(n_tok, width, n_bases, order, device)
-        return self.cache[width]
 
 
 def dense_bases(u: torch.Tensor, grid: torch.Tensor, order: int, uniform: bool | None = None) -> torch.Tensor:
@@ -248,7 +247,8 @@ def dense_bases(u: torch.Tensor, grid: torch.Tensor, order: int, uniform: bool |
         uniform = is_uniform(grid)
     n_bases = grid.shape[1] - order - 1
     j, vals, _ = local_bases(u, grid.to(u.dtype), order, uniform=uniform)
-    return place_bases(j, vals, n_bases, order, u.dtype)[:, order : order + n_bases].transpose(1, 2)
+    feats = place_bases(scatter_index(j, n_bases, order), vals, n_bases, order, u.dtype)
+    return feats[:, order : order + n_bases].transpose(1, 2)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -256,11 +256,18 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def feature_chunks(n_in: int, per_feature_bytes: int, budget: int) -> list[tuple[int, int]]:
-    """Split input features into near-equal chunks of at most ``budget`` bytes of temporaries each."""
+def feature_chunks(n_in: int, per_feature_bytes: int, budget: int, align: int = 32) -> list[tuple[int, int]]:
+    """Split input features into near-equal chunks of at most ``budget`` bytes of temporaries each.
+
+    Widths are rounded up to a multiple of ``align`` when that stays within the budget (GEMM
+    kernels run their full-width path on aligned sizes).
+    """
     width = max(1, budget // max(1, per_feature_bytes))
     n_chunks = math.ceil(n_in / width)
     width = math.ceil(n_in / n_chunks)
+    aligned = math.ceil(width / align) * align
+    if aligned * per_feature_bytes <= budget:
+        width = aligned
     return [(a, min(a + width, n_in)) for a in range(0, n_in, width)]
 
 
@@ -269,30 +276,64 @@ def _normalize(x: torch.Tensor, norm: tuple[float, float] | None) -> torch.Tenso
     if norm is None:
         return x
     scale, shift = norm
-    return F.layer_norm(x, x.shape[-1:], eps=1e-5) * scale + shift
+    # The constant scale/shift ride on layer_norm's affine slots: one kernel instead of three.
+    weight = torch.full(x.shape[-1:], scale, dtype=x.dtype, device=x.device)
+    bias = torch.full(x.shape[-1:], shift, dtype=x.dtype, device=x.device)
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps=1e-5)
 
 
-def _chunk_weight(spline_weight, spline_scaler, a, b):
-    """Scaled spline weights of input features [a, b) in the GEMM layout: (out, C * w).
+def _chunk_weight(base_weight, spline_weight, spline_scaler, a, b, out):
+    """Weights of input features [a, b) in the GEMM layout, into ``out`` (out, C + 1, w).
 
-    Written in one pass straight into the (out, C, w) order; broadcasting the scaler over the
-    short C axis in the parameter's own (out, w, C) order is several times slower on CPU.
+    Rows 0..C-1: spline_weight * spline_scaler, written in one pass straight into the (out, C, w)
+    order (broadcasting the scaler over the short C axis in the parameter's own (out, w, C)
+    order is several times slower on CPU); row C: base_weight, for the silu row of the bases.
+    Returns the (out, (C + 1) * w) view.
     """
-    n_out, _, n_bases = spline_weight.shape
-    w_eff = spline_weight.new_empty(n_out, n_bases, b - a)
-    torch.mul(spline_weight[:, a:b].transpose(1, 2), spline_scaler[:, None, a:b], out=w_eff)
-    return w_eff.view(n_out, -1)
+    n_bases = spline_weight.shape[2]
+    torch.mul(spline_weight[:, a:b].transpose(1, 2), spline_scaler[:, None, a:b], out=out[:, :n_bases])
+    out[:, n_bases].copy_(base_weight[:, a:b])
+    return out.view(spline_weight.shape[0], -1)
+
+
+def _features(u, grid, order, uniform, out, derivative=False):
+    """Bases and silu of u (N, w) in ``out`` (N, C + 2K + 1, w); also the scatter index and slopes.
+
+    The silu row (K + C) is written after the scatter: right-hand phantom values may land there.
+    """
+    n_bases = grid.shape[1] - order - 1
+    j, vals, dvals = local_bases(
+        u, grid, order, uniform=uniform, derivative=derivative
+    )  # (N, w), (N, K+1, w)
+    index = scatter_index(j, n_bases, order)  # (N, K+1, w)
+    place_bases(index, vals, n_bases, order, out.dtype, out=out)
+    row = out[:, order + n_bases]
+    if row.dtype == u.dtype:
+        torch.ops.aten.silu.out(u, out=row)  # straight into the row, no temporary
+    else:
+        row.copy_(F.silu(u))
+    return out, index, dvals
+
+
+class _Scratch:
+    """Per-call buffers reused by every chunk: a fresh multi-MiB block per chunk is page-faulted
+    in again on CPU (glibc returns big blocks to the OS), which costs as much as filling it."""
+
+    def __init__(self, device):
+        self.device, self.flat = device, {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf = self.flat.get(name)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype:
+            buf = self.flat[name] = torch.empty(numel, dtype=dtype, device=self.device)
+        return buf[:numel].view(shape)
 
 
 def _chunks(n_tok, n_in, n_out, n_bases, order, dtype, budget):
-    """Feature chunks bounding both the (N, C + 2K + 1, w) bases and the (out, C, w) weight blocks.
-
-    Keeping every temporary well under 32 MiB also keeps it on glibc's heap: bigger blocks are
-    mmap-ed and page-faulted in afresh on every call, which costs as much as the arithmetic.
-    """
-    itemsize = torch.finfo(dtype).bits // 8
-    per_feature = max(n_tok * (n_bases + 2 * order + 1), n_out * n_bases) * max(itemsize, 4)
-    return feature_chunks(n_in, per_feature, budget)
+    """Feature chunks bounding both the (N, C + 2K + 1, w) bases and the (out, C, w) weight blocks."""
+    itemsize = max(torch.finfo(dtype).bits // 8, 4)
+    return feature_chunks(n_in, max(n_tok * (n_bases + 2 * order + 1), n_out * n_bases) * itemsize, budget)
 
 
 class KANLinearFunction(torch.autograd.Function):
@@ -300,9 +341,10 @@ class KANLinearFunction(torch.autograd.Function):
 
     apply(x, grid, base_weight, spline_weight, spline_scaler, order, norm, uniform, chunk_bytes)
     x: (N, in) in the weight dtype; returns (N, out). Saved for backward: x and grid only.
-    Bases are built and multiplied chunk by chunk of w input features, laid out (N, C, w)
-    (basis-major) so the scatter target needs no copy before the GEMM; the weights follow as
-    (out, C, w).
+    Per chunk of w input features the bases are laid out (N, C + 2K + 1, w), basis-major: rows
+    [K, K + C) the B-splines, row K + C silu(u), the rest spare rows for phantom values. Rows
+    [K, K + C + 1) are one GEMM operand (N, (C + 1) * w) against the weights laid out
+    (out, C + 1, w): base and spline branch in one GEMM, no copy of the bases.
     """
 
     @staticmethod
@@ -312,16 +354,28 @@ class KANLinearFunction(torch.autograd.Function):
         n_tok, n_in = x.shape
         n_out, _, n_bases = spline_weight.shape
         u = _normalize(x.to(cdt), norm)  # (N, in)
-        y = F.silu(u).to(wdt) @ base_weight.T  # (N, out)
         g = grid.to(cdt)
-        bases = _ScatterBases(n_tok, n_bases, order, x.device)
-        for a, b in _chunks(n_tok, n_in, n_out, n_bases, order, wdt, chunk_bytes):
-            # Per chunk (not once for all inputs): the values stay in cache for the scatter.
-            j, vals, _ = local_bases(u[:, a:b], g[a:b], order, uniform=uniform)  # (N, w), (N, K+1, w)
-            feats = place_bases(j, vals, n_bases, order, wdt, bases(b - a))  # (N, C+2K+1, w)
-            w_eff = _chunk_weight(spline_weight, spline_scaler, a, b)  # (out, C * w)
-            y.addmm_(feats[:, order : order + n_bases].reshape(n_tok, -1), w_eff.T)
-            del feats, w_eff  # transient blocks: freed before the next chunk, never saved
+        rows, used = n_bases + 2 * order + 1, slice(order, order + n_bases + 1)  # used: bases + silu
+        scratch = _Scratch(x.device)  # transient blocks, freed when forward returns, never saved
+        y = torch.empty(n_tok, n_out, dtype=wdt, device=x.device)
+        for c, (a, b) in enumerate(_chunks(n_tok, n_in, n_out, n_bases, order, wdt, chunk_bytes)):
+            feats = _features(u[:, a:b], g[a:b], order, uniform, scratch("feats", (n_tok, rows, b - a), wdt))[
+                0
+            ]
+            w_ext = _chunk_weight(
+                base_weight,
+                spline_weight,
+                spline_scaler,
+                a,
+                b,
+                scratch("w_ext", (n_out, n_bases + 1, b - a), wdt),
+            )
+            # mm/addmm with out=, not addmm_: FlopCounterMode (profile.macs_per_token) counts only these.
+            operand = feats[:, used].reshape(n_tok, -1)
+            if c == 0:
+                torch.mm(operand, w_ext.T, out=y)
+            else:
+                torch.addmm(y, operand, w_ext.T, out=y)
         ctx.save_for_backward(x, grid, base_weight, spline_weight, spline_scaler)
         ctx.order, ctx.norm, ctx.uniform, ctx.chunk_bytes = order, norm, uniform, chunk_bytes
         return y
@@ -345,39 +399,59 @@ class KANLinearFunction(torch.autograd.Function):
             u_graph = _normalize(xr, ctx.norm)  # the LayerNorm's own backward is reused below
         u = u_graph.detach()  # (N, in)
 
-        g_x = g_wb = g_ws = g_sc = None
-        if need_wb:
-            g_wb = gy.T @ F.silu(u).to(wdt)  # (out, in)
-        if need_x:
-            sig = torch.sigmoid(u)
-            g_u = (gy @ base_weight).to(cdt) * (sig * (1 + u * (1 - sig)))  # through silu'(u), (N, in)
-        if need_ws:
-            g_ws = torch.empty_like(spline_weight)
-        if need_sc:
-            g_sc = torch.empty_like(spline_scaler)
-        if need_x or need_ws or need_sc:
-            g = grid.to(cdt)
-            bases = _ScatterBases(n_tok, n_bases, order, x.device)
-            for a, b in _chunks(n_tok, n_in, n_out, n_bases, order, wdt, ctx.chunk_bytes):
-                w = b - a
-                j, vals, dvals = local_bases(u[:, a:b], g[a:b], order, uniform=ctx.uniform, derivative=need_x)
-                if need_ws or need_sc:
-                    feats = place_bases(j, vals, n_bases, order, wdt, bases(w))
-                    g_eff = gy.T @ feats[:, order : order + n_bases].reshape(n_tok, -1)  # (out, C * w)
-                    del feats
-                    g_eff = g_eff.view(n_out, n_bases, w)
-                    if need_ws:
-                        torch.mul(g_eff.transpose(1, 2), spline_scaler[:, a:b, None], out=g_ws[:, a:b])
-                    if need_sc:  # in place: g_eff is not needed any more
-                        prod = g_eff.mul_(spline_weight[:, a:b].transpose(1, 2))  # (out, C, w)
-                        g_sc[:, a:b] = prod.sum(1, dtype=cdt)
-                    del g_eff
-                if need_x:
-                    dfeats = place_bases(j, dvals, n_bases, order, cdt, bases(w))
-                    g_feats = gy @ _chunk_weight(spline_weight, spline_scaler, a, b)  # (N, C * w)
-                    g_feats = g_feats.view(n_tok, n_bases, w).to(cdt)
-                    g_u[:, a:b] += (g_feats * dfeats[:, order : order + n_bases]).sum(1)
-                    del g_feats, dfeats
+        need_w = need_wb or need_ws or need_sc
+        g_wb = torch.empty_like(base_weight) if need_wb else None
+        g_ws = torch.empty_like(spline_weight) if need_ws else None
+        g_sc = torch.empty_like(spline_scaler) if need_sc else None
+        g_u = torch.empty_like(u) if need_x else None
+        g = grid.to(cdt)
+        rows, used = n_bases + 2 * order + 1, slice(order, order + n_bases + 1)
+        scratch = _Scratch(x.device)
+        for a, b in _chunks(n_tok, n_in, n_out, n_bases, order, wdt, ctx.chunk_bytes):
+            w = b - a
+            feats, index, dvals = _features(
+                u[:, a:b],
+                g[a:b],
+                order,
+                ctx.uniform,
+                scratch("feats", (n_tok, rows, w), wdt),
+                derivative=need_x,
+            )
+            if need_w:
+                g_ext = scratch("g_ext", (n_out, n_bases + 1, w), wdt)
+                torch.mm(gy.T, feats[:, used].reshape(n_tok, -1), out=g_ext.view(n_out, -1))  # (out, C+1, w)
+                if need_wb:
+                    g_wb[:, a:b] = g_ext[:, n_bases]
+                if need_ws:
+                    torch.mul(
+                        g_ext[:, :n_bases].transpose(1, 2), spline_scaler[:, a:b, None], out=g_ws[:, a:b]
+                    )
+                if need_sc:  # in place: these rows are not needed any more
+                    prod = g_ext[:, :n_bases].mul_(spline_weight[:, a:b].transpose(1, 2))  # (out, C, w)
+                    torch.sum(prod, 1, out=g_sc[:, a:b])
+            if need_x:
+                # d loss / d (bases, silu), written straight into the padded layout, so the K+1
+                # local entries can be read back with the scatter index.
+                g_feats = scratch("g_feats", (n_tok, rows, w), wdt)
+                g_feats[:, :order].zero_()  # the GEMM fills rows [K, K + C + 1); the spare rows are 0
+                g_feats[:, order + n_bases + 1 :].zero_()
+                w_ext = _chunk_weight(
+                    base_weight,
+                    spline_weight,
+                    spline_scaler,
+                    a,
+                    b,
+                    scratch("w_ext", (n_out, n_bases + 1, w), wdt),
+                )
+                torch.mm(gy, w_ext, out=g_feats[:, used].view(n_tok, -1))
+                u_c = u[:, a:b]
+                sig = torch.sigmoid(u_c)
+                g_silu = g_feats[:, order + n_bases]  # (N, w)
+                torch.mul(g_silu.to(cdt), sig * (1 + u_c * (1 - sig)), out=g_u[:, a:b])  # silu'(u)
+                g_silu.zero_()  # the row doubles as a spare row for phantom values: their slope is 0
+                g_local = torch.gather(g_feats.view(n_tok, -1), 1, index.reshape(n_tok, -1)).view_as(dvals)
+                g_u[:, a:b] += (g_local.to(cdt) * dvals).sum(1)
+        g_x = None
         if need_x:
             if ctx.norm is not None:
                 (g_x,) = torch.autograd.grad(u_graph, xr, g_u)
@@ -403,7 +477,7 @@ def kan_linear(
 
     norm: (scale, shift) of the fused non-affine LayerNorm, or None. uniform: take the
     evenly-spaced-knots path (default: detect from ``grid``). chunk_bytes: size of each
-    transient feature block (default: 16 MiB on CPU, 256 MiB on GPU).
+    transient block (default: CPU_CHUNK_BYTES = 24 MiB on CPU, CUDA_CHUNK_BYTES = 256 MiB on GPU).
     """
     if uniform is None:
         uniform = is_uniform(grid)

@@ -46,7 +46,11 @@ class ReferenceKANLinear(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.base_weight, a=math.sqrt(5) * self.scale_base)
         with torch.no_grad():
-            noise = (torch.rand(self.grid_size + 1, self.in_features, self.out_features) - 1 / 2) * self.scale_noise / self.grid_size
+            noise = (
+                (torch.rand(self.grid_size + 1, self.in_features, self.out_features) - 1 / 2)
+                * self.scale_noise
+                / self.grid_size
+            )
             k = self.spline_order
             self.spline_weight.copy_(self.curve2coeff(self.grid.T[k:-k], noise))
         nn.init.kaiming_uniform_(self.spline_scaler, a=math.sqrt(5) * self.scale_spline)
@@ -76,7 +80,9 @@ class ReferenceKANLinear(nn.Module):
         shape = x.shape
         x = x.reshape(-1, self.in_features)
         base = F.linear(F.silu(x), self.base_weight)
-        spline = F.linear(self.b_splines(x).view(x.size(0), -1), self.scaled_spline_weight.view(self.out_features, -1))
+        spline = F.linear(
+            self.b_splines(x).view(x.size(0), -1), self.scaled_spline_weight.view(self.out_features, -1)
+        )
         return (base + spline).view(*shape[:-1], self.out_features)
 
     @torch.no_grad()
@@ -87,7 +93,9 @@ class ReferenceKANLinear(nn.Module):
         orig_coeff = self.scaled_spline_weight.permute(1, 2, 0)  # (in, C, out)
         unreduced = torch.bmm(splines, orig_coeff).permute(1, 0, 2)  # (N, in, out)
         x_sorted = torch.sort(x, dim=0)[0]
-        grid_adaptive = x_sorted[torch.linspace(0, batch - 1, self.grid_size + 1, dtype=torch.int64, device=x.device)]
+        grid_adaptive = x_sorted[
+            torch.linspace(0, batch - 1, self.grid_size + 1, dtype=torch.int64, device=x.device)
+        ]
         uniform_step = (x_sorted[-1] - x_sorted[0] + 2 * margin) / self.grid_size
         grid_uniform = (
             torch.arange(self.grid_size + 1, dtype=x.dtype, device=x.device).unsqueeze(1) * uniform_step
@@ -114,7 +122,8 @@ class ReferenceKAN(nn.Module):
     def __init__(self, widths: Sequence[int], grid_size: int = 5, spline_order: int = 3, **kwargs):
         super().__init__()
         self.layers = nn.ModuleList(
-            ReferenceKANLinear(a, b, grid_size, spline_order, **kwargs) for a, b in zip(widths[:-1], widths[1:], strict=True)
+            ReferenceKANLinear(a, b, grid_size, spline_order, **kwargs)
+            for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
