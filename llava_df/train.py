@@ -128,7 +128,13 @@ def _train(parsed: ParsedArgs, out: Path, resume: str | None, callbacks: tuple) 
         logger.warning("note: %s", note)
 
     strategy = resolve_strategy(m)
-    run_config = parsed.to_dict() | {"strategy": strategy}
+    from .data import label_mapping
+
+    # Saved with the run: datasets sorts class folders alphabetically (fake=0, real=1), ours is fake=1.
+    run_config = parsed.to_dict() | {
+        "strategy": strategy,
+        "label_mapping": label_mapping(d.answer_real, d.answer_fake),
+    }
     write_json(out / "run_config.json", run_config)
     (out / "config.yaml").write_text(
         f"# Resolved from: python -m llava_df.train {' '.join(run_config.get('argv', []))}\n"

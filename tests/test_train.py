@@ -77,6 +77,8 @@ def test_output_layout(finished_run, capsys):
     assert set(env["git"]) == {"commit", "dirty"} and env["packages"]["transformers"]
     config = json.loads((out / "run_config.json").read_text())
     assert config["model"]["lora_r"] == 4 and config["strategy"] == "lora"
+    assert config["label_mapping"]["is_fake"] == {"real": 0, "fake": 1}
+    assert config["label_mapping"]["answers"] == {"real": "Real", "fake": "Fake"}
     assert config["training"]["activation_checkpointing_kwargs"] == {"use_reentrant": True}
 
     saved = json.loads((out / "results.json").read_text())
