@@ -32,7 +32,13 @@ from transformers.utils import logging as hf_logging
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
 from .projectors import create_projector
-from .quantization import quantization_config, require_bitsandbytes, skip_modules, validate_bits
+from .quantization import (
+    disable_cpu_4bit_repack,
+    quantization_config,
+    require_bitsandbytes,
+    skip_modules,
+    validate_bits,
+)
 from .tiny import load_tiny_processor, materialize_tiny
 
 logger = logging.getLogger(__name__)
@@ -229,6 +235,8 @@ def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_ma
     model = LlavaForConditionalGeneration.from_pretrained(
         path, dtype=torch_dtype or "auto", device_map=device_map, quantization_config=quant
     )
+    if bits == 4:
+        disable_cpu_4bit_repack(model)
     swap_projector(model, model_args.mm_projector_type, weights=model_args.pretrain_mm_mlp_adapter)
     # What this model was built from, read by llava_df.checkpointing to rebuild it later.
     model.llava_df_model_args = dataclasses.asdict(model_args)

@@ -126,6 +126,29 @@ def quantized_module_names(model: nn.Module) -> list[str]:
     return [name for name, m in unwrap(model).named_modules() if is_quantized_linear(m)]
 
 
+# bitsandbytes 0.50 repacks a Linear4bit's weight in place for its AVX512-BF16 CPU kernel at the
+# first no-grad eval forward (only on CPUs with AVX512-BF16). Three faults for us, all seen on
+# such a CPU: shapes that are not multiples of its blocks crash ("shape '[128, 5]' is invalid for
+# input of size 704" for the tiny preset's 128x352 down_proj); the repack stores absmax in bf16,
+# so the logits change; and saving a state dict unpacks it with that bf16 absmax, so an evaluation
+# in the middle of training rounds the frozen weights' scales for the rest of the run, and a
+# save/load round trip no longer reproduces the logits. `support_avx512bf16_for_cpu` is the
+# module's own switch for that path (set in Linear4bit.__init__); off, every CPU computes NF4 the
+# same way (dequantize, then matmul). CUDA never takes that path.
+def disable_cpu_4bit_repack(model: nn.Module) -> int:
+    """Keep bitsandbytes' 4-bit weights as loaded on every CPU; returns how many layers were switched."""
+    try:
+        import bitsandbytes as bnb
+    except Exception:
+        return 0
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
 # ---- training preparation -------------------------------------------------------------------
 def _cast_inputs_fp32(module, args, kwargs):
     hidden = args[0] if args else kwargs.get("hidden_states")

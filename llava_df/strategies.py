@@ -6,7 +6,7 @@ Interface::
     apply_strategy(model, model_args, *, gradient_checkpointing=False, verbose=True) -> model
         # may return a PeftModel; trainable params in fp32 (llava_df.quantization.prepare_for_kbit_training)
     projector_parameters(model) -> list[(name, param)]     # trainable projector params (own LR group)
-    param_groups(model, lr, projector_lr=None, weight_decay=0.0) -> list[dict]   # for torch optimizers
+    param_groups(model, lr, projector_lr=None, weight_decay=0.0, decay_names=None) -> list[dict]
     trainable_report(model) -> dict ; format_report(report) -> str
     STRATEGIES: dict[str, Strategy]                        # exact names; get_strategy(name) fails listing them
 
@@ -28,7 +28,7 @@ then hold LoRA only). The unfrozen layers are handled the same way, where a seco
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from torch import nn
@@ -254,15 +254,34 @@ def projector_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in projector_of(model).named_parameters() if p.requires_grad]
 
 
-def param_groups(model: nn.Module, lr: float, projector_lr: float | None = None, weight_decay: float = 0.0):
-    """Optimizer parameter groups: the projector at ``projector_lr`` (default ``lr``), the rest at ``lr``."""
+def param_groups(
+    model: nn.Module,
+    lr: float,
+    projector_lr: float | None = None,
+    weight_decay: float = 0.0,
+    decay_names: Collection[str] | None = None,
+) -> list[dict]:
+    """Optimizer parameter groups: (projector | rest) x (decayed | not decayed), empty groups dropped.
+
+    ``decay_names``: the parameter names that get ``weight_decay``; pass the Trainer's own split
+    (``Trainer.get_decay_parameter_names``: no decay on biases and norms), as LLaVA's
+    ``create_optimizer`` does. None decays every parameter.
+    """
     proj_ids = {id(p) for _, p in projector_parameters(model)}
-    proj = [p for p in model.parameters() if id(p) in proj_ids]
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in proj_ids]
-    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}] if rest else []
-    groups.append(
-        {"params": proj, "lr": projector_lr if projector_lr is not None else lr, "weight_decay": weight_decay}
-    )
+    groups: list[dict] = []
+    for is_proj, group_lr in ((False, lr), (True, projector_lr if projector_lr is not None else lr)):
+        for decayed in (True, False):
+            params = [
+                p
+                for n, p in model.named_parameters()
+                if p.requires_grad
+                and (id(p) in proj_ids) == is_proj
+                and (decay_names is None or n in decay_names) == decayed
+            ]
+            if params:
+                groups.append(
+                    {"params": params, "lr": group_lr, "weight_decay": weight_decay if decayed else 0.0}
+                )
     return groups
 
 

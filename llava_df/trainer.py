@@ -34,6 +34,7 @@ class DeepfakeTrainer(Trainer):
       resuming loads it back with load_trainable_weights.
     - ``--mm_projector_lr``: the projector gets its own param group (strategies.param_groups).
     - ``--kan_reg_weight w``: training loss + w * projector.regularization_loss() (KAN projectors).
+    - evaluation returns only the logits from the model's output (what AnswerScores reads).
     - a non-finite loss stops training before the optimizer step applies it, naming the step;
       the checkpoints written so far stay as they are.
     """
@@ -58,7 +59,12 @@ class DeepfakeTrainer(Trainer):
             opt_model = model or self.model
             cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             groups = param_groups(
-                opt_model, self.args.learning_rate, self.args.mm_projector_lr, self.args.weight_decay
+                opt_model,
+                self.args.learning_rate,
+                self.args.mm_projector_lr,
+                self.args.weight_decay,
+                # The Trainer's own split (no decay on biases and norms), as without the flag.
+                decay_names=set(self.get_decay_parameter_names(opt_model)),
             )
             self.optimizer = cls(groups, **kwargs)
         return super().create_optimizer(model)
@@ -68,6 +74,12 @@ class DeepfakeTrainer(Trainer):
         result = super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
         )
+        if return_outputs and not model.training:
+            # Evaluation: hand prediction_step only the logits the metrics read. The Trainer pads and
+            # gathers every other output field as if it were logits, and releases add fields it cannot
+            # pad (transformers 5.24: LLaVA's `image_outputs`, with None inside; 5.23 had none).
+            loss, outputs = result
+            return loss, {"logits": outputs["logits"]}
         weight = getattr(self.args, "kan_reg_weight", 0.0)
         if not weight or not model.training:
             return result

@@ -226,15 +226,22 @@ def test_kan_regularization_needs_a_kan_projector(tmp_path):
 
 class OptimizerGroups(TrainerCallback):
     def on_step_end(self, args, state, control, optimizer=None, model=None, **kwargs):
+        names = {id(p): n for n, p in model.named_parameters()}
         proj = {id(p) for p in projector_of(unwrap(model)).parameters()}
-        self.groups = [(g["lr"], any(id(p) in proj for p in g["params"])) for g in optimizer.param_groups]
+        self.groups = [
+            (g["lr"], g["weight_decay"], any(id(p) in proj for p in g["params"])) for g in optimizer.param_groups
+        ]
+        self.no_decay = sorted(names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"])
 
 
-def test_projector_gets_its_own_learning_rate(tmp_path):
+def test_projector_gets_its_own_learning_rate_and_the_trainers_decay_split(tmp_path):
     groups = OptimizerGroups()
     argv = shlex.split(
         "--lora_enable True --lora_r 2 --synthetic_n 24 --max_steps 1 --learning_rate 1e-3 --mm_projector_lr 1e-4 "
-        "--eval_strategy no --save_strategy no --report_to none"
+        "--weight_decay 0.1 --eval_strategy no --save_strategy no --report_to none"
     )
     train(parse_args([*argv, "--output_dir", str(tmp_path / "o")]), (groups,))
-    assert sorted(groups.groups) == [(1e-4, True), (1e-3, False)]
+    # LoRA matrices decay at the base lr; the projector's weights decay at its own lr, its biases never
+    # decay: the split the Trainer applies without --mm_projector_lr (get_decay_parameter_names).
+    assert sorted(groups.groups) == [(1e-4, 0.0, True), (1e-4, 0.1, True), (1e-3, 0.1, False)]
+    assert groups.no_decay and all(n.endswith("bias") for n in groups.no_decay)
