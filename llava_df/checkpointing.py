@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .compat import quiet_peft_checkpointing_probe
 from .llava_layout import decoder_layers, layers_path, unwrap
 from .llava_layout import projector as projector_of
 from .modeling import PROJECTOR_JSON_KEY, load_projector_weights, projector_dims
@@ -225,7 +226,8 @@ def load_trained(
     base = model
     load_trainable_weights(base, ckpt, adapter=False)  # the adapter goes in through PEFT below
     if (ckpt / ADAPTER_FILE).is_file():
-        model = PeftModel.from_pretrained(base, ckpt, is_trainable=False)
+        with quiet_peft_checkpointing_probe():
+            model = PeftModel.from_pretrained(base, ckpt, is_trainable=False)
     model.requires_grad_(False)
     return model.eval(), processor
 

@@ -2,13 +2,19 @@
 
 The score of an image is P(Fake) from the two logits that matter at the answer position: the
 first token of "Fake" and the first token of "Real", softmaxed against each other (so the rest
-of the vocabulary does not dilute it). Accuracy thresholds it at 0.5; AUC ranks by it.
+of the vocabulary does not dilute it). Accuracy thresholds it at 0.5; AUC ranks by it. A
+non-finite score (a diverged model) stops the evaluation naming the samples, unless
+``--drop_nonfinite_scores True`` leaves them out (counted as ``n_nonfinite``).
+
+This module owns evaluation: the metrics the Trainer computes during training, the data wiring
+(``load_data``) that training shares, and ``evaluate_run``. It never imports ``llava_df.train``.
 
 How to call::
 
     trainer = Trainer(..., preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
-                      compute_metrics=AnswerMetrics(column(val_ds, "manipulation")))
+                      compute_metrics=AnswerMetrics.for_split(val_ds))
     evaluate_split(trainer, test_ds, prefix="test")   # {'test_accuracy': ..., 'test_auc': ...}
+    evaluate_run(run_dir, weights="best", split="test")  # rebuild a finished run, score one split
 
     python -m llava_df.evaluate --run_dir outputs/run [--weights best|final] [--split test]
 """
@@ -19,6 +25,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,8 +33,16 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+from .callbacks import write_json
+from .trainer import DeepfakeTrainer, RunError
+
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
+DROP_FLAG = "--drop_nonfinite_scores True"
+
+
+class NonFiniteScoresError(RunError):
+    """Some samples scored NaN/inf; the message names them and the flag that drops them."""
 
 
 class AnswerScores:
@@ -76,41 +91,83 @@ def first_answer_position(labels: torch.Tensor) -> torch.Tensor:
 
 
 class AnswerMetrics:
-    """``compute_metrics``: accuracy, AUC, per-manipulation accuracy from AnswerScores' output.
+    """``compute_metrics``: binary_metrics over AnswerScores' output for one evaluated split.
 
-    ``manipulations``: one name per sample of the evaluated split, in dataset order (the
-    Trainer's eval loader does not shuffle); None skips the per-manipulation figures.
+    ``manipulations`` / ``ids``: one per sample of the split, in dataset order (the Trainer's eval
+    loader does not shuffle); None skips the per-manipulation figures / names samples by index.
     """
 
-    def __init__(self, manipulations: Sequence[str] | None = None):
+    def __init__(
+        self,
+        manipulations: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+        drop_nonfinite: bool = False,
+    ):
         self.manipulations = list(manipulations) if manipulations is not None else None
+        self.ids = list(ids) if ids is not None else None
+        self.drop_nonfinite = drop_nonfinite
+
+    @classmethod
+    def for_split(cls, dataset, drop_nonfinite: bool = False) -> AnswerMetrics:
+        return cls(column(dataset, "manipulation"), column(dataset, "id"), drop_nonfinite)
 
     def __call__(self, eval_pred) -> dict[str, float]:
         preds = np.asarray(eval_pred.predictions, dtype=np.float64).reshape(-1, 2)
-        return binary_metrics(preds[:, 0], preds[:, 1], self.manipulations)
+        return binary_metrics(
+            preds[:, 0], preds[:, 1], self.manipulations, ids=self.ids, drop_nonfinite=self.drop_nonfinite
+        )
 
 
 def binary_metrics(
-    p_fake: np.ndarray, is_fake: np.ndarray, manipulations: Sequence[str] | None = None
+    p_fake: np.ndarray,
+    is_fake: np.ndarray,
+    manipulations: Sequence[str] | None = None,
+    *,
+    ids: Sequence[str] | None = None,
+    drop_nonfinite: bool = False,
 ) -> dict:
-    """accuracy (P(Fake) >= 0.5), auc (NaN with a warning when one class is missing), acc_<manipulation>."""
+    """accuracy (P(Fake) >= 0.5), auc (NaN with a warning when one class is missing), acc_<manipulation>,
+    n (samples scored) and n_nonfinite (samples left out; non-zero only with ``drop_nonfinite``)."""
     p_fake, is_fake = np.asarray(p_fake, dtype=np.float64), np.asarray(is_fake)
     if np.any((is_fake != 0) & (is_fake != 1)):
         raise ValueError(
             f"{int(np.sum((is_fake != 0) & (is_fake != 1)))} samples have an answer token that is neither the "
             "'Real' nor the 'Fake' first token; check --answer_real/--answer_fake against the data's labels."
         )
+    for what, values in (("manipulation names", manipulations), ("sample ids", ids)):
+        if values is not None and len(values) != len(is_fake):
+            raise ValueError(
+                f"{len(values)} {what} for {len(is_fake)} predictions; pass the names of the split being "
+                "evaluated (evaluate_split does)."
+            )
+    finite = np.isfinite(p_fake)
+    n_nonfinite = int(np.sum(~finite))
+    if n_nonfinite:
+        names = [str(ids[i]) if ids is not None else f"#{i}" for i in np.flatnonzero(~finite)]
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        message = f"{n_nonfinite} of {len(p_fake)} samples have a non-finite P(Fake) (NaN or inf): {shown}."
+        if not drop_nonfinite:
+            raise NonFiniteScoresError(
+                f"{message} The model's answer logits overflowed or diverged, so no metric would be honest. "
+                f"Evaluate an earlier checkpoint, lower the learning rate, use --bf16 instead of --fp16, or pass "
+                f"{DROP_FLAG} to leave these samples out (reported as n_nonfinite)."
+            )
+        logger.warning("%s Left out of the metrics (%s).", message, DROP_FLAG)
+        p_fake, is_fake = p_fake[finite], is_fake[finite]
+        manipulations = (
+            [m for m, ok in zip(manipulations, finite, strict=True) if ok] if manipulations else None
+        )
     is_fake = is_fake.astype(int)
     pred = (p_fake >= 0.5).astype(int)
-    metrics = {"accuracy": float(accuracy_score(is_fake, pred)), "auc": auc_or_nan(is_fake, p_fake)}
+    metrics = {
+        "accuracy": float(accuracy_score(is_fake, pred)) if len(pred) else math.nan,
+        "auc": auc_or_nan(is_fake, p_fake),
+        "n": int(len(pred)),
+        "n_nonfinite": n_nonfinite,
+    }
     metrics["real_accuracy"] = _masked_accuracy(is_fake, pred, is_fake == 0)
     metrics["fake_accuracy"] = _masked_accuracy(is_fake, pred, is_fake == 1)
     if manipulations is not None:
-        if len(manipulations) != len(is_fake):
-            raise ValueError(
-                f"{len(manipulations)} manipulation names for {len(is_fake)} predictions; pass the names of the "
-                "split being evaluated (evaluate_split does)."
-            )
         names = np.asarray([str(m) for m in manipulations])
         for name in sorted(set(names)):
             metrics[f"acc_{name}"] = _masked_accuracy(is_fake, pred, names == name)
@@ -118,13 +175,6 @@ def binary_metrics(
 
 
 def auc_or_nan(is_fake: np.ndarray, p_fake: np.ndarray) -> float:
-    if not np.all(np.isfinite(p_fake)):  # a diverged model: report it, do not crash the run's evaluation
-        logger.warning(
-            "AUC undefined: %d of %d scores are not finite; reported as NaN.",
-            int(np.sum(~np.isfinite(p_fake))),
-            len(p_fake),
-        )
-        return math.nan
     classes = set(np.unique(is_fake).tolist())
     if classes != {0, 1}:
         only = "real" if classes == {0} else "fake" if classes == {1} else "no"
@@ -146,17 +196,92 @@ def column(dataset, name: str) -> list:
     return [dataset[i][name] for i in range(len(dataset))]
 
 
-def evaluate_split(trainer, dataset, prefix: str = "test") -> dict[str, float]:
-    """Trainer.evaluate on ``dataset`` with its own manipulation names; metrics named ``<prefix>_*``."""
+def evaluate_split(trainer, dataset, prefix: str = "test", drop_nonfinite: bool = False) -> dict[str, float]:
+    """Trainer.evaluate on ``dataset`` with its own manipulation names and ids; metrics named ``<prefix>_*``."""
     saved = trainer.compute_metrics
-    trainer.compute_metrics = AnswerMetrics(column(dataset, "manipulation"))
+    trainer.compute_metrics = AnswerMetrics.for_split(dataset, drop_nonfinite=drop_nonfinite)
     try:
         return trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix)
     finally:
         trainer.compute_metrics = saved
 
 
+# ---- data wiring (llava_df.data), shared with training ---------------------------------------
+def load_data(data_args, processor, seed: int, model_max_length: int):
+    """(splits dict, collator, fake_token_id, real_token_id) from llava_df.data."""
+    from .data import answer_token_ids, load_splits, make_collator
+
+    splits = load_splits(data_args, seed=seed)
+    collator = make_collator(processor, data_args, model_max_length=model_max_length)
+    answers = [data_args.answer_fake, data_args.answer_real]
+    fake_id, real_id = answer_token_ids(processor.tokenizer, answers, data_args.conv_template)
+    return splits, collator, fake_id, real_id
+
+
+def split_of(splits, name: str):
+    return splits[name] if isinstance(splits, dict) else getattr(splits, name)
+
+
+# ---- a finished run -------------------------------------------------------------------------
+def evaluate_run(
+    run_dir: Path,
+    *,
+    weights: str = "best",
+    split: str = "test",
+    batch_size: int = 8,
+    drop_nonfinite: bool = False,
+) -> dict:
+    """Rebuild a run's model + data, evaluate one split, save ``eval_<weights>_<split>.json``."""
+    from transformers import TrainingArguments as HFTrainingArguments
+
+    from .checkpointing import load_trained
+    from .config import DataArguments
+
+    run_dir = Path(run_dir)
+    config_file = run_dir / "run_config.json"
+    if not config_file.is_file():
+        raise RunError(f"{run_dir} has no run_config.json: pass the --output_dir of a llava_df.train run.")
+    if not (run_dir / weights).is_dir():
+        raise RunError(
+            f"{run_dir / weights} does not exist; try --weights {'final' if weights == 'best' else 'best'}."
+        )
+    config = json.loads(config_file.read_text())
+    data_args = DataArguments(**config["data"])
+    training = config["training"]
+    # is_trainable: the same model structure as in training (a PeftModel), which the Trainer accepts
+    # for quantized models; nothing is trained here.
+    model, processor = load_trained(run_dir / weights, is_trainable=True)
+    model.eval()
+    splits, collator, fake_id, real_id = load_data(
+        data_args, processor, training["seed"], training["model_max_length"]
+    )
+    args = HFTrainingArguments(
+        output_dir=str(run_dir / "eval_tmp"),
+        per_device_eval_batch_size=batch_size,
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    trainer = DeepfakeTrainer(
+        model=model,
+        args=args,
+        data_collator=collator,
+        preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
+        extra_input_keys=getattr(collator, "extra_keys", ()),
+    )
+    metrics = evaluate_split(trainer, split_of(splits, split), prefix=split, drop_nonfinite=drop_nonfinite)
+    metrics = {
+        "weights": weights,
+        "split": split,
+        **{k.removeprefix(f"{split}_"): v for k, v in metrics.items()},
+    }
+    write_json(run_dir / f"eval_{weights}_{split}.json", metrics)
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> dict:
+    from transformers.hf_argparser import string_to_bool
+
     parser = argparse.ArgumentParser(prog="python -m llava_df.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--run_dir", required=True, help="A finished run's output_dir (has run_config.json).")
     parser.add_argument(
@@ -164,12 +289,25 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--batch_size", type=int, default=8)
-    args = parser.parse_args(argv)
-    from .train import evaluate_run  # the run's model/data wiring lives in train.py
-
-    metrics = evaluate_run(
-        Path(args.run_dir), weights=args.weights, split=args.split, batch_size=args.batch_size
+    parser.add_argument(
+        "--drop_nonfinite_scores",
+        type=string_to_bool,
+        default=False,
+        help="Leave samples with a NaN/inf score out of the metrics instead of stopping with an error.",
     )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        metrics = evaluate_run(
+            Path(args.run_dir),
+            weights=args.weights,
+            split=args.split,
+            batch_size=args.batch_size,
+            drop_nonfinite=args.drop_nonfinite_scores,
+        )
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
     print(json.dumps(metrics, indent=2))
     return metrics
 

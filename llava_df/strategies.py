@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .compat import quiet_peft_checkpointing_probe
 from .llava_layout import component_of, component_paths, decoder_layers, layers_path, unwrap
 from .llava_layout import projector as projector_of
 from .quantization import prepare_for_kbit_training, quantized_module_names
@@ -169,7 +170,8 @@ def _add_lora(model: nn.Module, model_args, layer_indices: list[int]) -> nn.Modu
         target_modules=lora_target_regex(model, targets, layer_indices),
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)  # freezes every non-LoRA parameter
+    with quiet_peft_checkpointing_probe():
+        return get_peft_model(model, config)  # freezes every non-LoRA parameter
 
 
 def _empty_peft(model: nn.Module) -> nn.Module:
@@ -179,7 +181,8 @@ def _empty_peft(model: nn.Module) -> nn.Module:
     from peft import LoraConfig, get_peft_model
     from peft.utils.constants import DUMMY_TARGET_MODULES
 
-    return get_peft_model(model, LoraConfig(target_modules=DUMMY_TARGET_MODULES))
+    with quiet_peft_checkpointing_probe():
+        return get_peft_model(model, LoraConfig(target_modules=DUMMY_TARGET_MODULES))
 
 
 # ---- the strategies -------------------------------------------------------------------------

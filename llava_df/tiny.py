@@ -254,7 +254,12 @@ def build_tiny_model(seed: int = TINY_SEED, *, vision_weights: bool = True) -> L
         model.model.vision_tower.load_state_dict(state, strict=True)
         vision_info = {"source": f"llava_df/assets/{VISION_WEIGHTS.name}", "sha256": _sha256(VISION_WEIGHTS)}
     # Recorded in config.json so a run (and its saved checkpoints) says what the tower carried.
-    model.config.llava_df = {"preset": "tiny", "version": TINY_VERSION, "seed": seed, "vision_weights": vision_info}
+    model.config.llava_df = {
+        "preset": "tiny",
+        "version": TINY_VERSION,
+        "seed": seed,
+        "vision_weights": vision_info,
+    }
     return model.eval()
 
 

@@ -21,7 +21,6 @@ Output layout (output_dir)::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -36,7 +35,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states, write_json
 from .checkpointing import load_trainable_weights, save_trainable
 from .cli import ConfigError, ParsedArgs, parse_args, run_env
-from .evaluate import AnswerMetrics, AnswerScores, column, evaluate_split
+from .evaluate import AnswerMetrics, AnswerScores, evaluate_split, load_data, split_of
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
 from .memory import PeakMemory
@@ -44,23 +43,7 @@ from .runinfo import write_environment
 from .trainer import DeepfakeTrainer, NonFiniteLossError, RunError
 
 logger = logging.getLogger(__name__)
-__all__ = ["NonFiniteLossError", "RunError", "evaluate_run", "main", "prepare_output_dir", "train"]
-
-
-# ---- data wiring (llava_df.data) ------------------------------------------------------------
-def load_data(data_args, processor, seed: int, model_max_length: int):
-    """(splits dict, collator, fake_token_id, real_token_id) from llava_df.data."""
-    from .data import answer_token_ids, load_splits, make_collator
-
-    splits = load_splits(data_args, seed=seed)
-    collator = make_collator(processor, data_args, model_max_length=model_max_length)
-    answers = [data_args.answer_fake, data_args.answer_real]
-    fake_id, real_id = answer_token_ids(processor.tokenizer, answers, data_args.conv_template)
-    return splits, collator, fake_id, real_id
-
-
-def _split(splits, name: str):
-    return splits[name] if isinstance(splits, dict) else getattr(splits, name)
+__all__ = ["NonFiniteLossError", "RunError", "main", "prepare_output_dir", "train"]
 
 
 # ---- output folder --------------------------------------------------------------------------
@@ -156,7 +139,7 @@ def _train(parsed: ParsedArgs, out: Path, resume: str | None, callbacks: tuple) 
     report = trainable_report(model)
     run_config["trainable"] = report
     splits, collator, fake_id, real_id = load_data(d, processor, t.seed, t.model_max_length)
-    train_ds, val_ds, test_ds = (_split(splits, s) for s in ("train", "val", "test"))
+    train_ds, val_ds, test_ds = (split_of(splits, s) for s in ("train", "val", "test"))
 
     plateau = PlateauCallback.from_args(
         t,
@@ -172,7 +155,7 @@ def _train(parsed: ParsedArgs, out: Path, resume: str | None, callbacks: tuple) 
         eval_dataset=val_ds,
         data_collator=collator,
         callbacks=[plateau, history, *callbacks],  # history reads plateau's decision: keep this order
-        compute_metrics=AnswerMetrics(column(val_ds, "manipulation")),
+        compute_metrics=AnswerMetrics.for_split(val_ds, drop_nonfinite=t.drop_nonfinite_scores),
         preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
         run_config=run_config,
         extra_input_keys=getattr(collator, "extra_keys", ()),
@@ -186,7 +169,7 @@ def _train(parsed: ParsedArgs, out: Path, resume: str | None, callbacks: tuple) 
     best_dir = out / "best" if (out / "best").is_dir() else out / "final"
     if best_dir.name == "best":  # test on the weights chosen on validation
         load_trainable_weights(trainer.model, best_dir)
-    test = evaluate_split(trainer, test_ds, prefix="test")
+    test = evaluate_split(trainer, test_ds, prefix="test", drop_nonfinite=t.drop_nonfinite_scores)
     peak = meter.read()
     trainer.log({f"peak_{k}": v for k, v in peak.items() if isinstance(v, float)})
 
@@ -235,55 +218,6 @@ def summary_line(results: dict) -> str:
         f"peak memory {f(mem, '.0f')} MiB {mem_kind} ({peak['device']}) | "
         f"weights: {results['paths']['best'] or '-'} , {results['paths']['final']}"
     )
-
-
-def evaluate_run(run_dir: Path, *, weights: str = "best", split: str = "test", batch_size: int = 8) -> dict:
-    """``python -m llava_df.evaluate``: rebuild a run's model + data, evaluate one split, save eval_*.json."""
-    from transformers import TrainingArguments as HFTrainingArguments
-
-    from .checkpointing import load_trained
-    from .config import DataArguments
-
-    run_dir = Path(run_dir)
-    config_file = run_dir / "run_config.json"
-    if not config_file.is_file():
-        raise RunError(f"{run_dir} has no run_config.json: pass the --output_dir of a llava_df.train run.")
-    if not (run_dir / weights).is_dir():
-        raise RunError(
-            f"{run_dir / weights} does not exist; try --weights {'final' if weights == 'best' else 'best'}."
-        )
-    config = json.loads(config_file.read_text())
-    data_args = DataArguments(**config["data"])
-    training = config["training"]
-    # is_trainable: the same model structure as in training (a PeftModel), which the Trainer accepts
-    # for quantized models; nothing is trained here.
-    model, processor = load_trained(run_dir / weights, is_trainable=True)
-    model.eval()
-    splits, collator, fake_id, real_id = load_data(
-        data_args, processor, training["seed"], training["model_max_length"]
-    )
-    args = HFTrainingArguments(
-        output_dir=str(run_dir / "eval_tmp"),
-        per_device_eval_batch_size=batch_size,
-        report_to="none",
-        remove_unused_columns=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-    trainer = DeepfakeTrainer(
-        model=model,
-        args=args,
-        data_collator=collator,
-        preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
-        extra_input_keys=getattr(collator, "extra_keys", ()),
-    )
-    metrics = evaluate_split(trainer, _split(splits, split), prefix=split)
-    metrics = {
-        "weights": weights,
-        "split": split,
-        **{k.removeprefix(f"{split}_"): v for k, v in metrics.items()},
-    }
-    write_json(run_dir / f"eval_{weights}_{split}.json", metrics)
-    return metrics
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -107,6 +107,7 @@ def test_script_defaults_to_tiny_and_switches_to_a_real_checkpoint(script, bf16_
     assert real_args.model.bits == parse_args(tiny[3:]).model.bits == 8  # the same recipe at both sizes
 
 
+@pytest.mark.slow
 def test_lora_script_trains_the_tiny_preset(tmp_path):
     # The real script, shrunk through "$@" so it fits a test: it trains, evaluates and prints the summary.
     env = {**os.environ, "PYTHON": sys.executable, "OUTPUT_DIR": str(tmp_path / "out"), "HF_HUB_OFFLINE": "1"}

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import EvalPrediction
 
-from llava_df.evaluate import AnswerMetrics, AnswerScores, binary_metrics, column, first_answer_position
+from llava_df.evaluate import (
+    AnswerMetrics,
+    AnswerScores,
+    NonFiniteScoresError,
+    binary_metrics,
+    column,
+    first_answer_position,
+)
 
 FAKE, REAL, V = 7, 5, 11
 
@@ -73,11 +81,26 @@ def test_single_class_split_gives_nan_auc_and_a_message(caplog):
     assert "only real images" in caplog.text
 
 
-def test_non_finite_scores_give_nan_auc_not_a_crash(caplog):
+def test_non_finite_scores_stop_the_evaluation_naming_the_samples():
+    p = np.array([np.nan, 0.7, np.inf, 0.2])
+    with pytest.raises(
+        NonFiniteScoresError, match=r"2 of 4 samples .*: img_a, img_c\..*--drop_nonfinite_scores True"
+    ):
+        binary_metrics(p, np.array([0, 1, 1, 0]), ids=["img_a", "img_b", "img_c", "img_d"])
+    with pytest.raises(NonFiniteScoresError, match=r"1 of 2 samples .*: #0\."):  # no ids: by index
+        binary_metrics(np.array([np.nan, 0.7]), np.array([0, 1]))
+
+
+def test_dropping_non_finite_scores_counts_them_and_scores_the_rest(caplog):
+    p = np.array([np.nan, 0.7, 0.9, 0.2])
     with caplog.at_level(logging.WARNING, logger="llava_df.evaluate"):
-        m = binary_metrics(np.array([np.nan, 0.7]), np.array([0, 1]))
-    assert math.isnan(m["auc"]) and m["accuracy"] == 1.0  # NaN >= 0.5 is False -> "Real"
-    assert "1 of 2 scores are not finite" in caplog.text
+        m = binary_metrics(
+            p, np.array([0, 1, 0, 0]), ["none", "swap", "none", "none"], ids=list("abcd"), drop_nonfinite=True
+        )
+    # Scored: (0.7, fake), (0.9, real), (0.2, real); the NaN is neither "Real" nor "Fake".
+    assert (m["n"], m["n_nonfinite"]) == (3, 1)
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["auc"] == 0.5 and m["acc_none"] == 0.5
+    assert "1 of 4 samples have a non-finite P(Fake) (NaN or inf): a." in caplog.text
 
 
 def test_manipulation_names_must_match_predictions():
@@ -91,3 +114,21 @@ def test_column_reads_lists_of_dicts_and_datasets():
     rows = [{"manipulation": "none", "is_fake": 0}, {"manipulation": "face_swap", "is_fake": 1}]
     assert column(rows, "manipulation") == ["none", "face_swap"]
     assert column(Dataset.from_list(rows), "is_fake") == [0, 1]
+
+
+def test_evaluation_never_imports_training():
+    # Data flows one way: train imports evaluate (metrics, data wiring), never the reverse, not even
+    # inside a function.
+    import ast
+
+    import llava_df.evaluate as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not {"train", "llava_df.train"} & imported
+    assert {"trainer", "callbacks"} <= imported  # the parts it does use

@@ -57,6 +57,7 @@ def test_pretext_uses_real_faces_only_and_never_the_benchmark_forgeries(monkeypa
     assert (cover[ops > 0].max(axis=(1, 2)) > 0.5).all()  # processed ones have a region
 
 
+@pytest.mark.slow
 def test_pretext_head_learns(tmp_path):
     cfg = pv.PretrainConfig(
         n_real=48, variants=2, epochs=5, batch_size=32, probe_n=0, out=str(tmp_path / "w")
@@ -66,6 +67,7 @@ def test_pretext_head_learns(tmp_path):
     assert last["op_ce"] < first["op_ce"] and last["residual_mse"] < first["residual_mse"]
 
 
+@pytest.mark.slow
 def test_short_run_writes_a_tower_the_preset_can_load(tmp_path):
     out = tmp_path / "tiny_vision.safetensors"
     pv.main(

@@ -224,10 +224,17 @@ def test_report_param_groups_and_printed_table(capsys):
     # With the Trainer's decay split, biases and norms get no weight decay in either lr group.
     decay = {n for n, _ in model.named_parameters() if not n.endswith(("bias", "norm.weight"))}
     split = param_groups(model, lr=1e-4, projector_lr=1e-3, weight_decay=0.1, decay_names=decay)
-    assert [(g["lr"], g["weight_decay"]) for g in split] == [(1e-4, 0.1), (1e-4, 0.0), (1e-3, 0.1), (1e-3, 0.0)]
+    assert [(g["lr"], g["weight_decay"]) for g in split] == [
+        (1e-4, 0.1),
+        (1e-4, 0.0),
+        (1e-3, 0.1),
+        (1e-3, 0.0),
+    ]
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(names[id(p)] not in decay for g in split if g["weight_decay"] == 0.0 for p in g["params"])
-    assert sorted(id(p) for g in split for p in g["params"]) == sorted(id(p) for g in groups for p in g["params"])
+    assert sorted(id(p) for g in split for p in g["params"]) == sorted(
+        id(p) for g in groups for p in g["params"]
+    )
     grouped = [id(p) for g in groups for p in g["params"]]
     assert sorted(grouped) == sorted(
         id(p) for p in model.parameters() if p.requires_grad

@@ -62,6 +62,7 @@ def test_bench_table_and_json(tmp_path, capsys):
     assert rows["kan_light"]["parameters"] == MLP2X_PARAMS + 8 * 10
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs(tmp_path):
     env = os.environ | {"PYTHONPATH": str(REPO)}
     proc = subprocess.run(

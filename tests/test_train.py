@@ -56,6 +56,7 @@ def finished_run(tmp_path_factory):
     return out, results, recorder
 
 
+@pytest.mark.slow
 def test_output_layout(finished_run, capsys):
     out, results, _ = finished_run
     for name in ("run_config.json", "config.yaml", "env.json", "training_history.json", "results.json"):
@@ -88,12 +89,14 @@ def test_output_layout(finished_run, capsys):
     assert results["test"] == saved["test"]
 
 
+@pytest.mark.slow
 def test_trainer_uses_reentrant_checkpointing_for_int8(finished_run):
     _, _, recorder = finished_run
     assert recorder.enabled is True
     assert recorder.kwargs == {"use_reentrant": True}
 
 
+@pytest.mark.slow
 def test_rerun_config_yaml_reproduces_the_flags(finished_run):
     out, _, _ = finished_run
     again = parse_args(["--config", str(out / "config.yaml")])
@@ -105,6 +108,7 @@ def test_rerun_config_yaml_reproduces_the_flags(finished_run):
     )
 
 
+@pytest.mark.slow
 def test_finished_output_dir_is_refused(finished_run, capsys):
     out, _, _ = finished_run
     with pytest.raises(SystemExit) as exit_info:
@@ -113,6 +117,7 @@ def test_finished_output_dir_is_refused(finished_run, capsys):
     assert "holds a finished run (final/ exists)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_cli_matches_the_runs_test_metrics(finished_run):
     from llava_df.evaluate import main as evaluate_main
 
@@ -132,6 +137,7 @@ class Interrupt(TrainerCallback):
             raise KeyboardInterrupt(f"killed after step {state.global_step}")
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(finished_run, tmp_path):
     reference, _, _ = finished_run
     out = tmp_path / "out"
@@ -160,6 +166,7 @@ class PoisonProjector(TrainerCallback):
                 next(projector_of(unwrap(model)).parameters()).fill_(float("nan"))
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "out"
     argv = [*RECIPE, "--bits", "16", "--gradient_checkpointing", "False", "--optim", "adamw_torch"]
@@ -201,6 +208,7 @@ class FirstLoss(TrainerCallback):
             self.loss = logs["loss"]
 
 
+@pytest.mark.slow
 def test_kan_regularization_is_added_to_the_training_loss(tmp_path):
     argv = shlex.split(
         "--mm_projector_type kan_h16_g3_k2 --tune_mm_mlp_adapter True --synthetic_n 24 --max_steps 1 "
@@ -229,11 +237,15 @@ class OptimizerGroups(TrainerCallback):
         names = {id(p): n for n, p in model.named_parameters()}
         proj = {id(p) for p in projector_of(unwrap(model)).parameters()}
         self.groups = [
-            (g["lr"], g["weight_decay"], any(id(p) in proj for p in g["params"])) for g in optimizer.param_groups
+            (g["lr"], g["weight_decay"], any(id(p) in proj for p in g["params"]))
+            for g in optimizer.param_groups
         ]
-        self.no_decay = sorted(names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"])
+        self.no_decay = sorted(
+            names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]
+        )
 
 
+@pytest.mark.slow
 def test_projector_gets_its_own_learning_rate_and_the_trainers_decay_split(tmp_path):
     groups = OptimizerGroups()
     argv = shlex.split(
