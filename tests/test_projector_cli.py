@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,9 @@ def test_bench_table_and_json(tmp_path, capsys):
     written = json.loads(path.read_text())
     assert written == json.loads(json.dumps(result))
     assert written["command"].startswith("python -m llava_df.projectors --in-dim 32")
-    assert written["environment"]["packages"]["torch"] == torch.__version__
+    assert written["environment"]["packages"]["torch"] == metadata.version(
+        "torch"
+    )  # CUDA wheels: no +cu label
     rows = {row["name"]: row for row in written["rows"]}
     assert list(rows) == [*PRESETS, "kan_light_g16"]
     assert rows["identity"]["skipped"]

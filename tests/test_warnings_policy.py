@@ -13,7 +13,9 @@ from llava_df.strategies import apply_strategy
 
 def test_a_deprecated_call_of_ours_is_an_error():
     model, _ = build_model(ModelArguments())
-    with pytest.raises(FutureWarning, match="is_gradient_checkpointing.*raised by our call at .*test_warnings_policy"):
+    with pytest.raises(
+        FutureWarning, match="is_gradient_checkpointing.*raised by our call at .*test_warnings_policy"
+    ):
         _ = model.is_gradient_checkpointing  # transformers 5.x: use is_activation_checkpointing
 
 
