@@ -32,6 +32,8 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from .config import DataArguments, ModelArguments, TrainingArguments
+from .errors import UsageError
+from .validation import check_ranges
 
 
 # With bitsandbytes INT8, non-reentrant checkpointing (transformers' default) cannot free the
@@ -57,8 +59,24 @@ RENAMED = {
 SPECIAL = ("logging_dir", "load_in_8bit", "load_in_4bit")
 
 
-class ConfigError(ValueError):
-    """A bad flag, value or combination; the message says what to change."""
+class ConfigError(UsageError):
+    """A bad flag, value or combination; the message says what to change (exit code 2)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key given twice in one mapping is an error instead of "last one wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"{getattr(self, 'name', 'config')}: key {key!r} is set twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one."
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Parser(HfArgumentParser):
@@ -175,8 +193,11 @@ def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _load_yaml(path: str) -> dict:
-    with open(path) as f:
-        loaded = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            loaded = yaml.load(f, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}). Fix the file; configs/ has examples.") from None
     if not isinstance(loaded, dict):
         raise ConfigError(
             f"{path}: expected a mapping of flag: value at the top level, got {type(loaded).__name__}."
@@ -330,6 +351,25 @@ def _resolve(parsed: ParsedArgs) -> None:
 def validate(parsed: ParsedArgs) -> None:
     """Cross-flag checks no single field can make; raise ConfigError naming the fix."""
     m, d, t = parsed.model, parsed.data, parsed.training
+    check_ranges(parsed)
+    if not str(t.output_dir).strip():
+        raise ConfigError(
+            f"--output_dir {t.output_dir!r}: expected a folder name; an empty name would write into the current "
+            "folder. Pass e.g. --output_dir outputs/run."
+        )
+    if m.pretrain_mm_mlp_adapter is not None and not Path(m.pretrain_mm_mlp_adapter).is_file():
+        raise ConfigError(
+            f"--pretrain_mm_mlp_adapter {m.pretrain_mm_mlp_adapter}: no such file. Pass a stage-1 mm_projector.bin "
+            "or .safetensors, or leave the flag out to start the projector from random weights."
+        )
+    if d.image_folder is not None and not Path(d.image_folder).is_dir():
+        raise ConfigError(
+            f"--image_folder {d.image_folder}: no such folder. Pass the root of --data_path's images."
+        )
+    if d.image_folder is not None and d.data_path is None:
+        raise ConfigError(
+            "--image_folder is the root for --data_path's images; pass --data_path too, or drop it."
+        )
     if m.bits not in (4, 8, 16):
         raise ConfigError(f"--bits {m.bits}: expected 4 (NF4), 8 (LLM.int8) or 16.")
     if m.quant_type not in ("nf4", "fp4"):
@@ -355,7 +395,9 @@ def validate(parsed: ParsedArgs) -> None:
             "leave --data_dir out to use the synthetic benchmark."
         )
     if d.data_path is not None and not Path(d.data_path).is_file():
-        raise ConfigError(f"--data_path {d.data_path}: no such file. Expected a LLaVA-format JSONL file.")
+        raise ConfigError(
+            f"--data_path {d.data_path}: no such file. Expected a LLaVA conversation file (JSON list or JSONL)."
+        )
     if t.remove_unused_columns:
         raise ConfigError(
             "--remove_unused_columns True would drop the image/is_fake columns the collator needs; use False."

@@ -70,6 +70,12 @@ class ModelArguments:
         default=0,
         metadata={"help": "Fully train the first N LLM decoder layers (loaded unquantized), LoRA elsewhere."},
     )
+    allow_large_projector: bool = field(
+        default=False,
+        metadata={
+            "help": "Build a projector above 500M parameters (refused by default: usually a typo such as mlp99999x_gelu)."
+        },
+    )
 
 
 @dataclass
@@ -81,7 +87,13 @@ class DataArguments:
         },
     )
     data_path: str | None = field(
-        default=None, metadata={"help": "JSONL in LLaVA's conversation format (overrides --data_dir)."}
+        default=None, metadata={"help": "LLaVA conversation file, JSON list or JSONL (overrides --data_dir)."}
+    )
+    image_folder: str | None = field(
+        default=None,
+        metadata={
+            "help": "Root of the relative image paths in --data_path, as in LLaVA (default: the file's folder)."
+        },
     )
     synthetic_n: int = field(
         default=600, metadata={"help": "Synthetic benchmark: number of images in all splits."}
@@ -139,6 +151,12 @@ class TrainingArguments(transformers.TrainingArguments):
     min_val_loss: float = field(default=0.0, metadata={"help": "Stop when val loss falls below this."})
     kan_reg_weight: float = field(
         default=0.0, metadata={"help": "Weight of the KAN regularization loss (KAN projectors only)."}
+    )
+    resume_allow_changes: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated settings that may differ from the run's saved config on --resume_from_checkpoint (e.g. max_steps,learning_rate)."
+        },
     )
     drop_nonfinite_scores: bool = field(
         default=False,

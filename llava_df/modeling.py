@@ -29,6 +29,7 @@ from torch import nn
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 from transformers.utils import logging as hf_logging
 
+from .errors import ModelNotFoundError, UsageError, WeightsError
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
 from .projectors import create_projector
@@ -39,7 +40,7 @@ from .quantization import (
     skip_modules,
     validate_bits,
 )
-from .tiny import load_tiny_processor, materialize_tiny
+from .tiny import load_tiny_processor, materialize_tiny, tiny_config
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +64,13 @@ def resolve_checkpoint(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(
+            raise ModelNotFoundError(
                 f"{path} has no config.json: expected a LLaVA checkpoint folder (save_pretrained output, "
                 "e.g. from `hf download llava-hf/llava-1.5-7b-hf --local-dir <dir>`)."
             )
         return str(path)
     if _looks_local(name_or_path):
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"Checkpoint folder {name_or_path!r} does not exist. Check --model_name_or_path."
         )
     try:
@@ -81,7 +82,7 @@ def resolve_checkpoint(name_or_path: str) -> str:
             if offline
             else "it could not be fetched"
         )
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"Cannot load LLaVA checkpoint {name_or_path!r}: {where}. Download it on a machine with network "
             f"access: `hf download {name_or_path}` (older hubs: `huggingface-cli download {name_or_path}`), "
             "or pass a local checkpoint folder / `tiny` to --model_name_or_path. "
@@ -93,11 +94,26 @@ def resolve_checkpoint(name_or_path: str) -> str:
 def _load_config(path: str):
     config = AutoConfig.from_pretrained(path)
     if config.model_type != "llava":
-        raise ValueError(
+        raise UsageError(
             f"{path} is a {config.model_type!r} checkpoint, not LLaVA (model_type 'llava'). llava_df builds "
             "LlavaForConditionalGeneration models, e.g. llava-hf/llava-1.5-7b-hf or `tiny`."
         )
     return config
+
+
+def model_config(model_args):
+    """The LlavaConfig that ``build_model(model_args)`` would load, read without any weights."""
+    if model_args.model_name_or_path == "tiny":
+        return tiny_config()
+    return _load_config(resolve_checkpoint(model_args.model_name_or_path))
+
+
+def load_processor(model_args):
+    """The processor (tokenizer + image processor) of ``model_args``' checkpoint; no weights."""
+    name = model_args.model_name_or_path
+    return (
+        load_tiny_processor() if name == "tiny" else AutoProcessor.from_pretrained(resolve_checkpoint(name))
+    )
 
 
 # ---- projector ------------------------------------------------------------------------------
@@ -122,17 +138,26 @@ def load_projector_weights(projector: nn.Module, path: str | os.PathLike) -> Non
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--pretrain_mm_mlp_adapter {str(path)!r} does not exist.")
-    if path.suffix == ".safetensors":
-        raw = load_file(path)
-    else:  # LLaVA's .bin: a pickled dict of tensors; weights_only refuses anything else
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raise WeightsError(
+            f"--pretrain_mm_mlp_adapter {str(path)!r} does not exist. Pass a stage-1 mm_projector.bin or "
+            ".safetensors file, or leave the flag out to start the projector from random weights."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            raw = load_file(path)
+        else:  # LLaVA's .bin: a pickled dict of tensors; weights_only refuses anything else
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a weights file, or a pickle with code in it
+        raise WeightsError(
+            f"Projector weights {str(path)!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            "Use an intact mm_projector.bin / .safetensors (e.g. another checkpoint's)."
+        ) from None
     state = {_strip_prefix(k): v for k, v in raw.items()}
     expected = projector.state_dict()
     name = getattr(projector, "projector_name", type(projector).__name__)
     for key, tensor in state.items():
         if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
-            raise ValueError(
+            raise WeightsError(
                 f"Projector weights {str(path)!r} do not fit projector {name!r}: key {key!r} has shape "
                 f"{tuple(tensor.shape)}, expected {tuple(expected[key].shape)}. Check --mm_projector_type and that "
                 "the file was trained for this vision tower / LLM width."
@@ -140,9 +165,9 @@ def load_projector_weights(projector: nn.Module, path: str | os.PathLike) -> Non
     try:
         result = projector.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatch on a key the projector renames while loading
-        raise ValueError(f"Projector weights {str(path)!r} do not fit projector {name!r}: {exc}") from None
+        raise WeightsError(f"Projector weights {str(path)!r} do not fit projector {name!r}: {exc}") from None
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
+        raise WeightsError(
             f"Projector weights {str(path)!r} do not fit projector {name!r}: missing keys {result.missing_keys}, "
             f"unexpected keys {result.unexpected_keys} (file keys after stripping prefixes: {sorted(state)[:8]})."
         )

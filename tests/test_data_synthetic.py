@@ -92,7 +92,7 @@ def test_holdout_protocol_keeps_family_out_of_train_and_val():
 def test_bad_configs_fail_with_valid_names():
     with pytest.raises(KeyError, match=r"Unknown manipulation 'deepfakes'.*face_swap"):
         get_manipulation("deepfakes")
-    with pytest.raises(KeyError, match=r"'nope' is not a family.*self_blend"):
+    with pytest.raises(ValueError, match=r"'nope' is not a family.*self_blend"):
         SyntheticConfig(n=40, holdout_manipulation="nope").validate()
     with pytest.raises(ValueError, match=r"difficulty must be in \[0, 1\]"):
         SyntheticConfig(n=40, difficulty=1.5).validate()

@@ -194,3 +194,12 @@ def test_hf_llava_projector_keys_load_and_match_hf_output():
     x = features()
     with torch.no_grad():
         torch.testing.assert_close(ours(x), hf(x))
+
+
+@pytest.mark.parametrize("name", [*PRESETS, "mlp3x_gelu", "kan_h32_g7_k1", "kan_light_g4"])
+def test_parameter_formula_matches_the_built_module(name):
+    from llava_df.projectors import count_parameters
+
+    in_dim, out_dim = (64, 64) if name == "identity" else (48, 80)
+    built = create_projector(name, in_dim, out_dim)
+    assert count_parameters(name, in_dim, out_dim) == sum(p.numel() for p in built.parameters())

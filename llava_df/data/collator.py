@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import DataError
 from .conversation import get_template
 from .labels import answer_for
 
@@ -49,7 +50,7 @@ def answer_token_ids(tokenizer, answers: Sequence[str], template: str = "llava_v
         ids.append(_target_ids(tokenizer, prefix, target, tmpl.name)[0])
     if len(set(ids)) != len(ids):
         tokens = {a: tokenizer.convert_ids_to_tokens(i) for a, i in zip(answers, ids, strict=True)}
-        raise ValueError(
+        raise DataError(
             f"Answers {list(answers)} do not start with distinct tokens ({tokens}); evaluation reads only the first "
             "answer token. Choose answer words whose first tokens differ (--answer_real / --answer_fake)."
         )
@@ -61,7 +62,7 @@ def _target_ids(tokenizer, prefix: str, target: str, template: str) -> list[int]
     full = tokenizer(prefix + target)["input_ids"]
     head = tokenizer(prefix)["input_ids"]
     if full[: len(head)] != head or len(full) == len(head):
-        raise ValueError(
+        raise DataError(
             f"Tokenization mismatch with template {template!r}: the prefix {prefix[-40:]!r} tokenizes differently alone "
             f"and followed by {target!r} ({tokenizer.convert_ids_to_tokens(head[-3:])} vs "
             f"{tokenizer.convert_ids_to_tokens(full[len(head) - 3 : len(head) + 2])}). Pick another --conv_template."
@@ -88,7 +89,7 @@ class DeepfakeCollator:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         if self.tokenizer.pad_token_id is None:
-            raise ValueError(
+            raise DataError(
                 "The tokenizer has no pad token; set tokenizer.pad_token (e.g. to unk) before collating."
             )
         self.template = get_template(template)
@@ -125,7 +126,7 @@ class DeepfakeCollator:
             self._check_length(i, items[i], input_ids[i, positions], len(target_ids))
             tail = positions[-len(target_ids) :]
             if input_ids[i, tail].tolist() != target_ids:
-                raise ValueError(
+                raise DataError(
                     f"Tokenization mismatch in item {items[i].get('id')!r}: the processor's last tokens "
                     f"{self.tokenizer.convert_ids_to_tokens(input_ids[i, tail].tolist())} are not the answer "
                     f"{self.tokenizer.convert_ids_to_tokens(target_ids)}; no label would be placed right."
@@ -147,11 +148,11 @@ class DeepfakeCollator:
         n_image = int((ids == self.image_token_id).sum())
         what = f"item {item.get('id')!r} has {n} tokens: {n_image} image, {n - n_image - n_target} prompt, {n_target} answer"
         if n_image + n_target >= self.model_max_length:
-            raise ValueError(
+            raise DataError(
                 f"model_max_length={self.model_max_length} cannot hold even the image tokens and the answer ({what}). "
                 f"Raise --model_max_length to at least {n} (the vision tower's patch count fixes the image tokens)."
             )
-        raise ValueError(
+        raise DataError(
             f"{what}, over model_max_length={self.model_max_length}. Nothing is truncated (it would change the question "
             f"or drop the answer): raise --model_max_length to {n} or shorten the prompt."
         )

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import DataError
 from .images import LoadSummary, load_rgb
 from .labels import CLASS_NAMES
 
@@ -49,7 +50,7 @@ def normalize_split(name: str, *, where: str = "") -> str:
     key = str(name).strip().lower()
     if key not in SPLIT_ALIASES:
         at = f" in {where}" if where else ""
-        raise ValueError(f"Unknown split {name!r}{at}. Expected one of {sorted(SPLIT_ALIASES)}.")
+        raise DataError(f"Unknown split {name!r}{at}. Expected one of {sorted(SPLIT_ALIASES)}.")
     return SPLIT_ALIASES[key]
 
 
@@ -160,7 +161,7 @@ def split_records(records: Sequence[Record], seed: int) -> dict[str, list[Record
     given = {r.split is not None for r in records}
     if given == {True, False}:
         missing = next(r.id for r in records if r.split is None)
-        raise ValueError(
+        raise DataError(
             f"Some records have a split and some do not (e.g. {missing!r}); give every record a split or none."
         )
     if given == {False}:
@@ -189,7 +190,7 @@ def apply_holdout(splits: dict[str, list[Record]], family: str) -> dict[str, lis
     """Cross-manipulation protocol: train/val without ``family``, test = real + ``family`` only."""
     present = sorted({r.manipulation for rs in splits.values() for r in rs if r.is_fake})
     if family not in present:
-        raise KeyError(
+        raise DataError(
             f"holdout_manipulation {family!r} is not in this data. Manipulations present: {present}."
         )
     return {

@@ -18,11 +18,15 @@ Frames of one video should share a ``group`` in metadata.csv, so no video stradd
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import datasets
 
+from ..errors import DataError, DataNotFoundError
 from .dataset import REAL_MANIPULATION, UNKNOWN_MANIPULATION, Record, normalize_split
 from .images import ImageLoadError, LoadSummary, load_rgb
 from .labels import LABEL_STRINGS, is_fake_from_class_label, parse_is_fake, parse_label
@@ -36,7 +40,7 @@ _METADATA = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
 def _check_layout(root: Path) -> None:
     """Clear errors for what imagefolder would mis-read silently."""
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"data_dir {str(root)!r} does not exist or is not a folder. Expected real/ and fake/ subfolders or a "
             "metadata.csv; omit --data_dir to use the synthetic benchmark."
         )
@@ -49,19 +53,73 @@ def _check_layout(root: Path) -> None:
         if cls_dir.name.lower() in LABEL_STRINGS and not any(
             f.suffix.lower() in _IMAGE_SUFFIXES for f in cls_dir.rglob("*") if f.is_file()
         ):
-            raise ValueError(f"Class folder {str(cls_dir)!r} holds no images. Add images to it or remove it.")
+            raise DataError(f"Class folder {str(cls_dir)!r} holds no images. Add images to it or remove it.")
 
 
 def _row_label(row: dict, features: datasets.Features, where: str) -> int:
+    from_is_fake = None
     if "is_fake" in row and row["is_fake"] is not None:
-        return parse_is_fake(row["is_fake"], where=where)
-    if "label" not in row:
-        raise ValueError(
-            f"{where}: no 'label' or 'is_fake' column. Add one (label: real/fake) to metadata.csv."
-        )
+        from_is_fake = parse_is_fake(row["is_fake"], where=where)
+    if "label" not in row or row["label"] is None:
+        if from_is_fake is None:
+            raise DataError(
+                f"{where}: no 'label' or 'is_fake' column. Add one (label: real/fake) to metadata.csv."
+            )
+        return from_is_fake
     if isinstance(features["label"], datasets.ClassLabel):  # from class folder names, sorted
-        return is_fake_from_class_label(row["label"], features["label"].names, where=where)
-    return parse_label(row["label"], where=where)
+        from_label = is_fake_from_class_label(row["label"], features["label"].names, where=where)
+    else:
+        from_label = parse_label(row["label"], where=where)
+    if from_is_fake is not None and from_is_fake != from_label:
+        raise DataError(
+            f"{where}: label {row['label']!r} and is_fake {row['is_fake']!r} disagree. Keep one column, or fix the row."
+        )
+    return from_label
+
+
+def _unreadable_names(root: Path) -> list[tuple[Path, str]]:
+    """Files imagefolder cannot take: names that are not UTF-8 (it crashes on them) and broken symlinks."""
+    bad = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            try:
+                str(path).encode("utf-8")
+            except UnicodeEncodeError:
+                bad.append((path, "file name is not valid UTF-8; rename it"))
+                continue
+            if path.is_symlink() and not path.exists():
+                bad.append((path, f"broken symlink to {os.readlink(path)}"))
+    return bad
+
+
+def _clean_view(root: Path, bad: set[Path], view: Path) -> None:
+    """A tree of symlinks to every file of ``root`` but ``bad``, for imagefolder to read."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            if path in bad:
+                continue
+            target = view / path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(path.resolve())
+
+
+def _index_key(root: Path) -> str:
+    """Content hash of what decides the index: every file's relative name and every metadata file's bytes.
+
+    The imagefolder cache lives under this key, so an edited metadata.csv can never be served from
+    a stale cache (datasets alone keys local files on modification times).
+    """
+    h = hashlib.blake2b(digest_size=12)
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(dirpath) / name
+            h.update(os.fsencode(path.relative_to(root)) + b"\0")
+            if name in _METADATA and path.is_file():
+                h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def load_folder_records(
@@ -70,30 +128,53 @@ def load_folder_records(
     """Records (path, is_fake, manipulation, split or None, group) of every readable image."""
     root = Path(data_dir)
     _check_layout(root)
-    try:
-        loaded = datasets.load_dataset("imagefolder", data_dir=str(root), cache_dir=cache_dir)
-    except (FileNotFoundError, ValueError) as err:  # e.g. no image file at all
-        raise ValueError(f"Cannot read {str(root)!r} as an image folder: {err}") from err
     summary = LoadSummary(source=f"image folder {root}")
+    bad = _unreadable_names(root)
+    for path, reason in bad:
+        summary.skip(os.fsdecode(path), reason)
+    base = Path(
+        cache_dir
+        or os.environ.get("HF_DATASETS_CACHE")
+        or Path.home() / ".cache" / "huggingface" / "datasets"
+    )
+    with tempfile.TemporaryDirectory(prefix="llava_df_view_") as tmp:
+        read_root = root
+        if bad:  # imagefolder would crash (non-UTF-8) or stop on them: let it read a view without them
+            read_root = Path(tmp) / "view"
+            _clean_view(root, {p for p, _ in bad}, read_root)
+        try:
+            loaded = datasets.load_dataset(
+                "imagefolder",
+                data_dir=str(read_root),
+                cache_dir=str(base / "llava_df_index" / _index_key(root)),
+            )
+        except (FileNotFoundError, ValueError) as err:  # e.g. no image file at all
+            raise DataError(f"Cannot read {str(root)!r} as an image folder: {err}") from err
+        return _records(root, read_root, loaded, summary, validate)
+
+
+def _records(root: Path, read_root: Path, loaded, summary: LoadSummary, validate: bool):
     split_dirs = len(loaded) > 1 or next(iter(loaded)) != "train"
     records: list[Record] = []
     for split_name, ds in loaded.items():
         ds = ds.cast_column("image", datasets.Image(decode=False))
         features = ds.features
         if "label" not in features and "is_fake" not in features:
-            raise ValueError(
+            raise DataError(
                 f"{root}: imagefolder found no classes. Put images in real/ and fake/ subfolders (all at the same depth) "
                 "or add a metadata.csv with file_name and label columns."
             )
         for i, row in enumerate(ds):
             path = row["image"]["path"]
+            if read_root != root:  # back from the view to the user's own file
+                path = str(root / Path(path).relative_to(read_root))
             where = f"{path} (row {i} of split {split_name!r})"
             is_fake = _row_label(row, features, where)
             split = normalize_split(split_name) if split_dirs else row.get("split")
             if split is not None:
                 split = normalize_split(split, where=where)
             manipulation = row.get("manipulation") or (UNKNOWN_MANIPULATION if is_fake else REAL_MANIPULATION)
-            rel = Path(path).resolve().relative_to(root.resolve()).as_posix()
+            rel = Path(os.path.relpath(path, root)).as_posix()
             record = Record(
                 id=str(row.get("id") or rel),
                 is_fake=is_fake,
@@ -112,5 +193,5 @@ def load_folder_records(
     summary.loaded = len(records)
     summary.log()
     if not records:
-        raise ValueError(f"No readable image in {str(root)!r}. {summary.line()}")
+        raise DataError(f"No readable image in {str(root)!r}. {summary.line()}")
     return records, summary

@@ -81,6 +81,7 @@ class LoadSummary:
     source: str
     loaded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or file:line, reason)
+    duplicates: int = 0  # of the skipped, how many were duplicates (llava_df.data.index.dedupe)
 
     def skip(self, where: str, reason: str) -> None:
         self.skipped.append((where, reason))
@@ -92,6 +93,15 @@ class LoadSummary:
             more = f"; and {len(self.skipped) - _MAX_NAMED} more" if len(self.skipped) > _MAX_NAMED else ""
             text += f": {named}{more}"
         return text
+
+    def to_dict(self) -> dict:
+        """For results.json's ``data``: every skipped entry with its reason."""
+        return {
+            "source": self.source,
+            "loaded": self.loaded,
+            "duplicates": self.duplicates,
+            "skipped": [{"entry": w, "reason": r} for w, r in self.skipped],
+        }
 
     def log(self) -> None:
         (logger.warning if self.skipped else logger.info)(self.line())

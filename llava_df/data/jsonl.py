@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import DataError, DataNotFoundError
 from .dataset import REAL_MANIPULATION, UNKNOWN_MANIPULATION, Record, normalize_split
 from .images import ImageLoadError, LoadSummary, load_rgb
 from .labels import label_from_answer, parse_label
@@ -37,7 +38,7 @@ def _read(path: Path) -> list[tuple[str, object]]:
         try:
             items = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg}).") from err
+            raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg}).") from err
         return [(f"{path}[{i}]", item) for i, item in enumerate(items)]
     out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -46,7 +47,7 @@ def _read(path: Path) -> list[tuple[str, object]]:
         try:
             out.append((f"{path}:{lineno}", json.loads(line)))
         except json.JSONDecodeError as err:
-            raise ValueError(
+            raise DataError(
                 f"{path}:{lineno}: invalid JSON ({err.msg}). Each line must be one JSON object."
             ) from err
     return out
@@ -55,28 +56,28 @@ def _read(path: Path) -> list[tuple[str, object]]:
 def _parse(where: str, rec: object, answer_real: str, answer_fake: str) -> tuple[str, int, str]:
     """-> (image, is_fake, prompt) or a ValueError naming ``where``."""
     if not isinstance(rec, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}.")
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}.")
     missing = [k for k in REQUIRED_KEYS if k not in rec]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{where}: missing key(s) {missing}; a record needs {list(REQUIRED_KEYS)} (LLaVA conversation format)."
         )
     turns = rec["conversations"]
     if not isinstance(turns, list) or not all(
         isinstance(t, dict) and "from" in t and "value" in t for t in turns
     ):
-        raise ValueError(f"{where}: 'conversations' must be a list of {{'from': ..., 'value': ...}} turns.")
+        raise DataError(f"{where}: 'conversations' must be a list of {{'from': ..., 'value': ...}} turns.")
     human = [t["value"] for t in turns if t["from"] in ("human", "user")]
     gpt = [t["value"] for t in turns if t["from"] in ("gpt", "assistant")]
     if not human or "<image>" not in human[0]:
-        raise ValueError(f"{where}: the first human turn must contain '<image>'.")
+        raise DataError(f"{where}: the first human turn must contain '<image>'.")
     if not gpt and "label" not in rec:
-        raise ValueError(f"{where}: no gpt answer and no 'label' key; cannot tell real from fake.")
+        raise DataError(f"{where}: no gpt answer and no 'label' key; cannot tell real from fake.")
     is_fake = label_from_answer(gpt[0], answer_real, answer_fake, where=where) if gpt else None
     if "label" in rec:
         explicit = parse_label(rec["label"], where=where)
         if is_fake is not None and explicit != is_fake:
-            raise ValueError(f"{where}: 'label' {rec['label']!r} contradicts the answer {gpt[0]!r}.")
+            raise DataError(f"{where}: 'label' {rec['label']!r} contradicts the answer {gpt[0]!r}.")
         is_fake = explicit
     return str(rec["image"]), is_fake, human[0]
 
@@ -92,7 +93,7 @@ def load_jsonl_records(
     """Records of every well-formed line whose image can be read."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"data_path {str(path)!r} does not exist. Expected a JSONL in LLaVA's conversation format."
         )
     root = Path(image_root) if image_root is not None else path.parent
@@ -124,5 +125,5 @@ def load_jsonl_records(
     summary.loaded = len(records)
     summary.log()
     if not records:
-        raise ValueError(f"No usable record in {str(path)!r}. {summary.line()}")
+        raise DataError(f"No usable record in {str(path)!r}. {summary.line()}")
     return records, summary

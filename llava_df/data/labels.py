@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import DataError
+
 REAL, FAKE = 0, 1
 CLASS_NAMES = {REAL: "real", FAKE: "fake"}
 
@@ -42,14 +44,14 @@ def parse_label(value: object, *, where: str = "") -> int:
     """
     at = f" in {where}" if where else ""
     if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(
+        raise DataError(
             f"Label {value!r}{at} is not a class name. Numeric labels are ambiguous (datasets' imagefolder "
             f"gives fake=0, this project fake=1): write one of {sorted(LABEL_STRINGS)} or use an "
             "'is_fake' column with 0/1."
         )
     key = value.strip().lower()
     if key not in LABEL_STRINGS:
-        raise ValueError(f"Unknown label {value!r}{at}. Expected one of {sorted(LABEL_STRINGS)} (any case).")
+        raise DataError(f"Unknown label {value!r}{at}. Expected one of {sorted(LABEL_STRINGS)} (any case).")
     return LABEL_STRINGS[key]
 
 
@@ -60,13 +62,13 @@ def parse_is_fake(value: object, *, where: str = "") -> int:
     if value in (0, 1, "0", "1"):  # True/False compare equal to 1/0
         return int(value)
     at = f" in {where}" if where else ""
-    raise ValueError(f"is_fake value {value!r}{at} must be 0 (real) or 1 (fake).")
+    raise DataError(f"is_fake value {value!r}{at} must be 0 (real) or 1 (fake).")
 
 
 def is_fake_from_class_label(index: int, names: Sequence[str], *, where: str = "") -> int:
     """A loader's ClassLabel index -> is_fake, through the class *name* (never the index)."""
     if not 0 <= index < len(names):
-        raise ValueError(f"Class index {index}{' in ' + where if where else ''} is outside {list(names)}.")
+        raise DataError(f"Class index {index}{' in ' + where if where else ''} is outside {list(names)}.")
     return parse_label(names[index], where=where or f"class folder {names[index]!r}")
 
 
@@ -82,7 +84,7 @@ def label_from_answer(text: str, answer_real: str, answer_fake: str, *, where: s
         if word == answer.strip().lower():
             return is_fake
     at = f" in {where}" if where else ""
-    raise ValueError(
+    raise DataError(
         f"Answer {text!r}{at} is neither {answer_real!r} nor {answer_fake!r}. Use the answer words of "
         "--answer_real/--answer_fake, or add a 'label' key (real/fake) to the record."
     )

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 
+from ..errors import DataError
 from .dataset import SPLITS, FaceDataset, Record, apply_holdout, split_records
 from .folder import load_folder_records
 from .images import LoadSummary
+from .index import dedupe
 from .jsonl import load_jsonl_records
 from .synthetic import SyntheticConfig, generate
 
@@ -37,7 +39,10 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
     """{"train", "val", "test"} -> FaceDataset. ``seed`` splits real data that has no splits."""
     if data_args.data_path:
         records, summary = load_jsonl_records(
-            data_args.data_path, data_args.answer_real, data_args.answer_fake
+            data_args.data_path,
+            data_args.answer_real,
+            data_args.answer_fake,
+            image_root=getattr(data_args, "image_folder", None),
         )
     elif data_args.data_dir:
         records, summary = load_folder_records(data_args.data_dir)
@@ -46,13 +51,21 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
         samples = generate(cfg)
         records = [Record(s.id, s.is_fake, s.manipulation, s.split, image=s.image) for s in samples]
         summary = LoadSummary(source=f"synthetic benchmark {cfg}", loaded=len(records))
+    records = dedupe(records, summary)
+    summary.loaded = len(records)
+    if summary.duplicates:
+        logger.warning(
+            "%s: dropped %d duplicate images (named in results.json data.skipped)",
+            summary.source,
+            summary.duplicates,
+        )
     by_split = split_records(records, seed)
     if data_args.holdout_manipulation and (data_args.data_path or data_args.data_dir):
         by_split = apply_holdout(by_split, data_args.holdout_manipulation)
     for name in SPLITS:
         classes = {r.is_fake for r in by_split[name]}
         if classes != {0, 1}:
-            raise ValueError(
+            raise DataError(
                 f"Split {name!r} of {summary.source} has {len(by_split[name])} images and not both classes "
                 f"(is_fake values {sorted(classes)}). Add real and fake images to it, or drop the split column/folders."
             )

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import DataError, DataNotFoundError
 from .images import ImageLoadError, LoadSummary, load_rgb
 from .manipulations import check_difficulty, self_blend_array
 
@@ -54,12 +55,12 @@ def write_sbi_folder(
     """Write real/, fake/ and metadata.csv under ``out``; returns (metadata path, summary)."""
     real_dir, out = Path(real_dir), Path(out)
     if not real_dir.is_dir():
-        raise FileNotFoundError(f"--real_dir {str(real_dir)!r} is not a folder of real face images.")
+        raise DataNotFoundError(f"--real_dir {str(real_dir)!r} is not a folder of real face images.")
     if per_image < 1:
-        raise ValueError(f"per_image must be >= 1, got {per_image}.")
+        raise DataError(f"per_image must be >= 1, got {per_image}.")
     sources = sorted(p for p in real_dir.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
     if not sources:
-        raise ValueError(f"No image ({sorted(_SUFFIXES)}) under {str(real_dir)!r}.")
+        raise DataError(f"No image ({sorted(_SUFFIXES)}) under {str(real_dir)!r}.")
     (out / "real").mkdir(parents=True, exist_ok=True)
     (out / "fake").mkdir(parents=True, exist_ok=True)
     summary = LoadSummary(source=f"SBI sources {real_dir}")
@@ -87,7 +88,7 @@ def write_sbi_folder(
     summary.loaded = sum(r["label"] == "real" for r in rows)
     summary.log()
     if not rows:
-        raise ValueError(f"No readable image under {str(real_dir)!r}. {summary.line()}")
+        raise DataError(f"No readable image under {str(real_dir)!r}. {summary.line()}")
     meta = out / "metadata.csv"
     with meta.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import DataError
 from .dataset import REAL_MANIPULATION, SPLIT_FRACTIONS, SPLITS, split_sizes
 from .faces import add_sensor_noise, attributes, render_face, sample_face_params
 from .labels import CLASS_NAMES, label_mapping
@@ -75,22 +76,22 @@ class SyntheticConfig:
 
     def validate(self) -> SyntheticConfig:
         if self.n < 6:
-            raise ValueError(f"n={self.n} is too small for three splits holding both classes; use n >= 6.")
+            raise DataError(f"n={self.n} is too small for three splits holding both classes; use n >= 6.")
         if self.image_size < 16:
-            raise ValueError(f"image_size={self.image_size} is too small to draw a face; use 16 or more.")
+            raise DataError(f"image_size={self.image_size} is too small to draw a face; use 16 or more.")
         check_difficulty(self.difficulty)
         valid = available_manipulations()
         for name in self.families():
             if name not in valid:
-                raise KeyError(f"Unknown manipulation {name!r}. Valid names: {', '.join(valid)}.")
+                raise DataError(f"Unknown manipulation {name!r}. Valid names: {', '.join(valid)}.")
         if self.holdout_manipulation is not None:
             if self.holdout_manipulation not in self.families():
-                raise KeyError(
+                raise DataError(
                     f"holdout_manipulation {self.holdout_manipulation!r} is not a family of this benchmark. "
                     f"Valid names: {', '.join(self.families())}."
                 )
             if len(self.families()) < 2:
-                raise ValueError("A held-out family needs at least one other family to train on.")
+                raise DataError("A held-out family needs at least one other family to train on.")
         return self
 
 

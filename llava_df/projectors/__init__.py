@@ -11,6 +11,20 @@ from . import kan  # noqa: F401
 from . import kan_light  # noqa: F401  (registers kan_light, kan_light_g{groups})
 
 # isort: on
-from .registry import PRESETS, available_projectors, create_projector, register_projector, resolve
+from .registry import (
+    PRESETS,
+    available_projectors,
+    count_parameters,
+    create_projector,
+    register_projector,
+    resolve,
+)
 
-__all__ = ["PRESETS", "available_projectors", "create_projector", "register_projector", "resolve"]
+__all__ = [
+    "PRESETS",
+    "available_projectors",
+    "count_parameters",
+    "create_projector",
+    "register_projector",
+    "resolve",
+]
