@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -236,12 +237,24 @@ def restore_callback_states(callbacks: list[TrainerCallback], checkpoint_dir: st
     return restored
 
 
-def write_json(path: Path, payload) -> None:
-    """Write via a temporary file so a killed run never leaves half a JSON file."""
+def write_text(path: Path, text: str) -> None:
+    """Write via a uniquely named temporary file in the same folder, then rename: a killed run or a
+    second process never leaves or reads half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_none(payload), indent=2, default=_json_default, allow_nan=False))
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload) -> None:
+    """JSON (NaN/inf as null) written atomically, see write_text."""
+    write_text(path, json.dumps(_finite_or_none(payload), indent=2, default=_json_default, allow_nan=False))
 
 
 def _finite_or_none(value):

@@ -1,4 +1,4 @@
-"""``python -m llava_df.train``: parse -> seed -> build -> strategy -> Trainer -> save.
+"""``python -m llava_df.train``: parse -> validate -> index data -> claim the folder -> load -> train -> save.
 
 How to call::
 
@@ -6,84 +6,115 @@ How to call::
     python -m llava_df.train --help                     # every flag, with its help
     main(["--max_steps", "4", "--output_dir", "o"])     # in-process; returns the results dict
 
+Order (each step fails with one ``error:`` line before the next one starts)::
+
+    parse_args         every flag, its range and its combinations (cli.py, validation.py)
+    validate_inputs    projector size and start weights, from config.json alone (no model weights)
+    prepare_data       the whole dataset: labels, splits, duplicates, readable files, >= 1 step
+    claim_output_dir   lock the folder, refuse to mix runs, set a replaced run aside (outdir.py)
+    build_model ...    only now are weights loaded; then the Trainer runs
+
 Output layout (output_dir)::
 
-    run_config.json        the resolved configuration (every field, notes on renamed/derived flags)
+    run_config.json        the resolved configuration; ``segments``: what each (resumed) part used
     config.yaml            only the keys that were set: rerun with --config output_dir/config.yaml
     env.json               git commit + dirty flag, package versions, device
     training_history.json  one entry per evaluation: step, epoch, loss, val_loss, lr, accuracy, auc, ...
     best/  final/          trained parts (projector, LoRA adapter, unfrozen layers) + config, via
                            llava_df.checkpointing.save_trainable; best = last val-loss improvement
-    checkpoint-N/          the Trainer's resumable checkpoints, with our trained parts in each
+    checkpoint-N/          the Trainer's resumable checkpoints, with our trained parts in each;
+                           llava_df_complete.json marks one as complete
     runs/                  tensorboard logs (or $TENSORBOARD_LOGGING_DIR / --logging_dir)
-    results.json           best/final validation, test metrics (on best/), peak memory, paths
+    results.json           best/final validation, test metrics (on best/), peak memory, data.skipped
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import shutil
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
-from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states, write_json
+from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states, write_json, write_text
 from .checkpointing import load_trainable_weights, save_trainable
-from .cli import ConfigError, ParsedArgs, parse_args, run_env
+from .cli import ParsedArgs, parse_args, run_env
+from .errors import DataError, RunError, UsageError, cli_entry
 from .evaluate import AnswerMetrics, AnswerScores, evaluate_split, load_data, split_of
-from .llava_layout import projector as projector_of
-from .llava_layout import unwrap
 from .memory import PeakMemory
+from .outdir import claim_output_dir, is_main_process
+from .resume import add_segment, check_resume_config
 from .runinfo import write_environment
-from .trainer import DeepfakeTrainer, NonFiniteLossError, RunError
+from .trainer import DeepfakeTrainer, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
-__all__ = ["NonFiniteLossError", "RunError", "main", "prepare_output_dir", "train"]
-
-
-# ---- output folder --------------------------------------------------------------------------
-RUN_ARTIFACTS = ("final", "best", "training_history.json", "results.json")
-
-
-def prepare_output_dir(out: Path, *, overwrite: bool, resume: str | None) -> str | None:
-    """Refuse to write over a finished run; resolve --resume_from_checkpoint ('last'/True -> newest)."""
-    if (out / "final").exists():
-        if not overwrite:
-            raise RunError(
-                f"--output_dir {out} holds a finished run (final/ exists). Pass --overwrite_output_dir True to "
-                "replace it, or choose another --output_dir."
-            )
-        if resume:
-            raise RunError(
-                f"--resume_from_checkpoint with --overwrite_output_dir on finished run {out}: pick one."
-            )
-        for name in RUN_ARTIFACTS:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        for ckpt in out.glob("checkpoint-*"):
-            shutil.rmtree(ckpt)
-        logger.warning(
-            "--overwrite_output_dir: removed the previous run's final/, best/, checkpoints in %s", out
-        )
-    if resume is None or str(resume).lower() in ("", "false", "none"):
-        return None
-    if str(resume).lower() in ("true", "last"):
-        last = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if last is None:
-            raise RunError(f"--resume_from_checkpoint {resume}: no checkpoint-N folder in {out}.")
-        return last
-    if not (Path(resume) / "trainer_state.json").is_file():
-        raise RunError(f"--resume_from_checkpoint {resume}: not a checkpoint folder (no trainer_state.json).")
-    return str(resume)
+__all__ = ["NonFiniteLossError", "RunError", "main", "train", "validate_inputs"]
 
 
 def _torch_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None
+
+
+# ---- before anything is loaded or written ---------------------------------------------------
+def validate_inputs(parsed: ParsedArgs) -> dict:
+    """Checks that need the model's config.json (never its weights); returns what they found."""
+    from .modeling import load_projector_weights, model_config, projector_dims
+    from .projectors import create_projector
+    from .validation import check_projector_size
+
+    m, t = parsed.model, parsed.training
+    resume = t.resume_from_checkpoint
+    if resume and str(resume).strip().lower() not in ("true", "last", "false", "none") and not Path(resume).is_dir():
+        raise UsageError(
+            f"--resume_from_checkpoint {resume}: no such folder. Pass a checkpoint-N folder, or 'last' for the "
+            "newest complete one in --output_dir."
+        )
+    dims = projector_dims(model_config(m))
+    n_params = check_projector_size(parsed, dims)
+    if t.kan_reg_weight and not hasattr(create_projector(m.mm_projector_type, 8, 8), "regularization_loss"):
+        raise UsageError(
+            f"--kan_reg_weight {t.kan_reg_weight} needs a KAN projector with regularization_loss(); "
+            f"--mm_projector_type {m.mm_projector_type} has none. Use a kan_* projector or --kan_reg_weight 0."
+        )
+    if m.pretrain_mm_mlp_adapter:  # does the file fit this projector at this model's widths?
+        load_projector_weights(create_projector(m.mm_projector_type, *dims), m.pretrain_mm_mlp_adapter)
+    return {"projector_dims": list(dims), "projector_parameters": n_params}
+
+
+@dataclass
+class Data:
+    splits: dict
+    collator: object
+    fake_id: int
+    real_id: int
+
+    def summary(self) -> dict:
+        """For results.json: split sizes and every skipped entry with its reason."""
+        loaded = self.splits["train"].summary
+        info = loaded.to_dict() if loaded is not None else {}
+        return info | {"splits": {name: len(ds) for name, ds in self.splits.items()}}
+
+
+def prepare_data(parsed: ParsedArgs) -> Data:
+    """Index and validate the whole dataset with the tokenizer only (no model weights)."""
+    from .modeling import load_processor
+
+    d, t = parsed.data, parsed.training
+    processor = load_processor(parsed.model)
+    try:
+        splits, collator, fake_id, real_id = load_data(d, processor, t.seed, t.model_max_length)
+    except DataError:
+        raise
+    except (ValueError, KeyError, FileNotFoundError) as err:  # a loader's message, written for the user
+        raise DataError(str(err).strip("'\"")) from None
+    # One sample through the collator: a prompt that --model_max_length truncates fails here, not at step 1.
+    train_ds = split_of(splits, "train")
+    collator([train_ds[0]])
+    return Data(splits, collator, fake_id, real_id)
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -93,52 +124,81 @@ def train(parsed: ParsedArgs, callbacks: tuple = ()) -> dict:
     ``callbacks``: extra TrainerCallbacks, added after ours (tests use one to interrupt a run).
     """
     t = parsed.training
+    checks = validate_inputs(parsed)
+    data = prepare_data(parsed)
     out = Path(t.output_dir)
-    resume = prepare_output_dir(out, overwrite=t.overwrite_output_dir, resume=t.resume_from_checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
-    with run_env(parsed, default_tensorboard_dir=str(out / "runs")):
-        return _train(parsed, out, resume, callbacks)
+    with (
+        claim_output_dir(out, overwrite=t.overwrite_output_dir, resume=t.resume_from_checkpoint) as claim,
+        run_env(parsed, default_tensorboard_dir=str(out / "runs")),
+    ):
+        return _train(parsed, out, claim, data, checks, callbacks)
 
 
-def _train(parsed: ParsedArgs, out: Path, resume: str | None, callbacks: tuple) -> dict:
-    from .modeling import build_model
-    from .strategies import apply_strategy, resolve_strategy, trainable_report
-
-    m, d, t = parsed.model, parsed.data, parsed.training
-    if not torch.cuda.is_available():
-        t.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns without one
-    for note in parsed.notes:
-        logger.warning("note: %s", note)
-
-    strategy = resolve_strategy(m)
+def _run_config(parsed: ParsedArgs, out: Path, resume: str | None) -> dict:
+    """The resolved config; on resume, checked against the saved one and appended as a segment."""
     from .data import label_mapping
+    from .strategies import resolve_strategy
 
+    d = parsed.data
     # Saved with the run: datasets sorts class folders alphabetically (fake=0, real=1), ours is fake=1.
     run_config = parsed.to_dict() | {
-        "strategy": strategy,
+        "strategy": resolve_strategy(parsed.model),
         "label_mapping": label_mapping(d.answer_real, d.answer_fake),
     }
-    write_json(out / "run_config.json", run_config)
-    (out / "config.yaml").write_text(
-        f"# Resolved from: python -m llava_df.train {' '.join(run_config.get('argv', []))}\n"
-        f"# Rerun: python -m llava_df.train --config {out / 'config.yaml'}\n"
-        + yaml.safe_dump(run_config["explicit"], sort_keys=False)
-    )
-    env = write_environment(out / "env.json")
+    saved = None
+    changes: dict = {}
+    from_step = 0
+    if resume:
+        saved_file = out / "run_config.json"
+        try:
+            saved = json.loads(saved_file.read_text())
+        except (OSError, ValueError) as err:
+            raise RunError(
+                f"--resume_from_checkpoint: {saved_file} is missing or unreadable ({type(err).__name__}), so the "
+                "settings the run started with are unknown. Start a new run with --overwrite_output_dir True."
+            ) from None
+        changes = check_resume_config(saved, run_config, parsed.training.resume_allow_changes)
+        for key, change in changes.items():
+            logger.warning(
+                "resume: %s changed %r -> %r (%s)", key, change["from"], change["to"], change["kind"]
+            )
+        from_step = json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", 0)
+    return add_segment(run_config, saved, argv=parsed.argv, from_step=from_step, changes=changes)
+
+
+def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callbacks: tuple) -> dict:
+    from .modeling import build_model
+    from .strategies import apply_strategy, trainable_report
+
+    m, t = parsed.model, parsed.training
+    resume = claim.resume
+    if not torch.cuda.is_available():
+        t.dataloader_pin_memory = False  # pinning needs an accelerator; it only warns without one
+    for note in [*parsed.notes, *claim.notes]:
+        logger.warning("note: %s", note)
+
+    run_config = _run_config(parsed, out, resume) | {"checks": checks}
+    strategy = run_config["strategy"]
+    if is_main_process():
+        write_json(out / "run_config.json", run_config)
+        write_text(
+            out / "config.yaml",
+            f"# Resolved from: python -m llava_df.train {' '.join(run_config.get('argv', []))}\n"
+            f"# Rerun: python -m llava_df.train --config {out / 'config.yaml'}\n"
+            + yaml.safe_dump(run_config["explicit"], sort_keys=False),
+        )
+        env = write_environment(out / "env.json")
+    else:
+        env = {"git": None, "device": None}
 
     meter = PeakMemory()
     meter.reset()  # before the model loads: the peak covers weights + training
     set_seed(t.seed)
-    model, processor = build_model(m, torch_dtype=_torch_dtype(t))
+    model, _ = build_model(m, torch_dtype=_torch_dtype(t))
     model = apply_strategy(model, m, gradient_checkpointing=bool(t.activation_checkpointing))
-    if t.kan_reg_weight and not hasattr(projector_of(unwrap(model)), "regularization_loss"):
-        raise RunError(
-            f"--kan_reg_weight {t.kan_reg_weight} needs a KAN projector with regularization_loss(); "
-            f"--mm_projector_type {m.mm_projector_type} has none. Use a kan_* projector or --kan_reg_weight 0."
-        )
     report = trainable_report(model)
     run_config["trainable"] = report
-    splits, collator, fake_id, real_id = load_data(d, processor, t.seed, t.model_max_length)
+    splits, collator, fake_id, real_id = data.splits, data.collator, data.fake_id, data.real_id
     train_ds, val_ds, test_ds = (split_of(splits, s) for s in ("train", "val", "test"))
 
     plateau = PlateauCallback.from_args(
@@ -154,7 +214,8 @@ def _train(parsed: ParsedArgs, out: Path, resume: str | None, callbacks: tuple) 
         train_dataset=train_ds,
         eval_dataset=val_ds,
         data_collator=collator,
-        callbacks=[plateau, history, *callbacks],  # history reads plateau's decision: keep this order
+        # history reads plateau's decision: keep this order; claim marks checkpoints complete
+        callbacks=[plateau, history, claim.callback(), *callbacks],
         compute_metrics=AnswerMetrics.for_split(val_ds, drop_nonfinite=t.drop_nonfinite_scores),
         preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
         run_config=run_config,
@@ -165,7 +226,8 @@ def _train(parsed: ParsedArgs, out: Path, resume: str | None, callbacks: tuple) 
         logger.warning("resuming from %s (restored %s)", resume, ", ".join(restored) or "no callback state")
     trainer.train(resume_from_checkpoint=resume)
 
-    save_trainable(trainer.model, out / "final", run_config | {"step": trainer.state.global_step})
+    if trainer.args.should_save:
+        save_trainable(trainer.model, out / "final", run_config | {"step": trainer.state.global_step})
     best_dir = out / "best" if (out / "best").is_dir() else out / "final"
     if best_dir.name == "best":  # test on the weights chosen on validation
         load_trainable_weights(trainer.model, best_dir)
@@ -191,10 +253,12 @@ def _train(parsed: ParsedArgs, out: Path, resume: str | None, callbacks: tuple) 
             "final": str(out / "final"),
         },
         "env": {"git": env["git"], "device": env["device"]},
+        "data": data.summary(),
         "config": run_config,
     }
-    write_json(out / "results.json", results)
-    print(summary_line(results), flush=True)
+    if trainer.is_world_process_zero():
+        write_json(out / "results.json", results)
+        print(summary_line(results), flush=True)
     return results
 
 
@@ -220,13 +284,10 @@ def summary_line(results: dict) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
+@cli_entry
+def main(argv: list[str]) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return train(parse_args(argv))
-    except (ConfigError, RunError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2 if isinstance(err, ConfigError) else 1) from err
+    return train(parse_args(argv))
 
 
 if __name__ == "__main__":

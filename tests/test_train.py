@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +12,10 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from llava_df.cli import parse_args
+from llava_df.errors import UsageError
 from llava_df.llava_layout import decoder_layers, unwrap
 from llava_df.llava_layout import projector as projector_of
-from llava_df.train import NonFiniteLossError, RunError, main, prepare_output_dir, train
+from llava_df.train import NonFiniteLossError, main, train
 
 # The low-VRAM LoRA recipe in miniature: INT8, LoRA (with dropout, so RNG restore matters),
 # 8-bit AdamW, checkpointing, batch 1 x accumulation 2; evaluations and checkpoints every 2 steps.
@@ -183,23 +183,12 @@ def test_bad_input_exits_with_a_message(tmp_path, capsys):
         (["--lora_rnak", "8"], 2, "Did you mean: --lora_r"),
         (["--data_dir", str(tmp_path / "missing")], 2, "no such folder"),
         (["--bf16", "True", "--fp16", "True"], 2, "--bf16 and --fp16"),
-        (["--resume_from_checkpoint", str(tmp_path / "nope")], 1, "not a checkpoint folder"),
+        (["--resume_from_checkpoint", str(tmp_path / "nope")], 2, "no such folder"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main([*argv, "--output_dir", str(tmp_path / "o")])
         assert exit_info.value.code == code
         assert message in capsys.readouterr().err
-
-
-def test_overwrite_output_dir_clears_only_the_previous_run(tmp_path):
-    (tmp_path / "final").mkdir()
-    (tmp_path / "checkpoint-5").mkdir()
-    (tmp_path / "training_history.json").write_text("[]")
-    (tmp_path / "my_notes.txt").write_text("keep me")
-    with pytest.raises(RunError, match="--overwrite_output_dir True"):
-        prepare_output_dir(tmp_path, overwrite=False, resume=None)
-    assert prepare_output_dir(tmp_path, overwrite=True, resume=None) is None
-    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["my_notes.txt"]
 
 
 class FirstLoss(TrainerCallback):
@@ -228,7 +217,7 @@ def test_kan_regularization_is_added_to_the_training_loss(tmp_path):
 
 def test_kan_regularization_needs_a_kan_projector(tmp_path):
     argv = ["--tune_mm_mlp_adapter", "True", "--synthetic_n", "24", "--kan_reg_weight", "0.1"]
-    with pytest.raises(RunError, match="--mm_projector_type mlp2x_gelu has none"):
+    with pytest.raises(UsageError, match="--mm_projector_type mlp2x_gelu has none"):
         train(parse_args([*argv, "--output_dir", str(tmp_path / "o")]))
 
 
