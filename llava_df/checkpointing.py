@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .compat import quiet_peft_checkpointing_probe
+from .errors import WeightsError
 from .llava_layout import decoder_layers, layers_path, unwrap
 from .llava_layout import projector as projector_of
 from .modeling import PROJECTOR_JSON_KEY, load_projector_weights, projector_dims
@@ -155,7 +156,7 @@ def model_args_from_checkpoint(ckpt_dir: str | os.PathLike, **overrides):
 
 
 def _load_unfrozen(base: nn.Module, path: Path) -> None:
-    state = load_file(path)
+    state = _read_weights(path)
     prefix = layers_path(base)
     depth = len(prefix.split("."))
     layers = decoder_layers(base)
@@ -171,6 +172,24 @@ def _load_unfrozen(base: nn.Module, path: Path) -> None:
             raise ValueError(
                 f"{path}: layer {index} does not fit: missing {missing}, unexpected {unexpected}."
             )
+
+
+def _read_weights(path: Path) -> dict:
+    """safetensors -> tensors, or WeightsError naming the file and the run's other checkpoints."""
+    try:
+        return load_file(path)
+    except Exception as exc:  # truncated, zero-filled, not safetensors
+        run = path.parent.parent
+        others = sorted(
+            p.name
+            for p in run.iterdir()
+            if p.is_dir() and p != path.parent and (p / CHECKPOINT_JSON).is_file()
+        )
+        raise WeightsError(
+            f"{path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Use another "
+            f"checkpoint of this run ({', '.join(others) or 'none found'}), e.g. --resume_from_checkpoint "
+            f"{run / others[-1] if others else '<checkpoint>'} or --weights final/best."
+        ) from None
 
 
 def load_trainable_weights(
@@ -192,7 +211,7 @@ def load_trainable_weights(
             )
         from peft import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(model, load_file(ckpt / ADAPTER_FILE))
+        result = set_peft_model_state_dict(model, _read_weights(ckpt / ADAPTER_FILE))
         if result.unexpected_keys:
             raise ValueError(f"{ckpt / ADAPTER_FILE}: keys the model lacks: {result.unexpected_keys[:5]}")
     return model

@@ -21,11 +21,11 @@ How to call::
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +34,8 @@ import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from .callbacks import write_json
-from .trainer import DeepfakeTrainer, RunError
+from .errors import ArgumentParser, RunError, UsageError, cli_entry
+from .trainer import DeepfakeTrainer
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -231,7 +232,7 @@ def evaluate_run(
     batch_size: int = 8,
     drop_nonfinite: bool = False,
 ) -> dict:
-    """Rebuild a run's model + data, evaluate one split, save ``eval_<weights>_<split>.json``."""
+    """Rebuild a run's model + data and evaluate one split; returns the metrics (``main`` writes them)."""
     from transformers import TrainingArguments as HFTrainingArguments
 
     from .checkpointing import load_trained
@@ -245,8 +246,14 @@ def evaluate_run(
         raise RunError(
             f"{run_dir / weights} does not exist; try --weights {'final' if weights == 'best' else 'best'}."
         )
-    config = json.loads(config_file.read_text())
-    data_args = DataArguments(**config["data"])
+    try:
+        config = json.loads(config_file.read_text())
+        data_args = DataArguments(**config["data"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunError(
+            f"{config_file} is unreadable or not a llava_df run config ({type(err).__name__}: {err}). Re-run training, "
+            "or restore the file from the run's checkpoint folders."
+        ) from None
     training = config["training"]
     # is_trainable: the same model structure as in training (a PeftModel), which the Trainer accepts
     # for quantized models; nothing is trained here.
@@ -255,34 +262,38 @@ def evaluate_run(
     splits, collator, fake_id, real_id = load_data(
         data_args, processor, training["seed"], training["model_max_length"]
     )
-    args = HFTrainingArguments(
-        output_dir=str(run_dir / "eval_tmp"),
-        per_device_eval_batch_size=batch_size,
-        report_to="none",
-        remove_unused_columns=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-    trainer = DeepfakeTrainer(
-        model=model,
-        args=args,
-        data_collator=collator,
-        preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
-        extra_input_keys=getattr(collator, "extra_keys", ()),
-    )
-    metrics = evaluate_split(trainer, split_of(splits, split), prefix=split, drop_nonfinite=drop_nonfinite)
-    metrics = {
+    # The Trainer wants an output folder; evaluation writes nothing there. A temporary one keeps a
+    # read-only run folder usable and leaves no eval_tmp/ behind.
+    with tempfile.TemporaryDirectory(prefix="llava_df_eval_") as scratch:
+        args = HFTrainingArguments(
+            output_dir=scratch,
+            per_device_eval_batch_size=batch_size,
+            report_to="none",
+            remove_unused_columns=False,
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+        trainer = DeepfakeTrainer(
+            model=model,
+            args=args,
+            data_collator=collator,
+            preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
+            extra_input_keys=getattr(collator, "extra_keys", ()),
+        )
+        metrics = evaluate_split(
+            trainer, split_of(splits, split), prefix=split, drop_nonfinite=drop_nonfinite
+        )
+    return {
         "weights": weights,
         "split": split,
         **{k.removeprefix(f"{split}_"): v for k, v in metrics.items()},
     }
-    write_json(run_dir / f"eval_{weights}_{split}.json", metrics)
-    return metrics
 
 
-def main(argv: list[str] | None = None) -> dict:
+@cli_entry
+def main(argv: list[str]) -> dict:
     from transformers.hf_argparser import string_to_bool
 
-    parser = argparse.ArgumentParser(prog="python -m llava_df.evaluate", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m llava_df.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--run_dir", required=True, help="A finished run's output_dir (has run_config.json).")
     parser.add_argument(
         "--weights", default="best", choices=("best", "final"), help="Which saved weights to load."
@@ -290,25 +301,39 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument(
+        "--output",
+        default=None,
+        help="Where to write the metrics JSON (default: RUN_DIR/eval_<weights>_<split>.json); use it for a "
+        "read-only run folder.",
+    )
+    parser.add_argument(
         "--drop_nonfinite_scores",
         type=string_to_bool,
         default=False,
         help="Leave samples with a NaN/inf score out of the metrics instead of stopping with an error.",
     )
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    metrics = evaluate_run(
+        Path(args.run_dir),
+        weights=args.weights,
+        split=args.split,
+        batch_size=args.batch_size,
+        drop_nonfinite=args.drop_nonfinite_scores,
+    )
+    print(json.dumps(metrics, indent=2), flush=True)  # first: a failed write below loses nothing
+    output = (
+        Path(args.output) if args.output else Path(args.run_dir) / f"eval_{args.weights}_{args.split}.json"
+    )
     try:
-        metrics = evaluate_run(
-            Path(args.run_dir),
-            weights=args.weights,
-            split=args.split,
-            batch_size=args.batch_size,
-            drop_nonfinite=args.drop_nonfinite_scores,
-        )
-    except RunError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from err
-    print(json.dumps(metrics, indent=2))
+        write_json(output, metrics)
+    except OSError as err:
+        raise RunError(
+            f"Cannot write {output} ({err.strerror}); the metrics are printed above. Pass --output to write elsewhere."
+        ) from None
+    print(f"wrote {output}", file=sys.stderr)
     return metrics
 
 

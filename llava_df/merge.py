@@ -1,6 +1,6 @@
 """Merge a trained run into a standalone LLaVA checkpoint.
 
-    python -m llava_df.merge --run_dir outputs/run --output_dir outputs/run-merged [--dtype bfloat16]
+    python -m llava_df.merge --run_dir outputs/run --output_dir outputs/run-merged [--dtype bfloat16] [--overwrite]
 
 Rebuilds the base at 16 bits (LoRA trained on an INT8/NF4 base is merged into the unquantized
 weights, as QLoRA does), loads projector + unfrozen layers + adapter, folds LoRA into the
@@ -24,7 +24,6 @@ Interface::
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from torch import nn
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from .checkpointing import find_checkpoint, load_trained, read_checkpoint
+from .errors import ArgumentParser, RunError, UsageError, cli_entry
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
 from .modeling import PROJECTOR_JSON_KEY
@@ -70,9 +70,34 @@ def to_hf_projector(projector: nn.Module, config) -> LlavaMultiModalProjector | 
     return None
 
 
-def merge_run(run_dir, output_dir, *, torch_dtype: torch.dtype | None = None) -> Path:
+def check_merge_target(run_dir, output_dir, *, overwrite: bool = False) -> None:
+    """Refuse to write into the run itself or into a non-empty folder, unless ``overwrite``."""
+    out, run = Path(output_dir).resolve(), Path(run_dir).resolve()
+    if not str(output_dir).strip():
+        raise UsageError(
+            "--output_dir '': expected a folder for the merged checkpoint, e.g. outputs/run-merged."
+        )
+    if out == run or run in out.parents or out in run.parents:
+        raise UsageError(
+            f"--output_dir {output_dir} is inside (or holds) --run_dir {run_dir}: the merged 7B checkpoint would mix "
+            f"with the run's files. Pick a folder next to it, e.g. {run_dir}-merged."
+        )
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UsageError(
+            f"--output_dir {output_dir} exists and is not empty. Pick an empty or new folder, or pass --overwrite "
+            "to write over what is there."
+        )
+
+
+def merge_run(
+    run_dir, output_dir, *, torch_dtype: torch.dtype | None = None, overwrite: bool = False
+) -> Path:
     """Merge ``run_dir`` (a checkpoint folder, or a run with best/ or final/) into ``output_dir``."""
-    ckpt = find_checkpoint(run_dir)
+    check_merge_target(run_dir, output_dir, overwrite=overwrite)
+    try:
+        ckpt = find_checkpoint(run_dir)
+    except FileNotFoundError as err:
+        raise RunError(str(err)) from None
     model, processor = load_trained(ckpt, bits=16, torch_dtype=torch_dtype)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -103,8 +128,9 @@ def merge_run(run_dir, output_dir, *, torch_dtype: torch.dtype | None = None) ->
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m llava_df.merge", description=__doc__.split("\n")[0])
+@cli_entry
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(prog="python -m llava_df.merge", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--run_dir", required=True, help="A checkpoint folder, or a run folder with best/ or final/."
     )
@@ -112,8 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dtype", default="auto", choices=list(DTYPES), help="Weights dtype (auto: the base checkpoint's)."
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a non-empty --output_dir (never into the run itself).",
+    )
     args = parser.parse_args(argv)
-    merge_run(args.run_dir, args.output_dir, torch_dtype=DTYPES[args.dtype])
+    merge_run(args.run_dir, args.output_dir, torch_dtype=DTYPES[args.dtype], overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

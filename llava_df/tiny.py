@@ -25,7 +25,6 @@ Print the preset (sizes, parameter counts, cache folder)::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -46,6 +45,8 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
+
+from .errors import ArgumentParser, cli_entry
 
 ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tiny_tokenizer"
@@ -319,8 +320,9 @@ def example_batch(processor: LlavaProcessor | None = None, batch_size: int = 4, 
     return dict(batch)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m llava_df.tiny", description=__doc__.split("\n")[0])
+@cli_entry
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(prog="python -m llava_df.tiny", description=__doc__.split("\n")[0])
     parser.add_argument("--write-tokenizer", action="store_true", help=f"Regenerate {TOKENIZER_DIR}.")
     args = parser.parse_args(argv)
     if args.write_tokenizer:

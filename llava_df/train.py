@@ -68,7 +68,11 @@ def validate_inputs(parsed: ParsedArgs) -> dict:
 
     m, t = parsed.model, parsed.training
     resume = t.resume_from_checkpoint
-    if resume and str(resume).strip().lower() not in ("true", "last", "false", "none") and not Path(resume).is_dir():
+    if (
+        resume
+        and str(resume).strip().lower() not in ("true", "last", "false", "none")
+        and not Path(resume).is_dir()
+    ):
         raise UsageError(
             f"--resume_from_checkpoint {resume}: no such folder. Pass a checkpoint-N folder, or 'last' for the "
             "newest complete one in --output_dir."

@@ -15,12 +15,9 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from .checkpointing import load_trainable_weights, save_trainable
+from .errors import RunError
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
-
-
-class RunError(RuntimeError):
-    """A run that cannot start or go on; the message says what to do."""
 
 
 class NonFiniteLossError(RunError):

@@ -18,16 +18,14 @@ it and a real image never lands in another split than its own fakes.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError, DataNotFoundError
+from ..errors import ArgumentParser, DataError, DataNotFoundError, cli_entry
 from .images import ImageLoadError, LoadSummary, load_rgb
 from .manipulations import check_difficulty, self_blend_array
 
@@ -97,8 +95,9 @@ def write_sbi_folder(
     return meta, summary
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m llava_df.data.sbi", description=__doc__.split("\n\n")[0])
+@cli_entry
+def main(argv: list[str]) -> Path:
+    parser = ArgumentParser(prog="python -m llava_df.data.sbi", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--real_dir", "--real-dir", required=True, help="Folder of real face crops (searched recursively)."
     )

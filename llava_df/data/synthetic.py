@@ -34,7 +34,6 @@ as without the holdout, so the two protocols compare like for like.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -46,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import ArgumentParser, DataError, cli_entry
 from .dataset import REAL_MANIPULATION, SPLIT_FRACTIONS, SPLITS, split_sizes
 from .faces import add_sensor_noise, attributes, render_face, sample_face_params
 from .labels import CLASS_NAMES, label_mapping
@@ -223,10 +222,9 @@ def write_benchmark(cfg: SyntheticConfig, out: str | Path) -> Path:
     return meta
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        prog="python -m llava_df.data.synthetic", description=__doc__.split("\n\n")[0]
-    )
+@cli_entry
+def main(argv: list[str]) -> Path:
+    parser = ArgumentParser(prog="python -m llava_df.data.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="Output folder (images/, metadata.csv, benchmark.json).")
     parser.add_argument("--n", type=int, default=2000, help="Number of images in all splits (half fake).")
     parser.add_argument("--seed", type=int, default=0, help="Generation and split seed.")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ArgumentParser, cli_entry
 from ..runinfo import run_environment
 from . import PRESETS, create_projector, resolve
 from .profile import macs_per_token, num_parameters, saved_tensor_bytes, time_forward_backward
@@ -151,7 +152,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m llava_df.projectors",
         description=f"Table of every projector preset: parameters, forward multiply-adds per token and, with "
         f"--bench, measured forward+backward time and memory saved for backward, each relative to {REFERENCE}.",
@@ -207,7 +208,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
+@cli_entry
+def main(argv: list[str]) -> dict:
     """Run the CLI; returns what ``--json`` writes (settings, environment, rows)."""
     args = parse_args(argv)
     if args.fit_gelu:
