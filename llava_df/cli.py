@@ -32,7 +32,7 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from .config import DataArguments, ModelArguments, TrainingArguments
-from .errors import UsageError
+from .errors import ConfigError
 from .validation import check_ranges
 
 
@@ -57,10 +57,6 @@ RENAMED = {
 }
 # Flags that map to something other than one field (handled in _apply_special).
 SPECIAL = ("logging_dir", "load_in_8bit", "load_in_4bit")
-
-
-class ConfigError(UsageError):
-    """A bad flag, value or combination; the message says what to change (exit code 2)."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -305,7 +301,8 @@ def _apply_special(values: dict[str, Any], notes: list[str], env: dict[str, str]
 
 
 def _to_tokens(name: str, value: list[str]) -> list[str]:
-    return [f"--{name}", *value]
+    # "--flag=value": argparse would read a lone "-1e-4" as an unknown flag, not a negative number.
+    return [f"--{name}={value[0]}"] if len(value) == 1 else [f"--{name}", *value]
 
 
 def _to_default_string(value: Any) -> Any:

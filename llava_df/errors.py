@@ -36,6 +36,10 @@ class UsageError(UserError, ValueError):
     exit_code = 2
 
 
+class ConfigError(UsageError):
+    """A bad flag, value or combination found while parsing; the message says what to change."""
+
+
 class RunError(UserError, RuntimeError):
     """A run that cannot start or go on: the folder, a checkpoint or a resource is not as needed."""
 

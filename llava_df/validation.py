@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .errors import UsageError
+from .errors import ConfigError
 
 
 def _num(v) -> bool:
@@ -100,7 +100,7 @@ def check_ranges(parsed) -> None:
     for section, name, test, expected in RANGES:
         value = getattr(getattr(parsed, section), name)
         if not test(value):
-            raise UsageError(f"--{name} {value!r}: expected {expected}. Change --{name}.")
+            raise ConfigError(f"--{name} {value!r}: expected {expected}. Change --{name}.")
 
 
 def check_projector_size(parsed, dims: tuple[int, int] | None) -> int | None:
@@ -112,7 +112,7 @@ def check_projector_size(parsed, dims: tuple[int, int] | None) -> int | None:
         return None
     n = count_parameters(m.mm_projector_type, *dims)
     if n > MAX_PROJECTOR_PARAMETERS and not m.allow_large_projector:
-        raise UsageError(
+        raise ConfigError(
             f"--mm_projector_type {m.mm_projector_type} has {n:,} parameters at {dims[0]} -> {dims[1]}, above the "
             f"{MAX_PROJECTOR_PARAMETERS:,} limit (mlp2x_gelu has {count_parameters('mlp2x_gelu', *dims):,}). "
             "Pick a smaller projector, or pass --allow_large_projector True if you mean it."

@@ -142,6 +142,8 @@ def load_folder_records(
         if bad:  # imagefolder would crash (non-UTF-8) or stop on them: let it read a view without them
             read_root = Path(tmp) / "view"
             _clean_view(root, {p for p, _ in bad}, read_root)
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # an index, not a download: no bars between the log lines
         try:
             loaded = datasets.load_dataset(
                 "imagefolder",
@@ -150,6 +152,9 @@ def load_folder_records(
             )
         except (FileNotFoundError, ValueError) as err:  # e.g. no image file at all
             raise DataError(f"Cannot read {str(root)!r} as an image folder: {err}") from err
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
         return _records(root, read_root, loaded, summary, validate)
 
 
