@@ -103,10 +103,16 @@ class DataArguments:
     difficulty: float = field(
         default=0.5, metadata={"help": "Synthetic benchmark: 0 (obvious fakes) .. 1 (subtle)."}
     )
+    split_fractions: str = field(
+        default="0.7,0.15,0.15",
+        metadata={
+            "help": "train,val,test fractions for the synthetic benchmark and for real data without splits."
+        },
+    )
     holdout_manipulation: str | None = field(
         default=None,
         metadata={
-            "help": "Train on every manipulation family but this one; test on it (cross-manipulation)."
+            "help": "Train and select without this manipulation family; report test (the trained families) and heldout (test reals + every fake of this family)."
         },
     )
     prompt: str = field(

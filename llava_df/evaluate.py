@@ -31,7 +31,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    f1_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from .callbacks import write_json
 from .errors import ArgumentParser, RunError, UsageError, cli_entry
@@ -39,6 +46,7 @@ from .trainer import DeepfakeTrainer
 
 logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
+REAL_FAMILY = "none"  # the manipulation name of real images (data.dataset.REAL_MANIPULATION)
 DROP_FLAG = "--drop_nonfinite_scores True"
 
 
@@ -126,8 +134,9 @@ def binary_metrics(
     *,
     ids: Sequence[str] | None = None,
     drop_nonfinite: bool = False,
+    threshold: float = 0.5,
 ) -> dict:
-    """accuracy (P(Fake) >= 0.5), auc (NaN with a warning when one class is missing), acc_<manipulation>,
+    """accuracy, balanced_accuracy, f1 (at P(Fake) >= ``threshold``), auc, ap, eer, auc (NaN with a warning when one class is missing), acc_<manipulation>,
     n (samples scored) and n_nonfinite (samples left out; non-zero only with ``drop_nonfinite``)."""
     p_fake, is_fake = np.asarray(p_fake, dtype=np.float64), np.asarray(is_fake)
     if np.any((is_fake != 0) & (is_fake != 1)):
@@ -159,10 +168,16 @@ def binary_metrics(
             [m for m, ok in zip(manipulations, finite, strict=True) if ok] if manipulations else None
         )
     is_fake = is_fake.astype(int)
-    pred = (p_fake >= 0.5).astype(int)
+    pred = (p_fake >= threshold).astype(int)
+    both = set(np.unique(is_fake).tolist()) == {0, 1}
     metrics = {
         "accuracy": float(accuracy_score(is_fake, pred)) if len(pred) else math.nan,
+        "balanced_accuracy": float(balanced_accuracy_score(is_fake, pred)) if both else math.nan,
         "auc": auc_or_nan(is_fake, p_fake),
+        "ap": float(average_precision_score(is_fake, p_fake)) if both else math.nan,
+        "eer": equal_error_rate(is_fake, p_fake)[0] if both else math.nan,
+        "f1": float(f1_score(is_fake, pred, zero_division=0.0)) if len(pred) else math.nan,
+        "threshold": float(threshold),
         "n": int(len(pred)),
         "n_nonfinite": n_nonfinite,
     }
@@ -172,12 +187,26 @@ def binary_metrics(
         names = np.asarray([str(m) for m in manipulations])
         for name in sorted(set(names)):
             metrics[f"acc_{name}"] = _masked_accuracy(is_fake, pred, names == name)
+            if name != REAL_FAMILY and both:  # this family's fakes against every real image
+                keep = (names == name) | (is_fake == 0)
+                metrics[f"auc_{name}"] = auc_or_nan(is_fake[keep], p_fake[keep], quiet=True)
     return metrics
 
 
-def auc_or_nan(is_fake: np.ndarray, p_fake: np.ndarray) -> float:
+def equal_error_rate(is_fake: np.ndarray, p_fake: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold): the ROC point where the false-positive and false-negative rates meet."""
+    fpr, tpr, thresholds = roc_curve(is_fake, p_fake)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    threshold = float(min(thresholds[i], 1.0))  # roc_curve's first threshold is +inf
+    return float((fpr[i] + fnr[i]) / 2), threshold
+
+
+def auc_or_nan(is_fake: np.ndarray, p_fake: np.ndarray, quiet: bool = False) -> float:
     classes = set(np.unique(is_fake).tolist())
     if classes != {0, 1}:
+        if quiet:
+            return math.nan
         only = "real" if classes == {0} else "fake" if classes == {1} else "no"
         logger.warning(
             "AUC undefined: the split has only %s images (n=%d); reported as NaN.", only, len(is_fake)
@@ -207,6 +236,39 @@ def evaluate_split(trainer, dataset, prefix: str = "test", drop_nonfinite: bool 
         trainer.compute_metrics = saved
 
 
+def predict_split(
+    trainer, dataset, prefix: str, *, threshold: float = 0.5, drop_nonfinite: bool = False
+) -> tuple[dict, dict]:
+    """(metrics named ``<prefix>_*``, scores {"id", "p_fake", "is_fake", "manipulation"}) of ``dataset``.
+
+    The scores are what the comparison's paired tests resample; the metrics use ``threshold``
+    for accuracy (e.g. the validation split's EER threshold) and also report accuracy at 0.5.
+    """
+    output = trainer.predict(dataset, metric_key_prefix=prefix)
+    preds = np.asarray(output.predictions, dtype=np.float64).reshape(-1, 2)
+    ids, families = column(dataset, "id"), column(dataset, "manipulation")
+    kwargs = {"ids": ids, "drop_nonfinite": drop_nonfinite}
+    metrics = binary_metrics(preds[:, 0], preds[:, 1], families, threshold=threshold, **kwargs)
+    metrics["accuracy_at_0.5"] = binary_metrics(preds[:, 0], preds[:, 1], **kwargs)["accuracy"]
+    scores = {
+        "id": [str(i) for i in ids],
+        "p_fake": [float(v) for v in preds[:, 0]],
+        "is_fake": [int(v) for v in preds[:, 1]],
+        "manipulation": [str(f) for f in families],
+    }
+    loss = output.metrics.get(f"{prefix}_loss")
+    return {f"{prefix}_{k}": v for k, v in metrics.items()} | {f"{prefix}_loss": loss}, scores
+
+
+def val_eer_threshold(val_scores: dict) -> float:
+    """The EER threshold of the validation scores (0.5 when val lacks a class or finite scores)."""
+    y, p = np.asarray(val_scores["is_fake"]), np.asarray(val_scores["p_fake"])
+    ok = np.isfinite(p)
+    if set(y[ok].tolist()) != {0, 1}:
+        return 0.5
+    return equal_error_rate(y[ok], p[ok])[1]
+
+
 # ---- data wiring (llava_df.data), shared with training ---------------------------------------
 def load_data(data_args, processor, seed: int, model_max_length: int):
     """(splits dict, collator, fake_token_id, real_token_id) from llava_df.data."""
@@ -232,7 +294,8 @@ def evaluate_run(
     batch_size: int = 8,
     drop_nonfinite: bool = False,
 ) -> dict:
-    """Rebuild a run's model + data and evaluate one split; returns the metrics (``main`` writes them)."""
+    """Rebuild a run's model + data and evaluate one split (``heldout`` too, with a held-out family)
+    at the val-EER threshold; returns the metrics (``main`` writes them)."""
     from transformers import TrainingArguments as HFTrainingArguments
 
     from .checkpointing import load_trained
@@ -279,8 +342,11 @@ def evaluate_run(
             preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
             extra_input_keys=getattr(collator, "extra_keys", ()),
         )
-        metrics = evaluate_split(
-            trainer, split_of(splits, split), prefix=split, drop_nonfinite=drop_nonfinite
+        # The decision threshold is the one training reports: the EER point on val, for these weights.
+        _, val_scores = predict_split(trainer, split_of(splits, "val"), "val", drop_nonfinite=drop_nonfinite)
+        threshold = val_eer_threshold(val_scores)
+        metrics, _ = predict_split(
+            trainer, split_of(splits, split), split, threshold=threshold, drop_nonfinite=drop_nonfinite
         )
     return {
         "weights": weights,
@@ -298,7 +364,7 @@ def main(argv: list[str]) -> dict:
     parser.add_argument(
         "--weights", default="best", choices=("best", "final"), help="Which saved weights to load."
     )
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "heldout"))
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument(
         "--output",

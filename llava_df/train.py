@@ -25,7 +25,9 @@ Output layout (output_dir)::
     checkpoint-N/          the Trainer's resumable checkpoints, with our trained parts in each;
                            llava_df_complete.json marks one as complete
     runs/                  tensorboard logs (or $TENSORBOARD_LOGGING_DIR / --logging_dir)
-    results.json           best/final validation, test metrics (on best/), peak memory, data.skipped
+    results.json           best/final validation, test (+ heldout) metrics on best/ at the val-EER threshold,
+                           peak memory, data.skipped
+    scores.json            P(Fake) per image of val, test (+ heldout), for paired comparisons
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states
 from .checkpointing import load_trainable_weights, save_trainable
 from .cli import ParsedArgs, parse_args, run_env
 from .errors import DataError, RunError, UsageError, cli_entry
-from .evaluate import AnswerMetrics, AnswerScores, evaluate_split, load_data, split_of
+from .evaluate import AnswerMetrics, AnswerScores, load_data, predict_split, split_of, val_eer_threshold
 from .memory import PeakMemory
 from .outdir import claim_output_dir, is_main_process
 from .resume import add_segment, check_resume_config
@@ -235,7 +237,18 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     best_dir = out / "best" if (out / "best").is_dir() else out / "final"
     if best_dir.name == "best":  # test on the weights chosen on validation
         load_trainable_weights(trainer.model, best_dir)
-    test = evaluate_split(trainer, test_ds, prefix="test", drop_nonfinite=t.drop_nonfinite_scores)
+    # The decision threshold is chosen on validation (its EER point), never on test; accuracy at
+    # 0.5 is reported beside it, since a 0.5 cut on an uncalibrated score can be far off.
+    drop = t.drop_nonfinite_scores
+    val_metrics, val_scores = predict_split(trainer, val_ds, "val", drop_nonfinite=drop)
+    threshold = val_eer_threshold(val_scores)
+    test, test_scores = predict_split(trainer, test_ds, "test", threshold=threshold, drop_nonfinite=drop)
+    evaluated = {"val": val_metrics, "test": test}
+    scores = {"val": val_scores, "test": test_scores}
+    if "heldout" in splits:
+        evaluated["heldout"], scores["heldout"] = predict_split(
+            trainer, splits["heldout"], "heldout", threshold=threshold, drop_nonfinite=drop
+        )
     peak = meter.read()
     trainer.log({f"peak_{k}": v for k, v in peak.items() if isinstance(v, float)})
 
@@ -249,6 +262,9 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "best": best_entry,
         "final": history.entries[-1] if history.entries else None,
         "test": {k.removeprefix("test_"): v for k, v in test.items()},
+        "heldout": {k.removeprefix("heldout_"): v for k, v in evaluated.get("heldout", {}).items()} or None,
+        "val_at_test_weights": {k.removeprefix("val_"): v for k, v in val_metrics.items()},
+        "threshold": {"value": threshold, "rule": "eer on val"},
         "test_weights": best_dir.name,
         "peak_memory": peak,
         "trainable": report,
@@ -261,6 +277,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "config": run_config,
     }
     if trainer.is_world_process_zero():
+        write_json(out / "scores.json", scores)
         write_json(out / "results.json", results)
         print(summary_line(results), flush=True)
     return results

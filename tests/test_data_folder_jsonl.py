@@ -139,7 +139,13 @@ def test_holdout_on_folder_data(tmp_path):
     (tmp_path / "metadata.csv").write_text("\n".join(rows) + "\n")
     splits = load_splits(DataArguments(data_dir=str(tmp_path), holdout_manipulation="FaceSwap"), seed=0)
     assert {r.manipulation for r in splits["train"].records} == {"none", "Deepfakes"}
-    assert {r.manipulation for r in splits["test"].records} == {"none", "FaceSwap"}
+    assert {r.manipulation for r in splits["val"].records} == {"none", "Deepfakes"}
+    # In-distribution test: the trained families; held-out: test reals + every FaceSwap fake of any split.
+    assert {r.manipulation for r in splits["test"].records} == {"none", "Deepfakes"}
+    held = splits["heldout"].records
+    assert {r.manipulation for r in held} == {"none", "FaceSwap"}
+    assert sum(r.manipulation == "FaceSwap" for r in held) == 6  # 2 in each of the three splits
+    assert [r for r in held if not r.is_fake] == [r for r in splits["test"].records if not r.is_fake]
     with pytest.raises(ValueError, match=r"'NeuralTextures' is not in this data.*Deepfakes"):
         load_splits(DataArguments(data_dir=str(tmp_path), holdout_manipulation="NeuralTextures"), seed=0)
 

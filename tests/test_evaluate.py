@@ -132,3 +132,24 @@ def test_evaluation_never_imports_training():
     }
     assert not {"train", "llava_df.train"} & imported
     assert {"trainer", "callbacks"} <= imported  # the parts it does use
+
+
+def test_threshold_eer_ap_balanced_accuracy_and_per_family_auc():
+    from llava_df.evaluate import equal_error_rate
+
+    p = np.array([0.9, 0.8, 0.35, 0.3, 0.2, 0.6])
+    y = np.array([1, 1, 1, 0, 0, 0])
+    fam = ["swap", "blend", "blend", "none", "none", "none"]
+    m = binary_metrics(p, y, fam, threshold=0.7)
+    assert m["threshold"] == 0.7 and m["accuracy"] == pytest.approx(5 / 6)  # 0.9, 0.8 -> fake; 0.35 missed
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert m["auc_swap"] == 1.0 and m["auc_blend"] == pytest.approx(4 / 6)  # 0.8 > all reals; 0.35 > 2 of 3
+    assert m["ap"] == pytest.approx(sklearn_ap(y, p))
+    eer, t = equal_error_rate(y, p)
+    assert eer == pytest.approx(1 / 3) and 0.35 <= t <= 0.6
+
+
+def sklearn_ap(y, p):
+    from sklearn.metrics import average_precision_score
+
+    return average_precision_score(y, p)

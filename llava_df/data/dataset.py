@@ -152,7 +152,9 @@ def assign_splits(
     return out
 
 
-def split_records(records: Sequence[Record], seed: int) -> dict[str, list[Record]]:
+def split_records(
+    records: Sequence[Record], seed: int, fractions: dict[str, float] = SPLIT_FRACTIONS
+) -> dict[str, list[Record]]:
     """Group records by their split; records without one are split by ``seed``.
 
     A source with only some splits (e.g. train/ and test/ folders) gets the missing ones cut
@@ -165,20 +167,20 @@ def split_records(records: Sequence[Record], seed: int) -> dict[str, list[Record
             f"Some records have a split and some do not (e.g. {missing!r}); give every record a split or none."
         )
     if given == {False}:
-        names = assign_splits([r.is_fake for r in records], seed, [r.group for r in records])
+        names = assign_splits([r.is_fake for r in records], seed, [r.group for r in records], fractions)
         for r, name in zip(records, names, strict=True):
             r.split = name
     out = {s: [r for r in records if r.split == s] for s in SPLITS}
     missing = [s for s in SPLITS if not out[s]]
     if missing and out["train"] and given == {True}:
         pool = out["train"]
-        fractions = {"train": SPLIT_FRACTIONS["train"]} | {s: SPLIT_FRACTIONS[s] for s in missing}
-        total = sum(fractions.values())
+        wanted = {"train": fractions["train"]} | {s: fractions[s] for s in missing}
+        total = sum(wanted.values())
         names = assign_splits(
             [r.is_fake for r in pool],
             seed,
             [r.group for r in pool],
-            {k: v / total for k, v in fractions.items()},
+            {k: v / total for k, v in wanted.items()},
         )
         for r, name in zip(pool, names, strict=True):
             r.split = name
@@ -187,14 +189,35 @@ def split_records(records: Sequence[Record], seed: int) -> dict[str, list[Record
 
 
 def apply_holdout(splits: dict[str, list[Record]], family: str) -> dict[str, list[Record]]:
-    """Cross-manipulation protocol: train/val without ``family``, test = real + ``family`` only."""
+    """Held-out-manipulation protocol: train and val never see ``family``; two test sets.
+
+    - ``test``: the in-distribution test split (its ``family`` fakes removed): the families trained on;
+    - ``heldout``: the test split's real images + every ``family`` fake of every split (none of
+      them was trained or selected on), so generalization to an unseen forgery has enough fakes.
+    """
     present = sorted({r.manipulation for rs in splits.values() for r in rs if r.is_fake})
     if family not in present:
         raise DataError(
             f"holdout_manipulation {family!r} is not in this data. Manipulations present: {present}."
         )
+    held = [r for name in SPLITS for r in splits[name] if r.is_fake and r.manipulation == family]
     return {
         "train": [r for r in splits["train"] if r.manipulation != family],
         "val": [r for r in splits["val"] if r.manipulation != family],
-        "test": [r for r in splits["test"] if not r.is_fake or r.manipulation == family],
+        "test": [r for r in splits["test"] if r.manipulation != family],
+        "heldout": [r for r in splits["test"] if not r.is_fake] + held,
     }
+
+
+def parse_fractions(text: str | Sequence[float]) -> dict[str, float]:
+    """ "0.7,0.15,0.15" -> {"train": 0.7, "val": 0.15, "test": 0.15}; DataError unless 3 positives summing to 1."""
+    try:
+        values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
+    except ValueError:
+        values = []
+    if len(values) != 3 or min(values) <= 0 or abs(sum(values) - 1) > 1e-6:
+        raise DataError(
+            f"--split_fractions {text!r}: expected three positive fractions for train,val,test summing to 1, "
+            "e.g. 0.7,0.15,0.15."
+        )
+    return dict(zip(SPLITS, values, strict=True))

@@ -12,10 +12,11 @@ applies to all three (it needs a manipulation column for real data).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from ..errors import DataError
-from .dataset import SPLITS, FaceDataset, Record, apply_holdout, split_records
+from .dataset import FaceDataset, Record, apply_holdout, parse_fractions, split_records
 from .folder import load_folder_records
 from .images import LoadSummary
 from .index import dedupe
@@ -26,17 +27,28 @@ logger = logging.getLogger(__name__)
 
 
 def synthetic_config(data_args) -> SyntheticConfig:
+    # Every family in every split: the held-out protocol (apply_holdout) is applied at load time,
+    # the same way for every source, so the in-distribution test set keeps all trained families.
     return SyntheticConfig(
         n=data_args.synthetic_n,
         seed=data_args.synthetic_seed,
         image_size=data_args.image_size,
         difficulty=data_args.difficulty,
-        holdout_manipulation=data_args.holdout_manipulation,
+        fractions=tuple(parse_fractions(data_args.split_fractions).values()),
     ).validate()
 
 
+@functools.lru_cache(maxsize=2)
+def _generated(cfg: SyntheticConfig) -> tuple:
+    # A sweep trains many runs on one benchmark in one process: draw it once (a few seconds).
+    return tuple(generate(cfg))
+
+
 def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
-    """{"train", "val", "test"} -> FaceDataset. ``seed`` splits real data that has no splits."""
+    """{"train", "val", "test"} (+ "heldout" with --holdout_manipulation) -> FaceDataset.
+
+    ``seed`` splits real data that has no splits, with --split_fractions.
+    """
     if data_args.data_path:
         records, summary = load_jsonl_records(
             data_args.data_path,
@@ -48,7 +60,7 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
         records, summary = load_folder_records(data_args.data_dir)
     else:
         cfg = synthetic_config(data_args)
-        samples = generate(cfg)
+        samples = _generated(cfg)
         records = [Record(s.id, s.is_fake, s.manipulation, s.split, image=s.image) for s in samples]
         summary = LoadSummary(source=f"synthetic benchmark {cfg}", loaded=len(records))
     records = dedupe(records, summary)
@@ -59,17 +71,17 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
             summary.source,
             summary.duplicates,
         )
-    by_split = split_records(records, seed)
-    if data_args.holdout_manipulation and (data_args.data_path or data_args.data_dir):
+    by_split = split_records(records, seed, parse_fractions(data_args.split_fractions))
+    if data_args.holdout_manipulation:
         by_split = apply_holdout(by_split, data_args.holdout_manipulation)
-    for name in SPLITS:
+    for name in by_split:
         classes = {r.is_fake for r in by_split[name]}
         if classes != {0, 1}:
             raise DataError(
                 f"Split {name!r} of {summary.source} has {len(by_split[name])} images and not both classes "
                 f"(is_fake values {sorted(classes)}). Add real and fake images to it, or drop the split column/folders."
             )
-    out = {name: FaceDataset(by_split[name], summary, name) for name in SPLITS}
+    out = {name: FaceDataset(records, summary, name) for name, records in by_split.items()}
     for ds in out.values():
         logger.info("%s", ds)
     return out

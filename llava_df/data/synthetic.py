@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ArgumentParser, DataError, cli_entry
-from .dataset import REAL_MANIPULATION, SPLIT_FRACTIONS, SPLITS, split_sizes
+from .dataset import REAL_MANIPULATION, SPLITS, parse_fractions, split_sizes
 from .faces import add_sensor_noise, attributes, render_face, sample_face_params
 from .labels import CLASS_NAMES, label_mapping
 from .manipulations import ManipulationContext, apply_manipulation, available_manipulations, check_difficulty
@@ -67,6 +67,7 @@ class SyntheticConfig:
     difficulty: float = 0.5
     holdout_manipulation: str | None = None
     manipulations: tuple[str, ...] | None = None  # None: every registered family
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test
 
     def families(self) -> tuple[str, ...]:
         return (
@@ -79,6 +80,7 @@ class SyntheticConfig:
         if self.image_size < 16:
             raise DataError(f"image_size={self.image_size} is too small to draw a face; use 16 or more.")
         check_difficulty(self.difficulty)
+        parse_fractions(self.fractions)
         valid = available_manipulations()
         for name in self.families():
             if name not in valid:
@@ -123,9 +125,10 @@ def plan(cfg: SyntheticConfig) -> list[PlannedSample]:
     is_fake = np.zeros(cfg.n, dtype=int)
     is_fake[rng.permutation(cfg.n)[: cfg.n // 2]] = 1
     split = np.empty(cfg.n, dtype=object)
-    for label in (0, 1):  # stratified: 70/15/15 of the reals and of the fakes
+    fractions = dict(zip(SPLITS, cfg.fractions, strict=True))
+    for label in (0, 1):  # stratified: the fractions of the reals and of the fakes
         idx = rng.permutation(np.flatnonzero(is_fake == label))
-        n_train, n_val, _ = split_sizes(len(idx), SPLIT_FRACTIONS)
+        n_train, n_val, _ = split_sizes(len(idx), fractions)
         split[idx[:n_train]], split[idx[n_train : n_train + n_val]], split[idx[n_train + n_val :]] = SPLITS
     families = cfg.families()
     manipulation = np.full(cfg.n, REAL_MANIPULATION, dtype=object)
