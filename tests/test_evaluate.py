@@ -143,7 +143,7 @@ def test_threshold_eer_ap_balanced_accuracy_and_per_family_auc():
     m = binary_metrics(p, y, fam, threshold=0.7)
     assert m["threshold"] == 0.7 and m["accuracy"] == pytest.approx(5 / 6)  # 0.9, 0.8 -> fake; 0.35 missed
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
-    assert m["auc_swap"] == 1.0 and m["auc_blend"] == pytest.approx(4 / 6)  # 0.8 > all reals; 0.35 > 2 of 3
+    assert m["auc_swap"] == 1.0 and m["auc_blend"] == pytest.approx(5 / 6)  # 0.8 > 3 reals, 0.35 > 2
     assert m["ap"] == pytest.approx(sklearn_ap(y, p))
     eer, t = equal_error_rate(y, p)
     assert eer == pytest.approx(1 / 3) and 0.35 <= t <= 0.6
