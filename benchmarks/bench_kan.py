@@ -22,18 +22,17 @@ import sys
 from pathlib import Path
 
 import torch
+from reference_kan import ReferenceKAN  # beside this script
 from torch import nn
 
 from llava_df.projectors import create_projector
-from llava_df.projectors.__main__ import cpu_model
 from llava_df.projectors.profile import (
     macs_per_token,
     num_parameters,
     saved_tensor_bytes,
     time_forward_backward,
 )
-from llava_df.projectors.reference_kan import ReferenceKAN
-from llava_df.runinfo import run_environment
+from llava_df.runinfo import cpu_model, run_environment
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 IN, HIDDEN, OUT, TOKENS = 1024, 256, 4096, 1152

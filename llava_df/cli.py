@@ -319,24 +319,9 @@ def _to_default_string(value: Any) -> Any:
 def _resolve(parsed: ParsedArgs) -> None:
     """Derived settings, each reported in notes."""
     m, t = parsed.model, parsed.training
-    # --strategy alone is enough: it switches on the LLaVA flag it stands for unless that flag was
-    # given; a flag given explicitly and contradicting it fails in validate().
-    if m.strategy in ("lora", "unfreeze_early") and "lora_enable" not in parsed.explicit:
-        m.lora_enable = True
-        parsed.notes.append(f"--strategy {m.strategy} -> --lora_enable True")
-    if m.strategy == "projector_only" and not {"tune_mm_mlp_adapter", "tune_deepfake_mlp_adapter"} & set(
-        parsed.explicit
-    ):
-        m.tune_mm_mlp_adapter = True
-        parsed.notes.append("--strategy projector_only -> --tune_mm_mlp_adapter True")
-    if m.num_unfreeze_early_layers and "lora_enable" not in parsed.explicit and not m.lora_enable:
-        m.lora_enable = True  # unfreeze_early = first N layers + LoRA on the rest (seeds/000, scheme B)
-        parsed.notes.append(
-            f"--num_unfreeze_early_layers {m.num_unfreeze_early_layers} -> --lora_enable True"
-        )
-    if m.tune_deepfake_mlp_adapter and not m.tune_mm_mlp_adapter:
-        m.tune_mm_mlp_adapter = True
-        parsed.notes.append("--tune_deepfake_mlp_adapter True -> --tune_mm_mlp_adapter True")
+    from .strategies import complete_strategy_flags  # the one home of the strategy <-> flags rule
+
+    parsed.notes.extend(complete_strategy_flags(m, set(parsed.explicit)))
     if t.activation_checkpointing and not t.activation_checkpointing_kwargs:
         kwargs = default_checkpointing_kwargs(m.bits)
         t.activation_checkpointing_kwargs = t.gradient_checkpointing_kwargs = kwargs

@@ -244,7 +244,11 @@ def predict_split(
     The scores are what the comparison's paired tests resample; the metrics use ``threshold``
     for accuracy (e.g. the validation split's EER threshold) and also report accuracy at 0.5.
     """
-    output = trainer.predict(dataset, metric_key_prefix=prefix)
+    saved, trainer.compute_metrics = trainer.compute_metrics, None  # metrics computed below, for this split
+    try:
+        output = trainer.predict(dataset, metric_key_prefix=prefix)
+    finally:
+        trainer.compute_metrics = saved
     preds = np.asarray(output.predictions, dtype=np.float64).reshape(-1, 2)
     ids, families = column(dataset, "id"), column(dataset, "manipulation")
     kwargs = {"ids": ids, "drop_nonfinite": drop_nonfinite}

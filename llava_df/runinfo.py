@@ -44,7 +44,12 @@ def git_state(repo: str | os.PathLike = REPO_ROOT) -> dict:
 
     commit = git("rev-parse", "HEAD")
     # Tracked changes and untracked files both mean the commit alone cannot reproduce the run.
-    status = git("status", "--porcelain", "--untracked-files=normal") if commit is not None else None
+    # results/ is what runs write (the sweep adds its records there while it runs): not code.
+    status = (
+        git("status", "--porcelain", "--untracked-files=normal", "--", ".", ":(exclude)results")
+        if commit is not None
+        else None
+    )
     return {
         "commit": commit.strip() if commit else None,
         "dirty": bool(status.strip()) if status is not None else None,
@@ -89,12 +94,23 @@ def device_info() -> dict:
     return info
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_environment() -> dict:
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_state(),
         "packages": package_versions(),
-        "device": device_info(),
+        "device": device_info() | {"cpu_model": cpu_model(), "cpu_count": os.cpu_count()},
     }
 
 

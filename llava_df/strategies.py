@@ -40,6 +40,30 @@ from .quantization import prepare_for_kbit_training, quantized_module_names
 
 
 # ---- resolving the flags --------------------------------------------------------------------
+# This section is the one home of the rule "which flags mean which strategy", both ways:
+# complete_strategy_flags (--strategy -> LLaVA's flags, at parse time) and resolve_strategy
+# (flags -> strategy, everywhere else: cli.validate, modeling, train).
+def complete_strategy_flags(model_args, explicit: set[str]) -> list[str]:
+    """Set the LLaVA flags that ``--strategy`` (or an alias) stands for, unless given; returns notes.
+
+    A flag given explicitly and contradicting the strategy is left alone: resolve_strategy fails on it.
+    """
+    m, notes = model_args, []
+    if m.strategy in ("lora", "unfreeze_early") and "lora_enable" not in explicit:
+        m.lora_enable = True
+        notes.append(f"--strategy {m.strategy} -> --lora_enable True")
+    if m.strategy == "projector_only" and not {"tune_mm_mlp_adapter", "tune_deepfake_mlp_adapter"} & explicit:
+        m.tune_mm_mlp_adapter = True
+        notes.append("--strategy projector_only -> --tune_mm_mlp_adapter True")
+    if m.num_unfreeze_early_layers and "lora_enable" not in explicit and not m.lora_enable:
+        m.lora_enable = True  # unfreeze_early = first N layers + LoRA on the rest (seeds/000, scheme B)
+        notes.append(f"--num_unfreeze_early_layers {m.num_unfreeze_early_layers} -> --lora_enable True")
+    if m.tune_deepfake_mlp_adapter and not m.tune_mm_mlp_adapter:
+        m.tune_mm_mlp_adapter = True
+        notes.append("--tune_deepfake_mlp_adapter True -> --tune_mm_mlp_adapter True")
+    return notes
+
+
 def resolve_strategy(model_args) -> str:
     """``--strategy`` if given, else derived from LLaVA's flags; contradictions raise naming both flags.
 

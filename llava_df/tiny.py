@@ -50,7 +50,7 @@ from .errors import ArgumentParser, cli_entry
 
 ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tiny_tokenizer"
-# Written by `python -m llava_df.pretrain_vision`; random vision weights are used when absent.
+# Written by `python tools/pretrain_vision.py`; random vision weights are used when absent.
 VISION_WEIGHTS = ASSETS / "tiny_vision.safetensors"
 TINY_SEED = 0
 # Bump when build_tiny_model changes how weights are drawn: the cache key cannot see code.
@@ -236,7 +236,7 @@ def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
 def build_tiny_model(seed: int = TINY_SEED, *, vision_weights: bool = True) -> LlavaForConditionalGeneration:
     """The tiny LLaVA in memory: seeded random weights, the shipped vision weights when present.
 
-    ``vision_weights=False`` keeps the random tower (what ``llava_df.pretrain_vision`` starts from).
+    ``vision_weights=False`` keeps the random tower (what ``tools/pretrain_vision.py`` starts from).
     The global RNG is left untouched (fork_rng), so building the preset never shifts a run's seed.
     """
     config = tiny_config()

@@ -230,7 +230,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     if resume:
         restored = restore_callback_states([plateau, history], resume)
         logger.warning("resuming from %s (restored %s)", resume, ", ".join(restored) or "no callback state")
-    trainer.train(resume_from_checkpoint=resume)
+    train_output = trainer.train(resume_from_checkpoint=resume)
 
     if trainer.args.should_save:
         save_trainable(trainer.model, out / "final", run_config | {"step": trainer.state.global_step})
@@ -253,6 +253,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     trainer.log({f"peak_{k}": v for k, v in peak.items() if isinstance(v, float)})
 
     best_entry = _best_entry(history.entries, plateau.schedule.best)
+    steps = trainer.state.global_step - _resumed_step(resume)  # optimizer steps this process ran
     results = {
         "strategy": strategy,
         "projector": m.mm_projector_type,
@@ -267,6 +268,11 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "threshold": {"value": threshold, "rule": "eer on val"},
         "test_weights": best_dir.name,
         "peak_memory": peak,
+        "time": {
+            "train_s": train_output.metrics.get("train_runtime"),
+            "steps_this_segment": steps,
+            "s_per_step": train_output.metrics.get("train_runtime", 0.0) / max(steps, 1),
+        },
         "trainable": report,
         "paths": {
             "best": str(out / "best") if (out / "best").is_dir() else None,
@@ -281,6 +287,12 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         write_json(out / "results.json", results)
         print(summary_line(results), flush=True)
     return results
+
+
+def _resumed_step(resume: str | None) -> int:
+    if not resume:
+        return 0
+    return int(json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", 0))
 
 
 def _best_entry(entries: list[dict], best_val_loss: float) -> dict | None:

@@ -25,6 +25,9 @@ os.environ["LLAVA_DF_CACHE"] = str(_CACHE / "llava_df")  # subprocesses inherit 
 os.environ["HF_DATASETS_CACHE"] = str(_CACHE / "datasets")
 
 REPO = Path(__file__).resolve().parent.parent
+# Code that training never uses lives outside the package: benchmarks/ (the dense efficient-kan
+# reference) and tools/ (the tiny tower's pretraining). Their tests import them from there.
+sys.path[:0] = [str(REPO / "tools"), str(REPO / "benchmarks")]
 OURS = (str(REPO / "llava_df") + os.sep, str(REPO / "tests") + os.sep, str(REPO / "benchmarks") + os.sep)
 DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 _original_warn = warnings.warn

@@ -1,6 +1,6 @@
 """The B-spline KAN projector (llava_df.projectors.kan) against efficient-kan's math.
 
-reference_kan.py is efficient-kan's KANLinear written out densely (full basis tensor, autograd
+benchmarks/reference_kan.py is efficient-kan's KANLinear written out densely (full basis tensor, autograd
 through it); it is the oracle for values, gradients, init and state-dict layout.
 """
 
@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_kan import ReferenceKAN, ReferenceKANLinear  # benchmarks/ (on sys.path via conftest)
 
 from llava_df.projectors import PRESETS, create_projector
 from llava_df.projectors.bspline import dense_bases
 from llava_df.projectors.kan import KANLinear, KANProjector
 from llava_df.projectors.profile import num_parameters, saved_tensor_bytes
-from llava_df.projectors.reference_kan import ReferenceKAN, ReferenceKANLinear
 
 F64 = torch.float64
 

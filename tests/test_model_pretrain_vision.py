@@ -5,13 +5,13 @@ import hashlib
 import json
 
 import numpy as np
+import pretrain_vision as pv  # tools/ (tests/conftest.py puts it on sys.path)
 import pytest
 import torch
+import vision_pretext as pretext
 from safetensors.torch import load_file
 
-from llava_df import pretrain_vision as pv
 from llava_df import tiny
-from llava_df import vision_pretext as pretext
 
 
 def test_patchify_follows_clip_token_order():
@@ -95,7 +95,7 @@ def test_short_run_writes_a_tower_the_preset_can_load(tmp_path):
     summary = json.loads(out.with_suffix(".json").read_text())
     assert [row["epoch"] for row in summary["history"]] == [1, 2]
     assert summary["config"]["n_real"] == 12 and summary["command"].startswith(
-        "python -m llava_df.pretrain_vision"
+        "python tools/pretrain_vision.py"
     )
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 from pathlib import Path
@@ -24,24 +23,13 @@ from pathlib import Path
 import torch
 
 from ..errors import ArgumentParser, cli_entry
-from ..runinfo import run_environment
+from ..runinfo import cpu_model, run_environment
 from . import PRESETS, create_projector, resolve
 from .profile import macs_per_token, num_parameters, saved_tensor_bytes, time_forward_backward
 from .rational import GELU_FIT_RANGE, fit_gelu
 
 REFERENCE = "mlp2x_gelu"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _ratio(value, reference) -> float | None:

@@ -1,6 +1,6 @@
 """Pretrain the tiny preset's vision tower on REAL synthetic faces, never on the real/fake label.
 
-    python -m llava_df.pretrain_vision        # ~3 min on 1 CPU core
+    python tools/pretrain_vision.py        # ~3 min on 1 CPU core
     # -> llava_df/assets/tiny_vision.safetensors (the tower's state dict, fp32, ~1.7 MB)
     #    llava_df/assets/tiny_vision.json      (settings, losses, linear-probe check, command)
 
@@ -10,7 +10,7 @@ web-scale pretraining keeps low-level evidence in the patch features. The tiny t
 that forensics-aware CLIP. A random tower, or one pretrained for semantics (masked-patch
 reconstruction + face attributes: probe AUC 0.52), gives the projector nothing to read.
 
-Objective, a forensic self-supervised pretext (``llava_df.vision_pretext``, after Huh et al.
+Objective, a forensic self-supervised pretext (``tools/vision_pretext.py``, after Huh et al.
 2018, "Fighting Fake News"), on the tower's layer -2 patch tokens (what LLaVA hands the
 projector). Each real face gets one generic operation (resampling, blur, sharpening, noise,
 median denoising, JPEG, colour gain, a pixel shift) inside a random soft ellipse, then the
@@ -49,9 +49,9 @@ import torch
 from safetensors.torch import save_file
 from scipy import ndimage
 from torch import nn
+from vision_pretext import OPS, processed_reals  # tools/, beside this file
 
-from .tiny import PATCH_SIZE, VISION_WEIGHTS, build_tiny_model, load_tiny_processor
-from .vision_pretext import OPS, processed_reals
+from llava_df.tiny import PATCH_SIZE, VISION_WEIGHTS, build_tiny_model, load_tiny_processor
 
 
 @dataclass
@@ -243,7 +243,7 @@ def probe(
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
-        prog="python -m llava_df.pretrain_vision", description=__doc__.split("\n")[0]
+        prog="python tools/pretrain_vision.py", description=__doc__.split("\n")[0]
     )
     for name, default in asdict(PretrainConfig()).items():
         parser.add_argument(f"--{name}", type=type(default), default=default)
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> Path:
         }
         print(json.dumps(summary["linear_probe_real_vs_fake"]))
     args = argv if argv is not None else sys.argv[1:]
-    summary["command"] = " ".join(["python -m llava_df.pretrain_vision", *args])
+    summary["command"] = " ".join(["python tools/pretrain_vision.py", *args])
     summary["torch"] = torch.__version__
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from scipy import ndimage
 
-from .data.faces import add_sensor_noise, render_face, sample_face_params
+from llava_df.data.faces import add_sensor_noise, render_face, sample_face_params
 
 OPS = ("none", "resample", "blur", "sharpen", "noise", "denoise", "jpeg", "colour", "shift")
 _FACE, _CAMERA, _PRETEXT = 1, 2, 7  # streams; 1 and 2 match the benchmark's real-image pipeline

@@ -1,0 +1,351 @@
+"""``python -m llava_df.compare_projectors``: the sweep that answers the research question.
+
+How do LLaVA's ``mlp2x_gelu``, the B-spline KAN at several sizes and the lightweight KAN compare,
+in accuracy and peak memory, under projector-only, LoRA and unfreeze-early training?
+
+How to call::
+
+    python -m llava_df.compare_projectors                   # the embedded default: 7 projectors x 3
+                                                            # strategies x 3 seeds, tiny preset, INT8
+    python -m llava_df.compare_projectors --workers 2       # two runs at a time (one per core / GPU)
+    python -m llava_df.compare_projectors --quick           # 2 x 2 x 1, small data: about a minute
+    python -m llava_df.compare_projectors --projectors mlp2x_gelu,kan_h64_g3_k2 --strategies lora \\
+        --seeds 0,1 --model_name_or_path llava-hf/llava-1.5-7b-hf --data_dir /data/faces --bits 8
+    python -m llava_df.compare_projectors --aggregate       # tables and plots from results/ alone
+
+Every cell trains with the same recipe (``--recipe``, default configs/sweep_tiny.yaml, plus any
+training flag given here) and differs only in projector, strategy and seed. Each finished run
+writes ``<results_dir>/comparison/runs/<cell>.json``; a rerun skips cells whose config and code
+are unchanged, so a killed sweep picks up where it stopped. The answer is
+``<results_dir>/comparison.{csv,md}`` and two PNG plots, rebuilt from the run JSONs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import contextlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .comparison.cells import (
+    DEFAULT_PROJECTORS,
+    DEFAULT_RECIPE,
+    DEFAULT_SEEDS,
+    DEFAULT_STRATEGIES,
+    QUICK,
+    REFERENCE,
+    Cell,
+    grid,
+)
+from .comparison.plots import write_plots
+from .comparison.record import (
+    build_record,
+    cell_key,
+    code_fingerprint,
+    read_records,
+    record_path,
+    write_record,
+)
+from .comparison.tables import comparison_rows, minimum_detectable, write_tables
+from .errors import ArgumentParser, ConfigError, RunError, UsageError, cli_entry
+
+logger = logging.getLogger(__name__)
+# Below this many test images per class a run's AUC has a standard error above ~0.05.
+MIN_PER_CLASS = 50
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m llava_df.compare_projectors",
+        description=__doc__.split("\n\n")[0],
+        epilog="Any other flag goes to every run, e.g. --model_name_or_path, --data_dir, --bits, --learning_rate "
+        "(python -m llava_df.train --help lists them).",
+    )
+    parser.add_argument(
+        "--projectors", default=",".join(DEFAULT_PROJECTORS), help="Comma-separated projector names."
+    )
+    parser.add_argument(
+        "--strategies", default=",".join(DEFAULT_STRATEGIES), help="Comma-separated strategies."
+    )
+    parser.add_argument(
+        "--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="Comma-separated training seeds."
+    )
+    parser.add_argument(
+        "--recipe", default=str(DEFAULT_RECIPE), help="The training config every cell shares."
+    )
+    parser.add_argument(
+        "--results_dir", default="results", help="Where comparison.{csv,md}, plots and runs/ go."
+    )
+    parser.add_argument("--runs_dir", default="outputs/compare", help="Where each run's weights and logs go.")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Runs at once: one per CPU core, or one per GPU."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2 projectors x 2 strategies x 1 seed on small data."
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="Rerun cells even when their record is up to date."
+    )
+    parser.add_argument(
+        "--aggregate", action="store_true", help="Only rebuild tables and plots from the run JSONs."
+    )
+    parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap resamples of the paired test.")
+    parser.add_argument(
+        "--stage1",
+        default="",
+        help="Projector weights to start from, per projector: name=path[,name=path] (stage-1 alignment output).",
+    )
+    return parser
+
+
+def parse(argv: list[str]):
+    """(sweep args, training flags for every cell); UsageError before anything runs."""
+    from .cli import parse_args
+    from .projectors import available_projectors, resolve
+    from .strategies import STRATEGIES
+
+    args, train_flags = build_parser().parse_known_args(argv)
+    if args.quick:
+        args.projectors, args.strategies = ",".join(QUICK["projectors"]), ",".join(QUICK["strategies"])
+        args.seeds = ",".join(map(str, QUICK["seeds"]))
+        train_flags = [*QUICK["flags"], *train_flags]
+    args.projectors, args.strategies = _names(args.projectors), _names(args.strategies)
+    for name in args.projectors:
+        try:
+            resolve(name)
+        except KeyError:
+            raise UsageError(
+                f"--projectors: {name!r} is not a registered projector. Valid names and patterns: "
+                f"{', '.join(available_projectors())}."
+            ) from None
+    for name in args.strategies:
+        if name not in STRATEGIES:
+            raise UsageError(f"--strategies: {name!r} is not a strategy. Valid: {', '.join(STRATEGIES)}.")
+    try:
+        args.seeds = [int(s) for s in _names(args.seeds)]
+    except ValueError:
+        raise UsageError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2.") from None
+    if not (args.projectors and args.strategies and args.seeds):
+        raise UsageError("--projectors, --strategies and --seeds each need at least one value.")
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: expected 1 or more.")
+    args.stage1 = dict(item.split("=", 1) for item in _names(args.stage1) if "=" in item)
+    for name, path in args.stage1.items():
+        if not Path(path).is_file():
+            raise UsageError(
+                f"--stage1 {name}={path}: no such file. Pass the stage-1 mm_projector file of {name}."
+            )
+    if not Path(args.recipe).is_file():
+        raise UsageError(f"--recipe {args.recipe}: no such file. The default is {DEFAULT_RECIPE}.")
+    # Every cell's flags go through the training parser now: a typo fails here, not after an hour.
+    args.results_dir, args.runs_dir = Path(args.results_dir), Path(args.runs_dir)
+    try:
+        for cell in grid(args.projectors, args.strategies, args.seeds[:1]):
+            parse_args(cell_argv(args, train_flags, cell))
+    except ConfigError as err:
+        raise UsageError(f"a training flag of the sweep: {err}") from None
+    return args, train_flags
+
+
+def cell_argv(args, train_flags: list[str], cell: Cell) -> list[str]:
+    return ["--config", str(args.recipe), *train_flags, *cell.flags(args.runs_dir, args.stage1)]
+
+
+# ---- running one cell (in a worker process) -------------------------------------------------
+def _init_worker(gpus) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker; the tiny preset gains nothing from more
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
+
+
+def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
+    """Train one cell, write its record; returns a short summary for the progress bar."""
+    from .cli import parse_args
+    from .projectors import create_projector
+    from .projectors.profile import macs_per_token
+    from .train import train
+
+    parsed = parse_args([*argv, "--disable_tqdm", "True"])
+    out = Path(parsed.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger().setLevel(logging.WARNING)
+    with (
+        open(out.parent / f"{cell.name}.log", "w") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        results = train(parsed)
+    checks = results["config"].setdefault("checks", {})
+    dims = checks.get("projector_dims")
+    if dims:
+        checks["projector_macs_per_token"] = int(
+            macs_per_token(create_projector(cell.projector, *dims), dims[0])
+        )
+    scores = json.loads((out / "scores.json").read_text())
+    init = (
+        f"stage1:{parsed.model.pretrain_mm_mlp_adapter}" if parsed.model.pretrain_mm_mlp_adapter else "random"
+    )
+    write_record(Path(record_file), build_record(cell, results, scores, key, init))
+    return {"cell": cell.name, "auc": results["test"]["auc"]}
+
+
+# ---- the sweep ------------------------------------------------------------------------------
+def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], int]:
+    """(cells to run with argv, record path and key; how many are up to date and skipped)."""
+    from .cli import parse_args
+
+    fingerprint = code_fingerprint()
+    todo, skipped = [], 0
+    results = args.results_dir / "comparison"
+    for cell in grid(args.projectors, args.strategies, args.seeds):
+        argv = cell_argv(args, train_flags, cell)
+        key = cell_key(parse_args(argv).to_dict(), fingerprint)
+        path = record_path(results, cell)
+        if not args.force and path.is_file():
+            try:
+                if json.loads(path.read_text()).get("key") == key:
+                    skipped += 1
+                    continue
+            except ValueError:
+                logger.warning("%s is unreadable; running its cell again", path)
+        todo.append((cell, argv, path, key))
+    return todo, skipped
+
+
+def run_sweep(args, todo) -> list[str]:
+    """Run the cells, ``args.workers`` at a time, with a progress bar; returns the failures."""
+    failures = []
+    if not todo:
+        return failures
+    gpus = None
+    import torch
+
+    if torch.cuda.is_available() and args.workers > 1:
+        gpus = multiprocessing.get_context("spawn").Queue()
+        for i in range(args.workers):
+            gpus.put(i % torch.cuda.device_count())
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch state
+    bar = tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True)
+    with futures.ProcessPoolExecutor(
+        args.workers, mp_context=context, initializer=_init_worker, initargs=(gpus,)
+    ) as pool:
+        jobs = {pool.submit(run_cell, cell, argv, str(path), key): cell for cell, argv, path, key in todo}
+        for job in futures.as_completed(jobs):
+            cell = jobs[job]
+            try:
+                done = job.result()
+                bar.set_postfix_str(f"{done['cell']}: test AUC {done['auc']:.3f}")
+            except Exception as err:  # one failed cell must not lose the others
+                failures.append(
+                    f"{cell.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                )
+                bar.set_postfix_str(f"{cell.name}: FAILED")
+            bar.update()
+    bar.close()
+    return failures
+
+
+def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
+    """Tables and plots from the run JSONs alone."""
+    from .runinfo import run_environment
+
+    out = results_dir / "comparison"
+    records, bad = read_records(out)
+    if not records:
+        raise UsageError(f"{out / 'runs'} holds no complete run record: run the sweep first.")
+    rows = comparison_rows(records, n_boot=n_boot)
+    env = run_environment()
+    device = env["device"]
+    machine = (
+        f"{device.get('gpu_name')} x{device.get('gpu_count')}"
+        if device.get("type") == "cuda"
+        else f"{device.get('cpu_model')}, {device.get('cpu_count')} cores, no GPU"
+    )
+    mdd = minimum_detectable(rows)
+    test_sizes = _test_sizes(records)
+    header = "\n".join(
+        [
+            "# Projector comparison",
+            "",
+            f"Command: `{command}` (tables and plots: `python -m llava_df.compare_projectors --aggregate`).",
+            f"Machine: {machine}; torch {env['packages'].get('torch')}, transformers {env['packages'].get('transformers')}; "
+            f"git {str(env['git'].get('commit'))[:10]}{' (dirty)' if env['git'].get('dirty') else ''}.",
+            f"Runs: {len(records)} records{f', {len(bad)} unreadable and skipped' if bad else ''}; "
+            f"in-distribution test set {test_sizes}.",
+            f"Minimum detectable test-AUC difference against {REFERENCE} (paired bootstrap over test images, "
+            f"80% power, 5% two-sided): {mdd:.3f}. Cells are marked better or worse only where the paired "
+            "95% interval excludes 0; otherwise they read 'no significant difference'.",
+            "Accuracy is at each run's decision threshold, the EER point of its validation scores; peak memory "
+            f"is {rows[0]['peak_memory_kind']} of the whole run (tiny preset: what the run measured, not a 7B figure).",
+        ]
+    )
+    csv, md = write_tables(rows, results_dir, header)
+    plots = write_plots(rows, results_dir, f"{len(records)} runs; error bars: 95% CI over seeds")
+    print(md.read_text())
+    for path, why in bad:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+    return {
+        "rows": rows,
+        "files": [str(csv), str(md), *map(str, plots)],
+        "skipped": [str(p) for p, _ in bad],
+        "mdd": mdd,
+    }
+
+
+def _test_sizes(records: list[dict]) -> str:
+    y = records[0]["scores"]["test"]["is_fake"]
+    fake, real = sum(y), len(y) - sum(y)
+    text = f"{len(y)} images ({real} real, {fake} fake)"
+    if min(fake, real) < MIN_PER_CLASS:
+        # Hanley & McNeil's SE of an AUC near 0.8 with these class sizes.
+        q1, q2, auc = 0.8 / 1.2, 2 * 0.64 / 1.8, 0.8
+        se = math.sqrt(
+            (auc * (1 - auc) + (fake - 1) * (q1 - auc**2) + (real - 1) * (q2 - auc**2)) / max(fake * real, 1)
+        )
+        logger.warning(
+            "the test split has %d real and %d fake images: one run's AUC has a standard error of about %.2f, so "
+            "differences below ~%.2f are noise. Use more data (at least %d per class).",
+            real, fake, se, 2.8 * se, MIN_PER_CLASS,
+        )  # fmt: skip
+        text += f", below {MIN_PER_CLASS} per class: AUC SE ~{se:.2f}"
+    return text
+
+
+@cli_entry
+def main(argv: list[str]) -> dict:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    command = "python -m llava_df.compare_projectors" + (" " + shlex.join(argv) if argv else "")
+    args, train_flags = parse(argv)
+    if not args.aggregate:
+        todo, skipped = plan(args, train_flags)
+        print(f"{len(todo)} runs to do, {skipped} up to date ({args.workers} worker(s))", file=sys.stderr)
+        start = time.time()
+        failures = run_sweep(args, todo)
+        print(f"sweep: {len(todo) - len(failures)} runs in {time.time() - start:.0f} s", file=sys.stderr)
+        for line in failures:
+            print(f"failed: {line}", file=sys.stderr)
+    summary = aggregate(args.results_dir, command, n_boot=args.n_boot)
+    if not args.aggregate and failures:
+        raise RunError(
+            f"{len(failures)} runs failed (listed above; logs in {args.runs_dir}); the tables hold the others."
+        )
+    return summary
+
+
+if __name__ == "__main__":
+    main()

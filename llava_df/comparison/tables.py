@@ -1,0 +1,156 @@
+"""Run records -> one row per (projector, strategy) -> results/comparison.{csv,md}.
+
+Every number comes from the per-run JSONs; ``python -m llava_df.compare_projectors --aggregate``
+rebuilds these files from them alone. A projector is marked better or worse than mlp2x_gelu under
+the same strategy only where the paired bootstrap (stats.paired_auc_difference) says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from .cells import REFERENCE
+from .stats import mean_ci, minimum_detectable_difference, paired_auc_difference
+
+
+def _aligned(records: list[dict], split: str) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    """Labels [N] and scores [seeds, N] of ``split``, aligned by image id across the records."""
+    if not records or any(split not in (r["scores"] or {}) for r in records):
+        return None
+    ids = records[0]["scores"][split]["id"]
+    y = np.asarray(records[0]["scores"][split]["is_fake"])
+    rows = []
+    for r in records:
+        by_id = dict(zip(r["scores"][split]["id"], r["scores"][split]["p_fake"], strict=True))
+        if set(by_id) != set(ids):
+            return None  # different images: not pairable
+        rows.append([by_id[i] for i in ids])
+    scores = np.asarray(rows, dtype=float)
+    return (y, scores, [r["cell"]["seed"] for r in records]) if np.isfinite(scores).all() else None
+
+
+def _by_seed(records: list[dict]) -> dict[int, dict]:
+    return {r["cell"]["seed"]: r for r in records}
+
+
+def comparison_rows(records: list[dict], n_boot: int = 1000) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["cell"]["projector"], r["cell"]["strategy"])].append(r)
+    rows = []
+    for (projector, strategy), runs in sorted(
+        groups.items(), key=lambda kv: (kv[0][1], kv[0][0] != REFERENCE, kv[0][0])
+    ):
+        runs = sorted(runs, key=lambda r: r["cell"]["seed"])
+        auc, auc_ci = mean_ci(_metric(runs, "test", "auc"))
+        acc, acc_ci = mean_ci(_metric(runs, "test", "accuracy"))
+        held, held_ci = mean_ci(_metric(runs, "heldout", "auc"))
+        val, _ = mean_ci(_metric(runs, "val", "auc"))
+        row = {
+            "projector": projector,
+            "strategy": strategy,
+            "init": runs[0].get("projector_init", "random"),
+            "seeds": len(runs),
+            "test_auc": auc,
+            "test_auc_ci": auc_ci,
+            "test_accuracy": acc,
+            "test_accuracy_ci": acc_ci,
+            "heldout_auc": held,
+            "heldout_auc_ci": held_ci,
+            "val_auc": val,
+            "val_test_gap": val - auc if math.isfinite(val) and math.isfinite(auc) else math.nan,
+            "trainable_params": int(np.mean([r["parameters"]["trainable"] for r in runs])),
+            "projector_params": runs[0]["parameters"].get("projector"),
+            "projector_macs_per_token": runs[0]["parameters"].get("projector_macs_per_token"),
+            "peak_memory_mib": float(np.mean([_peak_mib(r) for r in runs])),
+            "peak_memory_kind": _peak_kind(runs[0]),
+            "s_per_step": float(np.mean([(r.get("time") or {}).get("s_per_step") or math.nan for r in runs])),
+        }
+        row |= _versus_reference(groups.get((REFERENCE, strategy), []), runs, projector, n_boot)
+        rows.append(row)
+    return rows
+
+
+def _metric(runs: list[dict], split: str, key: str) -> list:
+    return [(r["metrics"].get(split) or {}).get(key) for r in runs]
+
+
+def _versus_reference(reference: list[dict], runs: list[dict], projector: str, n_boot: int) -> dict:
+    empty = {"vs_ref_difference": math.nan, "vs_ref_ci_low": math.nan, "vs_ref_ci_high": math.nan,
+             "vs_ref_se": math.nan, "vs_ref_verdict": "reference" if projector == REFERENCE else "n/a"}  # fmt: skip
+    if projector == REFERENCE or not reference:
+        return empty
+    ref, own = _by_seed(reference), _by_seed(runs)
+    seeds = sorted(set(ref) & set(own))  # the same seeds on both sides
+    a = _aligned([own[s] for s in seeds], "test")
+    b = _aligned([ref[s] for s in seeds], "test")
+    if a is None or b is None or not np.array_equal(a[0], b[0]):
+        return empty | {"vs_ref_verdict": "not pairable"}
+    result = paired_auc_difference(a[0], a[1], b[1], n_boot=n_boot)
+    verdict = "no significant difference"
+    if result["significant"]:
+        verdict = "better" if result["difference"] > 0 else "worse"
+    return {
+        "vs_ref_difference": result["difference"],
+        "vs_ref_ci_low": result["ci_low"],
+        "vs_ref_ci_high": result["ci_high"],
+        "vs_ref_se": result["se"],
+        "vs_ref_verdict": verdict,
+    }
+
+
+def _peak_mib(record: dict) -> float:
+    peak = record["peak_memory"]
+    return (
+        peak.get("peak_allocated_mb") if peak.get("device") == "cuda" else peak.get("peak_rss_mb", math.nan)
+    )
+
+
+def _peak_kind(record: dict) -> str:
+    return "CUDA allocated" if record["peak_memory"].get("device") == "cuda" else "process RSS"
+
+
+def minimum_detectable(rows: list[dict]) -> float:
+    """MDD at 80% power of the paired test, from the median SE of the paired differences."""
+    ses = [r["vs_ref_se"] for r in rows if math.isfinite(r.get("vs_ref_se", math.nan))]
+    return minimum_detectable_difference(float(np.median(ses))) if ses else math.nan
+
+
+def _fmt(value, ci=None, digits=3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return text + (f" ± {ci:.{digits}f}" if ci is not None and math.isfinite(ci) else "")
+
+
+def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows)
+    csv = out_dir / "comparison.csv"
+    frame.to_csv(csv, index=False, float_format="%.6g")
+    lines = [header, ""]
+    lines.append(
+        "| strategy | projector | seeds | test AUC (95% CI) | test accuracy at val-EER threshold | held-out AUC | "
+        "vs mlp2x_gelu: AUC difference [95% CI] | trainable params | projector params | projector MACs/token | "
+        f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | s/step | val-test AUC gap |"
+    )
+    lines.append("|" + "---|" * 13)
+    for r in rows:
+        vs = (
+            f"{r['vs_ref_difference']:+.3f} [{r['vs_ref_ci_low']:+.3f}, {r['vs_ref_ci_high']:+.3f}] **{r['vs_ref_verdict']}**"
+            if math.isfinite(r["vs_ref_difference"])
+            else r["vs_ref_verdict"]
+        )
+        lines.append(
+            f"| {r['strategy']} | {r['projector']} | {r['seeds']} | {_fmt(r['test_auc'], r['test_auc_ci'])} | "
+            f"{_fmt(r['test_accuracy'], r['test_accuracy_ci'])} | {_fmt(r['heldout_auc'], r['heldout_auc_ci'])} | {vs} | "
+            f"{r['trainable_params']:,} | {r['projector_params'] or 0:,} | {r['projector_macs_per_token'] or 0:,} | "
+            f"{_fmt(r['peak_memory_mib'], digits=0)} | {_fmt(r['s_per_step'])} | {_fmt(r['val_test_gap'], digits=3)} |"
+        )
+    md = out_dir / "comparison.md"
+    md.write_text("\n".join(lines) + "\n")
+    return csv, md
