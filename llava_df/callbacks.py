@@ -237,6 +237,10 @@ def restore_callback_states(callbacks: list[TrainerCallback], checkpoint_dir: st
     return restored
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask (the only way is to set it and put it back)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write via a uniquely named temporary file in the same folder, then rename: a killed run or a
     second process never leaves or reads half a file."""
@@ -244,6 +248,7 @@ def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -200,3 +200,11 @@ def test_json_writes_are_atomic_with_unique_temporary_names(tmp_path, monkeypatc
     assert json.loads(target.read_text()) == {"auc": 0.5}  # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no temporary left
     assert seen and seen[0] != "results.json.tmp" and seen[0].startswith(".results.json.")
+
+
+def test_written_files_are_readable_like_any_other(tmp_path):
+    target = tmp_path / "results.json"
+    write_json(target, {"auc": 0.5})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600

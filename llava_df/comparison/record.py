@@ -22,10 +22,16 @@ logger = logging.getLogger(__name__)
 NOT_IN_KEY = {"output_dir", "overwrite_output_dir", "logging_dir", "run_name", "resume_from_checkpoint"}
 
 
+# The sweep's own bookkeeping (tables, plots, this file) does not change what a run computes.
+NOT_IN_FINGERPRINT = ("comparison", "compare_projectors.py")
+
+
 def code_fingerprint() -> str:
-    """Hash of every .py file of llava_df and the versions of the packages that compute the result."""
+    """Hash of the .py files of llava_df that compute a run, and of the packages that compute it."""
     h = hashlib.blake2b(digest_size=10)
     for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] in NOT_IN_FINGERPRINT:
+            continue
         h.update(str(path.relative_to(PACKAGE)).encode() + path.read_bytes())
     versions = package_versions()
     h.update(

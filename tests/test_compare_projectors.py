@@ -1,0 +1,153 @@
+"""The sweep: refuses bad names up front, writes one JSON per run, skips what is done, aggregates
+with paired statistics, survives a corrupt record, and the results notebook shows what it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llava_df.compare_projectors import main
+from llava_df.comparison.stats import mean_ci, minimum_detectable_difference, paired_auc_difference
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---- statistics -----------------------------------------------------------------------------
+def test_mean_ci_is_a_t_interval():
+    mean, half = mean_ci([0.7, 0.8, 0.9])
+    assert mean == pytest.approx(0.8) and half == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-5)
+    assert np.isnan(mean_ci([0.5])[1])
+
+
+def test_paired_bootstrap_finds_a_real_difference_and_not_a_fake_one():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 150)
+    base = y + rng.normal(0, 1.0, (3, 300))  # three seeds of a moderate scorer
+    same = paired_auc_difference(y, base, base, n_boot=300)
+    assert same["difference"] == 0 and not same["significant"]
+    better = paired_auc_difference(y, y + rng.normal(0, 0.4, (3, 300)), base, n_boot=300)
+    assert better["difference"] > 0.1 and better["significant"] and better["ci_low"] > 0
+    assert minimum_detectable_difference(better["se"]) == pytest.approx(2.8016 * better["se"], rel=1e-3)
+
+
+# ---- arguments ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--projectors", "mlp2x_gelu,kan_hX"], "'kan_hX' is not a registered projector"),
+        (["--strategies", "full_finetune"], "'full_finetune' is not a strategy. Valid: projector_only, lora"),
+        (["--seeds", "one"], "--seeds 'one': expected comma-separated integers"),
+        (["--lora_rnak", "8"], "Did you mean: --lora_r"),
+    ],
+)
+def test_bad_sweep_arguments_are_refused_before_any_run(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--results_dir", str(tmp_path / "r"), "--runs_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and err.startswith("error: ") and message in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
+
+
+# ---- the quick sweep ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    argv = ["--quick", "--results_dir", str(root / "results"), "--runs_dir", str(root / "runs")]
+    return root, argv, main(argv)
+
+
+@pytest.mark.slow
+def test_quick_sweep_writes_records_tables_and_plots(quick):
+    root, _, summary = quick
+    results = root / "results"
+    runs = sorted((results / "comparison" / "runs").glob("*.json"))
+    assert [p.stem for p in runs] == sorted(
+        f"{p}__{s}__seed0" for p in ("mlp2x_gelu", "kan_h64_g3_k2") for s in ("projector_only", "lora")
+    )
+    record = json.loads(runs[0].read_text())
+    for key in (
+        "cell",
+        "key",
+        "projector_init",
+        "metrics",
+        "parameters",
+        "peak_memory",
+        "time",
+        "env",
+        "config",
+        "scores",
+    ):
+        assert key in record, key
+    test = record["metrics"]["test"]
+    for metric in ("accuracy", "balanced_accuracy", "auc", "ap", "eer", "f1", "threshold", "accuracy_at_0.5"):
+        assert metric in test, metric
+    assert record["metrics"]["heldout"]["auc"] is not None  # the held-out family, scored on its own
+    assert record["parameters"]["projector"] > 0 and record["parameters"]["projector_macs_per_token"] > 0
+    assert record["env"]["git"]["commit"] and "transformers" in record["env"]["packages"]
+    assert len(record["scores"]["test"]["p_fake"]) == test["n"]
+    table = (results / "comparison.md").read_text()
+    assert "Command: `python -m llava_df.compare_projectors --quick" in table and "Machine:" in table
+    assert "Minimum detectable test-AUC difference" in table and "| lora | mlp2x_gelu | 1 |" in table
+    rows = {(r["projector"], r["strategy"]): r for r in summary["rows"]}
+    assert rows[("mlp2x_gelu", "lora")]["vs_ref_verdict"] == "reference"
+    assert rows[("kan_h64_g3_k2", "lora")]["vs_ref_verdict"] in (
+        "better",
+        "worse",
+        "no significant difference",
+    )
+    for png in ("auc_vs_trainable_params.png", "auc_vs_peak_memory.png"):
+        assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_rerun_skips_unchanged_cells_and_reruns_changed_ones(quick, capsys):
+    root, argv, _ = quick
+    main(argv)
+    assert "0 runs to do, 4 up to date" in capsys.readouterr().err
+    main([*argv, "--projectors", "mlp2x_gelu", "--strategies", "projector_only", "--learning_rate", "5e-4",
+          "--results_dir", str(root / "results2")])  # fmt: skip
+    assert "1 runs to do, 0 up to date" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_corrupt_record_is_named_and_the_others_still_aggregate(quick, tmp_path, capsys):
+    root, _, _ = quick
+    results = tmp_path / "results"
+    shutil.copytree(root / "results", results)
+    broken = results / "comparison" / "runs" / "kan_h64_g3_k2__lora__seed0.json"
+    broken.write_text(broken.read_text()[:200])  # half-written
+    summary = main(["--aggregate", "--results_dir", str(results)])
+    assert str(broken) in summary["skipped"] and str(broken) in capsys.readouterr().err
+    assert {(r["projector"], r["strategy"]) for r in summary["rows"]} == {
+        ("mlp2x_gelu", "lora"), ("mlp2x_gelu", "projector_only"), ("kan_h64_g3_k2", "projector_only")
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_results_notebook_shows_what_the_sweep_wrote(quick):
+    import nbformat
+    from nbclient import NotebookClient
+
+    root, _, _ = quick
+    notebook = nbformat.read(REPO / "notebooks" / "results.ipynb", as_version=4)
+    os.environ["LLAVA_DF_RESULTS"] = str(root / "results")
+    try:
+        NotebookClient(
+            notebook,
+            timeout=120,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(REPO / "notebooks")}},
+        ).execute()
+    finally:
+        os.environ.pop("LLAVA_DF_RESULTS")
+    text = "\n".join(
+        out.get("text", "") + json.dumps(out.get("data", {}))
+        for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs
+    )  # fmt: skip
+    assert "LOADED 4 runs, 4 rows, projectors ['kan_h64_g3_k2', 'mlp2x_gelu']" in text
+    assert "FAMILIES" in text and "heldout" in text and "image/png" in text and "peak_memory_mib" in text
