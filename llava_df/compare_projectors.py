@@ -36,6 +36,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .callbacks import write_json
 from .comparison.cells import (
     DEFAULT_PROJECTORS,
     DEFAULT_RECIPE,
@@ -75,13 +76,13 @@ def build_parser() -> ArgumentParser:
         "(python -m llava_df.train --help lists them).",
     )
     parser.add_argument(
-        "--projectors", default=",".join(DEFAULT_PROJECTORS), help="Comma-separated projector names."
+        "--projectors", help=f"Comma-separated projector names (default: {','.join(DEFAULT_PROJECTORS)})."
     )
     parser.add_argument(
-        "--strategies", default=",".join(DEFAULT_STRATEGIES), help="Comma-separated strategies."
+        "--strategies", help=f"Comma-separated strategies (default: {','.join(DEFAULT_STRATEGIES)})."
     )
     parser.add_argument(
-        "--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="Comma-separated training seeds."
+        "--seeds", help=f"Comma-separated training seeds (default: {','.join(map(str, DEFAULT_SEEDS))})."
     )
     parser.add_argument(
         "--recipe", default=str(DEFAULT_RECIPE), help="The training config every cell shares."
@@ -118,9 +119,15 @@ def parse(argv: list[str]):
     from .strategies import STRATEGIES
 
     args, train_flags = build_parser().parse_known_args(argv)
+    defaults = (
+        (QUICK["projectors"], QUICK["strategies"], QUICK["seeds"])
+        if args.quick
+        else (DEFAULT_PROJECTORS, DEFAULT_STRATEGIES, DEFAULT_SEEDS)
+    )
+    args.projectors = args.projectors or ",".join(defaults[0])
+    args.strategies = args.strategies or ",".join(defaults[1])
+    args.seeds = args.seeds or ",".join(map(str, defaults[2]))
     if args.quick:
-        args.projectors, args.strategies = ",".join(QUICK["projectors"]), ",".join(QUICK["strategies"])
-        args.seeds = ",".join(map(str, QUICK["seeds"]))
         train_flags = [*QUICK["flags"], *train_flags]
     args.projectors, args.strategies = _names(args.projectors), _names(args.strategies)
     for name in args.projectors:
@@ -154,9 +161,16 @@ def parse(argv: list[str]):
     args.results_dir, args.runs_dir = Path(args.results_dir), Path(args.runs_dir)
     try:
         for cell in grid(args.projectors, args.strategies, args.seeds[:1]):
-            parse_args(cell_argv(args, train_flags, cell))
+            parsed = parse_args(cell_argv(args, train_flags, cell))
+            if cell.projector in args.stage1 and cell.strategy == args.strategies[0]:
+                from .train import validate_inputs
+
+                validate_inputs(parsed)  # a stage-1 file that does not fit its projector fails now
     except ConfigError as err:
         raise UsageError(f"a training flag of the sweep: {err}") from None
+    unknown = sorted(set(args.stage1) - set(args.projectors))
+    if unknown:
+        raise UsageError(f"--stage1 names {unknown}, which are not in --projectors {args.projectors}.")
     return args, train_flags
 
 
@@ -277,19 +291,28 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
         else f"{device.get('cpu_model')}, {device.get('cpu_count')} cores, no GPU"
     )
     mdd = minimum_detectable(rows)
+    sweep_file = out / "sweep.json"
+    sweep = json.loads(sweep_file.read_text()) if sweep_file.is_file() else {"command": command}
+    ran = (
+        f" ({sweep['runs']} runs in {sweep['wall_s'] / 60:.0f} min with {sweep['workers']} worker(s))"
+        if "wall_s" in sweep
+        else ""
+    )
     test_sizes = _test_sizes(records)
     header = "\n".join(
         [
             "# Projector comparison",
             "",
-            f"Command: `{command}` (tables and plots: `python -m llava_df.compare_projectors --aggregate`).",
+            f"Sweep: `{sweep['command']}`{ran}; tables and plots from its run JSONs: "
+            "`python -m llava_df.compare_projectors --aggregate`.",
             f"Machine: {machine}; torch {env['packages'].get('torch')}, transformers {env['packages'].get('transformers')}; "
             f"git {str(env['git'].get('commit'))[:10]}{' (dirty)' if env['git'].get('dirty') else ''}.",
             f"Runs: {len(records)} records{f', {len(bad)} unreadable and skipped' if bad else ''}; "
             f"in-distribution test set {test_sizes}.",
-            f"Minimum detectable test-AUC difference against {REFERENCE} (paired bootstrap over test images, "
-            f"80% power, 5% two-sided): {mdd:.3f}. Cells are marked better or worse only where the paired "
-            "95% interval excludes 0; otherwise they read 'no significant difference'.",
+            f"Minimum detectable test-AUC difference against {REFERENCE} (paired bootstrap over seed pairs and "
+            f"test images, 80% power, 5% two-sided): {mdd:.3f}. Cells are marked better or worse only where the "
+            "paired 95% interval excludes 0; otherwise they read 'no significant difference'. Selection: best/ is "
+            "the epoch with the lowest validation loss (the plateau schedule's criterion), never the test split.",
             "Accuracy is at each run's decision threshold, the EER point of its validation scores; peak memory "
             f"is {rows[0]['peak_memory_kind']} of the whole run (tiny preset: what the run measured, not a 7B figure).",
         ]
@@ -322,7 +345,7 @@ def _test_sizes(records: list[dict]) -> str:
             "differences below ~%.2f are noise. Use more data (at least %d per class).",
             real, fake, se, 2.8 * se, MIN_PER_CLASS,
         )  # fmt: skip
-        text += f", below {MIN_PER_CLASS} per class: AUC SE ~{se:.2f}"
+        text += f", below {MIN_PER_CLASS} per class"
     return text
 
 
@@ -336,7 +359,16 @@ def main(argv: list[str]) -> dict:
         print(f"{len(todo)} runs to do, {skipped} up to date ({args.workers} worker(s))", file=sys.stderr)
         start = time.time()
         failures = run_sweep(args, todo)
-        print(f"sweep: {len(todo) - len(failures)} runs in {time.time() - start:.0f} s", file=sys.stderr)
+        wall = time.time() - start
+        print(f"sweep: {len(todo) - len(failures)} runs in {wall:.0f} s", file=sys.stderr)
+        if todo:  # the command and time the tables' header names
+            sweep = {
+                "command": command,
+                "runs": len(todo) - len(failures),
+                "wall_s": round(wall),
+                "workers": args.workers,
+            }
+            write_json(args.results_dir / "comparison" / "sweep.json", sweep)
         for line in failures:
             print(f"failed: {line}", file=sys.stderr)
     summary = aggregate(args.results_dir, command, n_boot=args.n_boot)

@@ -168,8 +168,9 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     return None
 
 
-def resolve_resume(out: Path, resume: str | None) -> str | None:
-    """--resume_from_checkpoint -> a complete checkpoint folder; partial ones are named and removed."""
+def resolve_resume(out: Path, resume: str | None, *, remove_partial: bool = True) -> str | None:
+    """--resume_from_checkpoint -> a complete checkpoint folder; partial ones are named and removed
+    (by the main process only: ``remove_partial``)."""
     if resume is None or str(resume).strip().lower() in ("", "false", "none"):
         return None
     if str(resume).strip().lower() in ("true", "last"):
@@ -178,8 +179,9 @@ def resolve_resume(out: Path, resume: str | None) -> str | None:
             problem = checkpoint_problem(ckpt)
             if problem is None:
                 for bad, why in skipped:
-                    logger.warning("skipped %s: %s; removing it", bad, why)
-                    shutil.rmtree(bad, ignore_errors=True)
+                    logger.warning("skipped %s: %s%s", bad, why, "; removing it" if remove_partial else "")
+                    if remove_partial:
+                        shutil.rmtree(bad, ignore_errors=True)
                 return str(ckpt)
             skipped.append((ckpt, problem))
         named = "; ".join(f"{p.name}: {why}" for p, why in skipped) or "none"
@@ -275,7 +277,7 @@ def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
     """Lock ``out``, check its state against the flags, set a replaced run aside; see the module doc."""
     out = Path(out)
     if not is_main_process():  # rank 0 owns the folder; the others only read it
-        yield Claim(out, resume=resolve_resume(out, resume) if resume else None)
+        yield Claim(out, resume=resolve_resume(out, resume, remove_partial=False) if resume else None)
         return
     out.mkdir(parents=True, exist_ok=True)
     claim = Claim(out, lock=acquire_lock(out))

@@ -91,7 +91,7 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
     assert record["env"]["git"]["commit"] and "transformers" in record["env"]["packages"]
     assert len(record["scores"]["test"]["p_fake"]) == test["n"]
     table = (results / "comparison.md").read_text()
-    assert "Command: `python -m llava_df.compare_projectors --quick" in table and "Machine:" in table
+    assert "Sweep: `python -m llava_df.compare_projectors --quick" in table and "Machine:" in table
     assert "Minimum detectable test-AUC difference" in table and "| lora | mlp2x_gelu | 1 |" in table
     rows = {(r["projector"], r["strategy"]): r for r in summary["rows"]}
     assert rows[("mlp2x_gelu", "lora")]["vs_ref_verdict"] == "reference"
@@ -151,3 +151,26 @@ def test_the_results_notebook_shows_what_the_sweep_wrote(quick):
     )  # fmt: skip
     assert "LOADED 4 runs, 4 rows, projectors ['kan_h64_g3_k2', 'mlp2x_gelu']" in text
     assert "FAMILIES" in text and "heldout" in text and "image/png" in text and "peak_memory_mib" in text
+
+
+def test_a_stage1_file_that_does_not_fit_its_projector_is_refused_before_any_run(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    wrong = tmp_path / "kan_stage1.safetensors"
+    save_file({"0.weight": torch.zeros(4, 4), "0.bias": torch.zeros(4)}, wrong)
+    argv = [
+        "--projectors",
+        "mlp2x_gelu",
+        "--strategies",
+        "lora",
+        "--seeds",
+        "0",
+        "--stage1",
+        f"mlp2x_gelu={wrong}",
+    ]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--results_dir", str(tmp_path / "r"), "--runs_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 1 and "do not fit projector 'mlp2x_gelu'" in err
+    assert not (tmp_path / "o").exists()

@@ -84,7 +84,7 @@ def build_record(cell: Cell, results: dict, scores: dict, key: str, init: str) -
         "data": {k: v for k, v in results.get("data", {}).items() if k != "skipped"}
         | {"n_skipped": len(results.get("data", {}).get("skipped", []))},
         "config": {s: results["config"][s] for s in ("model", "data", "training")},
-        "scores": {split: scores[split] for split in ("test", "heldout") if split in scores},
+        "scores": {split: scores[split] for split in ("val", "test", "heldout") if split in scores},
     }
 
 

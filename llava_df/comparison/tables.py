@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import REFERENCE
-from .stats import mean_ci, minimum_detectable_difference, paired_auc_difference
+from .stats import hanley_mcneil_se, mean_ci, minimum_detectable_difference, paired_auc_difference
 
 
 def _aligned(records: list[dict], split: str) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
@@ -63,6 +63,7 @@ def comparison_rows(records: list[dict], n_boot: int = 1000) -> list[dict]:
             "heldout_auc_ci": held_ci,
             "val_auc": val,
             "val_test_gap": val - auc if math.isfinite(val) and math.isfinite(auc) else math.nan,
+            "val_test_gap_flag": _gap_flag(runs),
             "trainable_params": int(np.mean([r["parameters"]["trainable"] for r in runs])),
             "projector_params": runs[0]["parameters"].get("projector"),
             "projector_macs_per_token": runs[0]["parameters"].get("projector_macs_per_token"),
@@ -75,12 +76,34 @@ def comparison_rows(records: list[dict], n_boot: int = 1000) -> list[dict]:
     return rows
 
 
+def _class_sizes(record: dict, split: str) -> tuple[int, int] | None:
+    scores = (record.get("scores") or {}).get(split)
+    if not scores:
+        return None
+    n_pos = int(sum(scores["is_fake"]))
+    return n_pos, len(scores["is_fake"]) - n_pos
+
+
+def _gap_flag(runs: list[dict]) -> str:
+    """'n of k' runs whose val-test AUC gap exceeds 3 standard errors of the difference."""
+    flagged, counted = 0, 0
+    for r in runs:
+        val, test = (r["metrics"].get("val") or {}).get("auc"), r["metrics"]["test"].get("auc")
+        sizes_val, sizes_test = _class_sizes(r, "val"), _class_sizes(r, "test")
+        if None in (val, test, sizes_val, sizes_test):
+            continue
+        se = math.hypot(hanley_mcneil_se(val, *sizes_val), hanley_mcneil_se(test, *sizes_test))
+        counted += 1
+        flagged += abs(val - test) > 3 * se
+    return f"{flagged} of {counted}" if counted else "n/a"
+
+
 def _metric(runs: list[dict], split: str, key: str) -> list:
     return [(r["metrics"].get(split) or {}).get(key) for r in runs]
 
 
 def _versus_reference(reference: list[dict], runs: list[dict], projector: str, n_boot: int) -> dict:
-    empty = {"vs_ref_difference": math.nan, "vs_ref_ci_low": math.nan, "vs_ref_ci_high": math.nan,
+    empty = {"vs_ref_per_seed": "", "vs_ref_difference": math.nan, "vs_ref_ci_low": math.nan, "vs_ref_ci_high": math.nan,
              "vs_ref_se": math.nan, "vs_ref_verdict": "reference" if projector == REFERENCE else "n/a"}  # fmt: skip
     if projector == REFERENCE or not reference:
         return empty
@@ -95,6 +118,7 @@ def _versus_reference(reference: list[dict], runs: list[dict], projector: str, n
     if result["significant"]:
         verdict = "better" if result["difference"] > 0 else "worse"
     return {
+        "vs_ref_per_seed": " ".join(f"{d:+.3f}" for d in result["per_seed"]),
         "vs_ref_difference": result["difference"],
         "vs_ref_ci_low": result["ci_low"],
         "vs_ref_ci_high": result["ci_high"],
@@ -135,13 +159,14 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
     lines = [header, ""]
     lines.append(
         "| strategy | projector | seeds | test AUC (95% CI) | test accuracy at val-EER threshold | held-out AUC | "
-        "vs mlp2x_gelu: AUC difference [95% CI] | trainable params | projector params | projector MACs/token | "
-        f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | s/step | val-test AUC gap |"
+        "vs mlp2x_gelu: AUC difference [95% CI] (per seed) | trainable params | projector params | projector MACs/token | "
+        f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | s/step | val-test AUC gap (runs > 3 SE) |"
     )
     lines.append("|" + "---|" * 13)
     for r in rows:
         vs = (
-            f"{r['vs_ref_difference']:+.3f} [{r['vs_ref_ci_low']:+.3f}, {r['vs_ref_ci_high']:+.3f}] **{r['vs_ref_verdict']}**"
+            f"{r['vs_ref_difference']:+.3f} [{r['vs_ref_ci_low']:+.3f}, {r['vs_ref_ci_high']:+.3f}] "
+            f"**{r['vs_ref_verdict']}** ({r['vs_ref_per_seed']})"
             if math.isfinite(r["vs_ref_difference"])
             else r["vs_ref_verdict"]
         )
@@ -149,7 +174,8 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
             f"| {r['strategy']} | {r['projector']} | {r['seeds']} | {_fmt(r['test_auc'], r['test_auc_ci'])} | "
             f"{_fmt(r['test_accuracy'], r['test_accuracy_ci'])} | {_fmt(r['heldout_auc'], r['heldout_auc_ci'])} | {vs} | "
             f"{r['trainable_params']:,} | {r['projector_params'] or 0:,} | {r['projector_macs_per_token'] or 0:,} | "
-            f"{_fmt(r['peak_memory_mib'], digits=0)} | {_fmt(r['s_per_step'])} | {_fmt(r['val_test_gap'], digits=3)} |"
+            f"{_fmt(r['peak_memory_mib'], digits=0)} | {_fmt(r['s_per_step'])} | "
+            f"{_fmt(r['val_test_gap'], digits=3)} ({r['val_test_gap_flag']}) |"
         )
     md = out_dir / "comparison.md"
     md.write_text("\n".join(lines) + "\n")
