@@ -56,7 +56,7 @@ from .comparison.record import (
     record_path,
     write_record,
 )
-from .comparison.tables import comparison_rows, minimum_detectable, write_tables
+from .comparison.tables import comparison_rows, minimum_detectable, write_summary, write_tables
 from .errors import ArgumentParser, ConfigError, RunError, UsageError, cli_entry
 
 logger = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
             f"Sweep: `{sweep['command']}`{ran}; tables and plots from its run JSONs: "
             "`python -m llava_df.compare_projectors --aggregate`.",
             f"Machine: {machine}; torch {env['packages'].get('torch')}, transformers {env['packages'].get('transformers')}; "
-            f"git {str(env['git'].get('commit'))[:10]}{' (dirty)' if env['git'].get('dirty') else ''}.",
+            f"the runs' code: {_run_commits(records)}.",
             f"Runs: {len(records)} records{f', {len(bad)} unreadable and skipped' if bad else ''}; "
             f"in-distribution test set {test_sizes}.",
             f"Minimum detectable test-AUC difference against {REFERENCE} (paired bootstrap over seed pairs and "
@@ -318,16 +318,27 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
         ]
     )
     csv, md = write_tables(rows, results_dir, header)
+    summary_md = write_summary(rows, results_dir, mdd)
     plots = write_plots(rows, results_dir, f"{len(records)} runs; error bars: 95% CI over seeds")
     print(md.read_text())
     for path, why in bad:
         print(f"skipped {path}: {why}", file=sys.stderr)
     return {
         "rows": rows,
-        "files": [str(csv), str(md), *map(str, plots)],
+        "files": [str(csv), str(md), str(summary_md), *map(str, plots)],
         "skipped": [str(p) for p, _ in bad],
         "mdd": mdd,
     }
+
+
+def _run_commits(records: list[dict]) -> str:
+    """The git commits the runs were made at, each with its dirty flag (the records' own env)."""
+    seen: dict[str, int] = {}
+    for r in records:
+        git = r["env"].get("git") or {}
+        name = f"git {str(git.get('commit'))[:10]}" + (" (dirty)" if git.get("dirty") else " (clean)")
+        seen[name] = seen.get(name, 0) + 1
+    return ", ".join(f"{name} x{n}" if len(seen) > 1 else name for name, n in seen.items())
 
 
 def _test_sizes(records: list[dict]) -> str:

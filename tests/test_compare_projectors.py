@@ -100,6 +100,12 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
         "worse",
         "no significant difference",
     )
+    summary_table = (results / "comparison_summary.md").read_text()
+    assert (
+        "| mlp2x_gelu |" in summary_table
+        and "(reference)" in summary_table
+        and "lora: test AUC" in summary_table
+    )
     for png in ("auc_vs_trainable_params.png", "auc_vs_peak_memory.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
