@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 PLOTS = {
     "auc_vs_trainable_params.png": ("trainable_params", "trainable parameters", True),
@@ -41,6 +42,7 @@ def write_plots(rows: list[dict], out_dir: Path, title: str) -> list[Path]:
             ax.set_xlabel(x_label)
             if log_x:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap the major ones
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("test AUC (mean, 95% CI over seeds)")
         fig.suptitle(title, fontsize=9)
