@@ -356,8 +356,6 @@ def validate(parsed: ParsedArgs) -> None:
         raise ConfigError(f"--bits {m.bits}: expected 4 (NF4), 8 (LLM.int8) or 16.")
     if m.quant_type not in ("nf4", "fp4"):
         raise ConfigError(f"--quant_type {m.quant_type}: expected nf4 or fp4.")
-    if m.num_unfreeze_early_layers < 0:
-        raise ConfigError(f"--num_unfreeze_early_layers {m.num_unfreeze_early_layers}: expected 0 or more.")
     if m.num_unfreeze_early_layers and not m.lora_enable:  # only when --lora_enable False was given
         raise ConfigError(
             f"--num_unfreeze_early_layers {m.num_unfreeze_early_layers} trains the first layers and LoRA elsewhere "
@@ -383,14 +381,6 @@ def validate(parsed: ParsedArgs) -> None:
     if t.remove_unused_columns:
         raise ConfigError(
             "--remove_unused_columns True would drop the image/is_fake columns the collator needs; use False."
-        )
-    if not 0 < t.lr_reduction_factor <= 1:
-        raise ConfigError(f"--lr_reduction_factor {t.lr_reduction_factor}: expected a multiplier in (0, 1].")
-    if t.lr_patience < 1:
-        raise ConfigError(f"--lr_patience {t.lr_patience}: expected 1 or more evaluations.")
-    if not 0 <= t.improvement_threshold < 1:
-        raise ConfigError(
-            f"--improvement_threshold {t.improvement_threshold}: expected a relative change in [0, 1)."
         )
     if t.min_lr >= t.learning_rate:
         raise ConfigError(

@@ -149,7 +149,12 @@ def parse(argv: list[str]):
         raise UsageError("--projectors, --strategies and --seeds each need at least one value.")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: expected 1 or more.")
-    args.stage1 = dict(item.split("=", 1) for item in _names(args.stage1) if "=" in item)
+    bad = [item for item in _names(args.stage1) if "=" not in item]
+    if bad:
+        raise UsageError(
+            f"--stage1 {bad[0]!r}: expected name=path, e.g. kan_h256_g5_k3=stage1/mm_projector.safetensors."
+        )
+    args.stage1 = dict(item.split("=", 1) for item in _names(args.stage1))
     for name, path in args.stage1.items():
         if not Path(path).is_file():
             raise UsageError(
@@ -196,7 +201,7 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
 
     parsed = parse_args([*argv, "--disable_tqdm", "True"])
     out = Path(parsed.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # for the log; train() creates out after validating
     logging.getLogger().setLevel(logging.WARNING)
     with (
         open(out.parent / f"{cell.name}.log", "w") as log,

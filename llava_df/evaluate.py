@@ -13,7 +13,7 @@ How to call::
 
     trainer = Trainer(..., preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
                       compute_metrics=AnswerMetrics.for_split(val_ds))
-    evaluate_split(trainer, test_ds, prefix="test")   # {'test_accuracy': ..., 'test_auc': ...}
+    predict_split(trainer, test_ds, "test")   # ({'test_accuracy': ..., 'test_auc': ...}, scores)
     evaluate_run(run_dir, weights="best", split="test")  # rebuild a finished run, score one split
 
     python -m llava_df.evaluate --run_dir outputs/run [--weights best|final] [--split test]
@@ -148,7 +148,7 @@ def binary_metrics(
         if values is not None and len(values) != len(is_fake):
             raise ValueError(
                 f"{len(values)} {what} for {len(is_fake)} predictions; pass the names of the split being "
-                "evaluated (evaluate_split does)."
+                "evaluated (AnswerMetrics.for_split and predict_split do)."
             )
     finite = np.isfinite(p_fake)
     n_nonfinite = int(np.sum(~finite))
@@ -226,16 +226,6 @@ def column(dataset, name: str) -> list:
     return [dataset[i][name] for i in range(len(dataset))]
 
 
-def evaluate_split(trainer, dataset, prefix: str = "test", drop_nonfinite: bool = False) -> dict[str, float]:
-    """Trainer.evaluate on ``dataset`` with its own manipulation names and ids; metrics named ``<prefix>_*``."""
-    saved = trainer.compute_metrics
-    trainer.compute_metrics = AnswerMetrics.for_split(dataset, drop_nonfinite=drop_nonfinite)
-    try:
-        return trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix)
-    finally:
-        trainer.compute_metrics = saved
-
-
 def predict_split(
     trainer, dataset, prefix: str, *, threshold: float = 0.5, drop_nonfinite: bool = False
 ) -> tuple[dict, dict]:
@@ -253,7 +243,11 @@ def predict_split(
     ids, families = column(dataset, "id"), column(dataset, "manipulation")
     kwargs = {"ids": ids, "drop_nonfinite": drop_nonfinite}
     metrics = binary_metrics(preds[:, 0], preds[:, 1], families, threshold=threshold, **kwargs)
-    metrics["accuracy_at_0.5"] = binary_metrics(preds[:, 0], preds[:, 1], **kwargs)["accuracy"]
+    finite = np.isfinite(preds[:, 0])  # binary_metrics has refused or dropped the others
+    at_half = (preds[finite, 0] >= 0.5).astype(int)
+    metrics["accuracy_at_0.5"] = (
+        float(accuracy_score(preds[finite, 1].astype(int), at_half)) if finite.any() else math.nan
+    )
     scores = {
         "id": [str(i) for i in ids],
         "p_fake": [float(v) for v in preds[:, 0]],

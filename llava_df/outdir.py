@@ -168,12 +168,21 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     return None
 
 
+def resume_request(resume) -> str | None:
+    """--resume_from_checkpoint's value read once: None (a new run), "last" (True/last), or a folder."""
+    word = "" if resume is None else str(resume).strip()
+    if word.lower() in ("", "false", "none"):
+        return None
+    return "last" if word.lower() in ("true", "last") else word
+
+
 def resolve_resume(out: Path, resume: str | None, *, remove_partial: bool = True) -> str | None:
     """--resume_from_checkpoint -> a complete checkpoint folder; partial ones are named and removed
     (by the main process only: ``remove_partial``)."""
-    if resume is None or str(resume).strip().lower() in ("", "false", "none"):
+    request = resume_request(resume)
+    if request is None:
         return None
-    if str(resume).strip().lower() in ("true", "last"):
+    if request == "last":
         skipped = []
         for ckpt in checkpoint_dirs(out):
             problem = checkpoint_problem(ckpt)
@@ -286,7 +295,7 @@ def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
         _resolve_leftover_aside(out)
         artifacts = run_artifacts(out)
         names = sorted(p.name for p in artifacts)
-        wants_resume = resume is not None and str(resume).strip().lower() not in ("", "false", "none")
+        wants_resume = resume_request(resume) is not None
         if (out / "final").exists():
             if not overwrite:
                 raise RunError(

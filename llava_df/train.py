@@ -48,7 +48,7 @@ from .cli import ParsedArgs, parse_args, run_env
 from .errors import DataError, RunError, UsageError, cli_entry
 from .evaluate import AnswerMetrics, AnswerScores, load_data, predict_split, split_of, val_eer_threshold
 from .memory import PeakMemory
-from .outdir import claim_output_dir, is_main_process
+from .outdir import claim_output_dir, is_main_process, resume_request
 from .resume import add_segment, check_resume_config
 from .runinfo import write_environment
 from .trainer import DeepfakeTrainer, NonFiniteLossError
@@ -69,12 +69,8 @@ def validate_inputs(parsed: ParsedArgs) -> dict:
     from .validation import check_projector_size
 
     m, t = parsed.model, parsed.training
-    resume = t.resume_from_checkpoint
-    if (
-        resume
-        and str(resume).strip().lower() not in ("true", "last", "false", "none")
-        and not Path(resume).is_dir()
-    ):
+    resume = resume_request(t.resume_from_checkpoint)
+    if resume not in (None, "last") and not Path(resume).is_dir():
         raise UsageError(
             f"--resume_from_checkpoint {resume}: no such folder. Pass a checkpoint-N folder, or 'last' for the "
             "newest complete one in --output_dir."
@@ -168,7 +164,7 @@ def _run_config(parsed: ParsedArgs, out: Path, resume: str | None) -> dict:
             logger.warning(
                 "resume: %s changed %r -> %r (%s)", key, change["from"], change["to"], change["kind"]
             )
-        from_step = json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", 0)
+        from_step = resumed_step(resume)
     return add_segment(run_config, saved, argv=parsed.argv, from_step=from_step, changes=changes)
 
 
@@ -253,7 +249,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     trainer.log({f"peak_{k}": v for k, v in peak.items() if isinstance(v, float)})
 
     best_entry = _best_entry(history.entries, plateau.schedule.best)
-    steps = trainer.state.global_step - _resumed_step(resume)  # optimizer steps this process ran
+    steps = trainer.state.global_step - resumed_step(resume)  # optimizer steps this process ran
     results = {
         "strategy": strategy,
         "projector": m.mm_projector_type,
@@ -289,7 +285,8 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     return results
 
 
-def _resumed_step(resume: str | None) -> int:
+def resumed_step(resume: str | None) -> int:
+    """The optimizer step a run resumes from (0 for a new run), from the checkpoint's trainer state."""
     if not resume:
         return 0
     return int(json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", 0))

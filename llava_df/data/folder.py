@@ -132,11 +132,7 @@ def load_folder_records(
     bad = _unreadable_names(root)
     for path, reason in bad:
         summary.skip(os.fsdecode(path), reason)
-    base = Path(
-        cache_dir
-        or os.environ.get("HF_DATASETS_CACHE")
-        or Path.home() / ".cache" / "huggingface" / "datasets"
-    )
+    base = Path(cache_dir or datasets.config.HF_DATASETS_CACHE)  # datasets' own default (HF_HOME aware)
     with tempfile.TemporaryDirectory(prefix="llava_df_view_") as tmp:
         read_root = root
         if bad:  # imagefolder would crash (non-UTF-8) or stop on them: let it read a view without them
