@@ -36,10 +36,8 @@ invalidate cached tiny models.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +49,7 @@ from scipy import ndimage
 from torch import nn
 from vision_pretext import OPS, processed_reals  # tools/, beside this file
 
+from llava_df.errors import ArgumentParser, cli_entry
 from llava_df.tiny import PATCH_SIZE, VISION_WEIGHTS, build_tiny_model, load_tiny_processor
 
 
@@ -241,10 +240,9 @@ def probe(
     }
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
-        prog="python tools/pretrain_vision.py", description=__doc__.split("\n")[0]
-    )
+@cli_entry
+def main(argv: list[str]) -> Path:
+    parser = ArgumentParser(prog="python tools/pretrain_vision.py", description=__doc__.split("\n")[0])
     for name, default in asdict(PretrainConfig()).items():
         parser.add_argument(f"--{name}", type=type(default), default=default)
     cfg = PretrainConfig(**vars(parser.parse_args(argv)))
@@ -258,8 +256,7 @@ def main(argv: list[str] | None = None) -> Path:
             ),
         }
         print(json.dumps(summary["linear_probe_real_vs_fake"]))
-    args = argv if argv is not None else sys.argv[1:]
-    summary["command"] = " ".join(["python tools/pretrain_vision.py", *args])
+    summary["command"] = " ".join(["python tools/pretrain_vision.py", *argv])
     summary["torch"] = torch.__version__
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
