@@ -119,6 +119,30 @@ def save_trainable(model: nn.Module, out_dir: str | os.PathLike, run_config: dic
     return out
 
 
+LLAVA_PREFIX = "model.mm_projector."  # the key prefix of LLaVA's stage-1 mm_projector.bin
+
+
+def export_mm_projector(model: nn.Module, out_dir: str | os.PathLike, *, llava_bin: bool = False) -> list[Path]:
+    """Stage-1 output in LLaVA's layout: ``out_dir/mm_projector.safetensors`` (keys ``model.mm_projector.*``,
+    the projector name in its metadata) and, with ``llava_bin``, LLaVA's ``mm_projector.bin`` (torch pickle).
+
+    Either file is what ``--pretrain_mm_mlp_adapter`` reads, here and (mlp2x_gelu) in LLaVA itself.
+    """
+    out = Path(out_dir)
+    base = unwrap(model)
+    proj = projector_of(base)
+    state = _cpu_state(proj, LLAVA_PREFIX)
+    name = str(getattr(base.config, PROJECTOR_JSON_KEY, getattr(proj, "projector_name", "")))
+    in_dim, out_dim = projector_dims(base.config)
+    meta = {"mm_projector_type": name, "in_dim": str(in_dim), "out_dim": str(out_dim), "format": "llava_df stage 1"}
+    written = [out / PROJECTOR_FILE]
+    save_file(state, written[0], metadata=meta)
+    if llava_bin:
+        written.append(out / "mm_projector.bin")
+        torch.save(state, written[1])
+    return written
+
+
 def find_checkpoint(run_dir: str | os.PathLike) -> Path:
     """``run_dir`` itself if it holds a checkpoint, else its ``best/`` then ``final/``."""
     run = Path(run_dir)

@@ -322,6 +322,9 @@ def _resolve(parsed: ParsedArgs) -> None:
     from .strategies import complete_strategy_flags  # the one home of the strategy <-> flags rule
 
     parsed.notes.extend(complete_strategy_flags(m, set(parsed.explicit)))
+    from .llava_flags import resolve_llava_flags
+
+    resolve_llava_flags(parsed)
     if t.activation_checkpointing and not t.activation_checkpointing_kwargs:
         kwargs = default_checkpointing_kwargs(m.bits)
         t.activation_checkpointing_kwargs = t.gradient_checkpointing_kwargs = kwargs
@@ -334,11 +337,20 @@ def validate(parsed: ParsedArgs) -> None:
     """Cross-flag checks no single field can make; raise ConfigError naming the fix."""
     m, d, t = parsed.model, parsed.data, parsed.training
     check_ranges(parsed)
+    from .llava_flags import check_llava_flags
+
+    check_llava_flags(parsed)
     if not str(t.output_dir).strip():
         raise ConfigError(
             f"--output_dir {t.output_dir!r}: expected a folder name; an empty name would write into the current "
             "folder. Pass e.g. --output_dir outputs/run."
         )
+    adapter = m.pretrain_mm_mlp_adapter
+    if adapter is not None and not Path(adapter).is_file() and Path(adapter).name == "mm_projector.bin":
+        sibling = Path(adapter).with_suffix(".safetensors")
+        if sibling.is_file():  # stage 1 here writes .safetensors; LLaVA's finetune scripts name the .bin
+            parsed.notes.append(f"--pretrain_mm_mlp_adapter {adapter}: not there; using {sibling} (stage 1's output)")
+            m.pretrain_mm_mlp_adapter = str(sibling)
     if m.pretrain_mm_mlp_adapter is not None and not Path(m.pretrain_mm_mlp_adapter).is_file():
         raise ConfigError(
             f"--pretrain_mm_mlp_adapter {m.pretrain_mm_mlp_adapter}: no such file. Pass a stage-1 mm_projector.bin "

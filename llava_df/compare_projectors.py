@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -106,9 +107,16 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap resamples of the paired test.")
     parser.add_argument(
         "--stage1",
+        nargs="?",
+        const="run",
         default="",
-        help="Projector weights to start from, per projector: name=path[,name=path] (stage-1 alignment output).",
+        help="Alone: run stage 1 (caption alignment, configs/stage1_tiny.yaml) for each projector before its "
+        "stage-2 runs. With name=path[,name=path]: start those projectors from these stage-1 files.",
     )
+    parser.add_argument(
+        "--stage1_data", default=None,
+        help="--stage1's captions (LLaVA-Pretrain JSON); default: synthetic captions written to RUNS_DIR/stage1/captions.",
+    )  # fmt: skip
     return parser
 
 
@@ -149,6 +157,13 @@ def parse(argv: list[str]):
         raise UsageError("--projectors, --strategies and --seeds each need at least one value.")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: expected 1 or more.")
+    args.run_stage1 = args.stage1 == "run"
+    if args.run_stage1:
+        args.stage1 = ""
+    elif args.stage1_data:
+        raise UsageError("--stage1_data is the data of --stage1 (alone, which runs stage 1); add --stage1.")
+    if args.stage1_data and not Path(args.stage1_data).is_file():
+        raise UsageError(f"--stage1_data {args.stage1_data}: no such file. Pass a LLaVA-Pretrain caption JSON.")
     bad = [item for item in _names(args.stage1) if "=" not in item]
     if bad:
         raise UsageError(
@@ -216,9 +231,7 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
             macs_per_token(create_projector(cell.projector, *dims), dims[0])
         )
     scores = json.loads((out / "scores.json").read_text())
-    init = (
-        f"stage1:{parsed.model.pretrain_mm_mlp_adapter}" if parsed.model.pretrain_mm_mlp_adapter else "random"
-    )
+    init = results.get("projector_init") or "random"  # random, checkpoint (its own projector) or file:<stage-1 path>
     write_record(Path(record_file), build_record(cell, results, scores, key, init))
     return {"cell": cell.name, "auc": results["test"]["auc"]}
 
@@ -233,7 +246,11 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
     results = args.results_dir / "comparison"
     for cell in grid(args.projectors, args.strategies, args.seeds):
         argv = cell_argv(args, train_flags, cell)
-        key = cell_key(parse_args(argv).to_dict(), fingerprint)
+        config = parse_args(argv).to_dict()
+        adapter = config["model"].get("pretrain_mm_mlp_adapter")
+        if adapter:  # a new stage-1 file at the same path is a new cell
+            config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(Path(adapter).read_bytes()).hexdigest()
+        key = cell_key(config, fingerprint)
         path = record_path(results, cell)
         if not args.force and path.is_file():
             try:
@@ -370,6 +387,13 @@ def main(argv: list[str]) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m llava_df.compare_projectors" + (" " + shlex.join(argv) if argv else "")
     args, train_flags = parse(argv)
+    if args.run_stage1 and not args.aggregate:
+        from .comparison.stage1 import run_stage1
+
+        n_captions = 120 if args.quick else 1000  # --quick: a smoke run of the whole pipeline
+        args.stage1 = run_stage1(
+            args.projectors, args.runs_dir, train_flags, captions=args.stage1_data, n_captions=n_captions
+        )
     if not args.aggregate:
         todo, skipped = plan(args, train_flags)
         print(f"{len(todo)} runs to do, {skipped} up to date ({args.workers} worker(s))", file=sys.stderr)

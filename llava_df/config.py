@@ -70,6 +70,42 @@ class ModelArguments:
         default=0,
         metadata={"help": "Fully train the first N LLM decoder layers (loaded unquantized), LoRA elsewhere."},
     )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Hugging Face download cache for the checkpoint, tower and LLM (default: HF_HOME's)."},
+    )
+    # ---- LLaVA's own flags (llava/train/train.py), with LLaVA's meaning: llava_df/llava_flags.py ----
+    version: str | None = field(
+        default=None,
+        metadata={
+            "help": "LLaVA's name for --conv_template: plain (stage-1 captions), v1 (Vicuna), llava_llama_2, or a template name."
+        },
+    )
+    vision_tower: str | None = field(
+        default=None,
+        metadata={
+            "help": "CLIP tower. On a LLaVA checkpoint it must be the checkpoint's own; on a plain LLM (e.g. lmsys/vicuna-7b-v1.5, tiny_llm) it builds a LLaVA from the LLM and this tower with a new projector (stage 1)."
+        },
+    )
+    mm_vision_select_layer: int | None = field(
+        default=None,
+        metadata={
+            "help": "Vision layer the projector reads (HF vision_feature_layer): LLaVA-1.5 uses -2. Default: the checkpoint's own; -1 when building a new LLaVA, as LLaVA does."
+        },
+    )
+    mm_vision_select_feature: str | None = field(
+        default=None,
+        metadata={"help": "patch (drop CLS, LLaVA's default) or cls_patch. Default: the checkpoint's own."},
+    )
+    mm_use_im_start_end: bool = field(
+        default=False, metadata={"help": "Only False: HF LLaVA has no image start/end tokens."}
+    )
+    mm_use_im_patch_token: bool = field(
+        default=False, metadata={"help": "Only False: HF LLaVA has no image patch token."}
+    )
+    mm_patch_merge_type: str = field(
+        default="flat", metadata={"help": "Only flat (LLaVA-1.5); LLaVA-1.6's spatial merge is not supported."}
+    )
     allow_large_projector: bool = field(
         default=False,
         metadata={
@@ -121,10 +157,28 @@ class DataArguments:
     )
     answer_real: str = field(default="Real", metadata={"help": "Answer word for real images."})
     answer_fake: str = field(default="Fake", metadata={"help": "Answer word for fake images."})
+    image_aspect_ratio: str | None = field(
+        default=None,
+        metadata={
+            "help": "pad: pad to a square in the processor's mean colour before resizing (LLaVA-1.5's expand2square); square: resize as is. Default: the checkpoint processor's own."
+        },
+    )
+    task: str | None = field(
+        default=None,
+        metadata={
+            "help": "detect (Real/Fake answers, scored) or caption (free-text answers, loss only: stage-1 projector alignment). Default: caption with --version plain, else detect."
+        },
+    )
+    lazy_preprocess: bool = field(
+        default=False, metadata={"help": "Accepted for LLaVA's scripts: samples are always tokenized lazily here."}
+    )
+    is_multimodal: bool = field(
+        default=True, metadata={"help": "Accepted for LLaVA's scripts: every sample has an image here."}
+    )
     conv_template: str = field(
         default="llava_v1",
         metadata={
-            "help": "Conversation template from llava_df.data.conversation: llava_v1, vicuna_v1, plain."
+            "help": "Conversation template from llava_df.data.conversation: llava_v1, vicuna_v1, llava_llama_2, plain (LLaVA's --version selects the same)."
         },
     )
 
@@ -163,6 +217,25 @@ class TrainingArguments(transformers.TrainingArguments):
         metadata={
             "help": "Comma-separated settings that may differ from the run's saved config on --resume_from_checkpoint (e.g. max_steps,learning_rate)."
         },
+    )
+    mm_projector_bin: bool = field(
+        default=False,
+        metadata={
+            "help": "Also write LLaVA's mm_projector.bin (torch pickle, keys model.mm_projector.*) beside mm_projector.safetensors."
+        },
+    )
+    group_by_modality_length: bool = field(
+        default=False,
+        metadata={"help": "Accepted for LLaVA's scripts: every sample has an image, so there is nothing to group."},
+    )
+    freeze_mm_mlp_adapter: bool = field(
+        default=False, metadata={"help": "Only False: llava_df always trains the projector."}
+    )
+    lora_weight_path: str = field(
+        default="", metadata={"help": "Only empty (LLaVA never reads it either); resume with --resume_from_checkpoint."}
+    )
+    mpt_attn_impl: str | None = field(
+        default="triton", metadata={"help": "Accepted for LLaVA's scripts; MPT models are not supported."}
     )
     drop_nonfinite_scores: bool = field(
         default=False,

@@ -269,11 +269,20 @@ def val_eer_threshold(val_scores: dict) -> float:
 
 # ---- data wiring (llava_df.data), shared with training ---------------------------------------
 def load_data(data_args, processor, seed: int, model_max_length: int):
-    """(splits dict, collator, fake_token_id, real_token_id) from llava_df.data."""
+    """(splits dict, collator, fake_token_id, real_token_id) from llava_df.data (ids None for captions)."""
     from .data import answer_token_ids, load_splits, make_collator
+    from .llava_flags import apply_image_aspect_ratio
 
     splits = load_splits(data_args, seed=seed)
+    # --image_aspect_ratio on the processor the collator uses; the resolved value is saved with the run.
+    processor, data_args.image_aspect_ratio, note = apply_image_aspect_ratio(
+        processor, getattr(data_args, "image_aspect_ratio", None), "the checkpoint"
+    )
+    if note:
+        logger.warning("note: %s", note)
     collator = make_collator(processor, data_args, model_max_length=model_max_length)
+    if getattr(data_args, "task", None) == "caption":  # captions are trained on, not scored
+        return splits, collator, None, None
     answers = [data_args.answer_fake, data_args.answer_real]
     fake_id, real_id = answer_token_ids(processor.tokenizer, answers, data_args.conv_template)
     return splits, collator, fake_id, real_id

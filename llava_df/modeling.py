@@ -29,7 +29,18 @@ from torch import nn
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
 from transformers.utils import logging as hf_logging
 
+from .assemble import (
+    SUPPORTED_LLMS,
+    TINY_PARTS,
+    assembled_config,
+    assembled_processor,
+    check_tower,
+    is_llava,
+    materialize_assembled,
+    resolve_part,
+)
 from .errors import ModelNotFoundError, UsageError, WeightsError
+from .llava_flags import SELECT_FEATURES
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
 from .projectors import create_projector
@@ -91,29 +102,79 @@ def resolve_checkpoint(name_or_path: str) -> str:
     return name_or_path
 
 
-def _load_config(path: str):
-    config = AutoConfig.from_pretrained(path)
+def _load_config(path: str, cache_dir: str | None = None):
+    config = AutoConfig.from_pretrained(path, cache_dir=cache_dir)
     if config.model_type != "llava":
+        if config.model_type in SUPPORTED_LLMS:
+            raise UsageError(
+                f"{path} is a plain {config.model_type!r} LLM, not LLaVA. Add --vision_tower (e.g. "
+                "openai/clip-vit-large-patch14-336) to build a LLaVA from it with a new projector, as LLaVA's stage 1 "
+                "does, or pass a LLaVA checkpoint such as llava-hf/llava-1.5-7b-hf."
+            )
         raise UsageError(
             f"{path} is a {config.model_type!r} checkpoint, not LLaVA (model_type 'llava'). llava_df builds "
-            "LlavaForConditionalGeneration models, e.g. llava-hf/llava-1.5-7b-hf or `tiny`."
+            f"LlavaForConditionalGeneration models (e.g. llava-hf/llava-1.5-7b-hf or `tiny`), or a LLaVA from a "
+            f"{'/'.join(SUPPORTED_LLMS)} LLM plus --vision_tower."
         )
+    return config
+
+
+def _source(model_args) -> tuple[str, str]:
+    """("tiny" | "llava", checkpoint path) or ("assembled", LLM path): what --model_name_or_path names."""
+    name, cache_dir = model_args.model_name_or_path, model_args.cache_dir
+    if name == "tiny":  # materialized only when weights are needed (build_model)
+        return "tiny", name
+    if name in TINY_PARTS:
+        return "assembled", resolve_part(name, "--model_name_or_path")
+    path = resolve_checkpoint(name)
+    if model_args.vision_tower and not is_llava(AutoConfig.from_pretrained(path, cache_dir=cache_dir)):
+        return "assembled", path
+    return "llava", path
+
+
+def _apply_vision_flags(config, model_args, source: str):
+    """--mm_vision_select_layer / --mm_vision_select_feature on a checkpoint's config (logged when changed)."""
+    layer, feature = model_args.mm_vision_select_layer, model_args.mm_vision_select_feature
+    if layer is not None and layer != config.vision_feature_layer:
+        n = config.vision_config.num_hidden_layers
+        if not -n - 1 <= layer <= n:
+            raise UsageError(
+                f"--mm_vision_select_layer {layer}: the tower has {n} layers (hidden states {-n - 1}..{n}); LLaVA-1.5 uses -2."
+            )
+        logger.warning(
+            "--mm_vision_select_layer %d: %s was trained reading layer %s", layer, source, config.vision_feature_layer
+        )
+        config.vision_feature_layer = layer
+    if feature is not None:
+        strategy = SELECT_FEATURES[feature]
+        if strategy != config.vision_feature_select_strategy:
+            logger.warning(
+                "--mm_vision_select_feature %s: %s was trained with %s", feature, source, config.vision_feature_select_strategy
+            )
+        config.vision_feature_select_strategy = strategy
     return config
 
 
 def model_config(model_args):
     """The LlavaConfig that ``build_model(model_args)`` would load, read without any weights."""
-    if model_args.model_name_or_path == "tiny":
-        return tiny_config()
-    return _load_config(resolve_checkpoint(model_args.model_name_or_path))
+    kind, path = _source(model_args)
+    if kind == "assembled":
+        return assembled_config(path, model_args.vision_tower, model_args)
+    config = tiny_config() if kind == "tiny" else _load_config(path, model_args.cache_dir)
+    if model_args.vision_tower:
+        check_tower(model_args.vision_tower, config, model_args.model_name_or_path, model_args.cache_dir)
+    return _apply_vision_flags(config, model_args, model_args.model_name_or_path)
 
 
 def load_processor(model_args):
     """The processor (tokenizer + image processor) of ``model_args``' checkpoint; no weights."""
-    name = model_args.model_name_or_path
-    return (
-        load_tiny_processor() if name == "tiny" else AutoProcessor.from_pretrained(resolve_checkpoint(name))
-    )
+    kind, path = _source(model_args)
+    if kind == "assembled":
+        return assembled_processor(path, model_args.vision_tower, model_args)
+    processor = load_tiny_processor() if kind == "tiny" else AutoProcessor.from_pretrained(path)
+    if model_args.mm_vision_select_feature is not None:
+        processor.vision_feature_select_strategy = SELECT_FEATURES[model_args.mm_vision_select_feature]
+    return processor
 
 
 # ---- projector ------------------------------------------------------------------------------
@@ -196,10 +257,10 @@ def swap_projector(model: nn.Module, name: str, *, weights: str | os.PathLike | 
     old = projector_of(base)
     in_dim, out_dim = projector_dims(base.config)
     new = create_projector(name, in_dim, out_dim)
-    source = "random init"
+    source = "random"
     if weights is not None:
         load_projector_weights(new, weights)
-        source = str(weights)
+        source = f"file:{weights}"
     elif (
         name == "mlp2x_gelu"
         and base.config.projector_hidden_act == "gelu"
@@ -207,12 +268,13 @@ def swap_projector(model: nn.Module, name: str, *, weights: str | os.PathLike | 
         and not _is_quantized(old)
     ):
         new.load_state_dict(old.state_dict())  # MLPProjector maps linear_1/linear_2 -> 0/2
-        source = "the checkpoint's multi_modal_projector"
+        source = "checkpoint"  # the checkpoint's own multi_modal_projector
     device = next((p.device for p in old.parameters()), torch.device("cpu"))
     new.to(device=device, dtype=torch.float32)
     new.register_forward_pre_hook(_cast_to_projector_dtype)
     base.model.multi_modal_projector = new
     setattr(base.config, PROJECTOR_JSON_KEY, name)
+    new.llava_df_init = source  # recorded in results.json (projector_init): random, checkpoint or file:<path>
     logger.info("projector %s (%d -> %d) initialised from %s", name, in_dim, out_dim, source)
     return new
 
@@ -224,10 +286,6 @@ def _is_quantized(module: nn.Module) -> bool:
 
 
 # ---- build ----------------------------------------------------------------------------------
-def _load_processor(name_or_path: str, path: str):
-    return load_tiny_processor() if name_or_path == "tiny" else AutoProcessor.from_pretrained(path)
-
-
 def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_map=None):
     """(model, processor) for ``model_args`` (llava_df.config.ModelArguments).
 
@@ -241,8 +299,12 @@ def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_ma
 
     strategy = resolve_strategy(model_args)  # contradictory flags fail before a 7B load
     bits = validate_bits(model_args.bits)
-    path = resolve_checkpoint(model_args.model_name_or_path)
-    config = _load_config(path)
+    kind, path = _source(model_args)
+    if kind == "assembled":  # LLM + --vision_tower: saved once as a LLaVA checkpoint, then loaded like one
+        path = str(materialize_assembled(path, model_args.vision_tower, model_args, dtype=torch_dtype))
+    elif kind == "tiny":
+        path = str(materialize_tiny())
+    config = _apply_vision_flags(_load_config(path, model_args.cache_dir), model_args, model_args.model_name_or_path)
     n_unfrozen = model_args.num_unfreeze_early_layers if strategy == "unfreeze_early" else 0
     skip = skip_modules(config, n_unfrozen)  # also validates N against the layer count
     quant = None
@@ -258,14 +320,19 @@ def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_ma
         # On CPU, LLM.int8 logs a warning on every matmul about casting its input to fp16; expected.
         logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     model = LlavaForConditionalGeneration.from_pretrained(
-        path, dtype=torch_dtype or "auto", device_map=device_map, quantization_config=quant
+        path,
+        config=config,
+        dtype=torch_dtype or "auto",
+        device_map=device_map,
+        quantization_config=quant,
+        cache_dir=model_args.cache_dir,
     )
     if bits == 4:
         disable_cpu_4bit_repack(model)
     swap_projector(model, model_args.mm_projector_type, weights=model_args.pretrain_mm_mlp_adapter)
     # What this model was built from, read by llava_df.checkpointing to rebuild it later.
     model.llava_df_model_args = dataclasses.asdict(model_args)
-    return model, _load_processor(model_args.model_name_or_path, path)
+    return model, load_processor(model_args)
 
 
 def load_merged(path: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device_map=None):

@@ -26,8 +26,10 @@ Output layout (output_dir)::
                            llava_df_complete.json marks one as complete
     runs/                  tensorboard logs (or $TENSORBOARD_LOGGING_DIR / --logging_dir)
     results.json           best/final validation, test (+ heldout) metrics on best/ at the val-EER threshold,
-                           peak memory, data.skipped
-    scores.json            P(Fake) per image of val, test (+ heldout), for paired comparisons
+                           peak memory, data.skipped (--task caption: val and test loss)
+    scores.json            P(Fake) per image of val, test (+ heldout), for paired comparisons (not for captions)
+    mm_projector.safetensors  the projector of the test weights in LLaVA's key layout (+ mm_projector.bin with
+                           --mm_projector_bin True): what stage 2's --pretrain_mm_mlp_adapter reads
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ import yaml
 from transformers import set_seed
 
 from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states, write_json, write_text
-from .checkpointing import load_trainable_weights, save_trainable
+from .checkpointing import export_mm_projector, load_trainable_weights, save_trainable
 from .cli import ParsedArgs, parse_args, run_env
 from .errors import DataError, RunError, UsageError, cli_entry
 from .evaluate import AnswerMetrics, AnswerScores, load_data, predict_split, split_of, val_eer_threshold
+from .llava_layout import projector as projector_of
+from .llava_layout import unwrap
 from .memory import PeakMemory
 from .outdir import claim_output_dir, is_main_process, resume_request
 from .resume import add_segment, check_resume_config
@@ -199,9 +203,13 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     model, _ = build_model(m, torch_dtype=_torch_dtype(t))
     model = apply_strategy(model, m, gradient_checkpointing=bool(t.activation_checkpointing))
     report = trainable_report(model)
+    init = getattr(projector_of(unwrap(model)), "llava_df_init", None)  # random, checkpoint or file:<path>
     run_config["trainable"] = report
     splits, collator, fake_id, real_id = data.splits, data.collator, data.fake_id, data.real_id
     train_ds, val_ds, test_ds = (split_of(splits, s) for s in ("train", "val", "test"))
+    caption = parsed.data.task == "caption"  # stage 1: loss on captions, nothing to score
+    if caption:
+        t.prediction_loss_only = True
 
     plateau = PlateauCallback.from_args(
         t,
@@ -218,8 +226,8 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         data_collator=collator,
         # history reads plateau's decision: keep this order; claim marks checkpoints complete
         callbacks=[plateau, history, claim.callback(), *callbacks],
-        compute_metrics=AnswerMetrics.for_split(val_ds, drop_nonfinite=t.drop_nonfinite_scores),
-        preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
+        compute_metrics=None if caption else AnswerMetrics.for_split(val_ds, drop_nonfinite=t.drop_nonfinite_scores),
+        preprocess_logits_for_metrics=None if caption else AnswerScores(fake_id, real_id),
         run_config=run_config,
         extra_input_keys=getattr(collator, "extra_keys", ()),
     )
@@ -233,26 +241,39 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     best_dir = out / "best" if (out / "best").is_dir() else out / "final"
     if best_dir.name == "best":  # test on the weights chosen on validation
         load_trainable_weights(trainer.model, best_dir)
-    # The decision threshold is chosen on validation (its EER point), never on test; accuracy at
-    # 0.5 is reported beside it, since a 0.5 cut on an uncalibrated score can be far off.
-    drop = t.drop_nonfinite_scores
-    val_metrics, val_scores = predict_split(trainer, val_ds, "val", drop_nonfinite=drop)
-    threshold = val_eer_threshold(val_scores)
-    test, test_scores = predict_split(trainer, test_ds, "test", threshold=threshold, drop_nonfinite=drop)
-    evaluated = {"val": val_metrics, "test": test}
-    scores = {"val": val_scores, "test": test_scores}
-    if "heldout" in splits:
-        evaluated["heldout"], scores["heldout"] = predict_split(
-            trainer, splits["heldout"], "heldout", threshold=threshold, drop_nonfinite=drop
+    projector_files = (
+        export_mm_projector(trainer.model, out, llava_bin=t.mm_projector_bin) if trainer.args.should_save else []
+    )
+    evaluated: dict = {}
+    scores: dict = {}
+    threshold = None
+    if caption:
+        for name, ds in (("val", val_ds), ("test", test_ds)):
+            evaluated[name] = trainer.evaluate(ds, metric_key_prefix=name) | {f"{name}_n": len(ds)}
+    else:
+        # The decision threshold is chosen on validation (its EER point), never on test; accuracy at
+        # 0.5 is reported beside it, since a 0.5 cut on an uncalibrated score can be far off.
+        drop = t.drop_nonfinite_scores
+        evaluated["val"], scores["val"] = predict_split(trainer, val_ds, "val", drop_nonfinite=drop)
+        threshold = val_eer_threshold(scores["val"])
+        evaluated["test"], scores["test"] = predict_split(
+            trainer, test_ds, "test", threshold=threshold, drop_nonfinite=drop
         )
+        if "heldout" in splits:
+            evaluated["heldout"], scores["heldout"] = predict_split(
+                trainer, splits["heldout"], "heldout", threshold=threshold, drop_nonfinite=drop
+            )
+    val_metrics, test = evaluated["val"], evaluated["test"]
     peak = meter.read()
     trainer.log({f"peak_{k}": v for k, v in peak.items() if isinstance(v, float)})
 
     best_entry = _best_entry(history.entries, plateau.schedule.best)
     steps = trainer.state.global_step - resumed_step(resume)  # optimizer steps this process ran
     results = {
+        "task": parsed.data.task,
         "strategy": strategy,
         "projector": m.mm_projector_type,
+        "projector_init": init,
         "bits": m.bits,
         "steps": trainer.state.global_step,
         "stop_reason": plateau.last.stop_reason if plateau.last else None,
@@ -261,7 +282,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "test": {k.removeprefix("test_"): v for k, v in test.items()},
         "heldout": {k.removeprefix("heldout_"): v for k, v in evaluated.get("heldout", {}).items()} or None,
         "val_at_test_weights": {k.removeprefix("val_"): v for k, v in val_metrics.items()},
-        "threshold": {"value": threshold, "rule": "eer on val"},
+        "threshold": None if caption else {"value": threshold, "rule": "eer on val"},
         "test_weights": best_dir.name,
         "peak_memory": peak,
         "time": {
@@ -273,13 +294,15 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "paths": {
             "best": str(out / "best") if (out / "best").is_dir() else None,
             "final": str(out / "final"),
+            "mm_projector": [str(f) for f in projector_files],
         },
         "env": {"git": env["git"], "device": env["device"]},
         "data": data.summary(),
         "config": run_config,
     }
     if trainer.is_world_process_zero():
-        write_json(out / "scores.json", scores)
+        if scores:
+            write_json(out / "scores.json", scores)
         write_json(out / "results.json", results)
         print(summary_line(results), flush=True)
     return results
@@ -306,6 +329,12 @@ def summary_line(results: dict) -> str:
     best, test, peak = results["best"] or {}, results["test"], results["peak_memory"]
     mem = peak.get("peak_allocated_mb") if peak["device"] == "cuda" else peak.get("peak_rss_mb")
     mem_kind = "allocated" if peak["device"] == "cuda" else "RSS"
+    if results.get("task") == "caption":
+        return (
+            f"done: caption task (stage 1): best val loss {f(best.get('val_loss'))} | test loss {f(test.get('loss'))} | "
+            f"peak memory {f(mem, '.0f')} MiB {mem_kind} ({peak['device']}) | "
+            f"projector for stage 2: {', '.join(results['paths']['mm_projector']) or '-'}"
+        )
     return (
         f"done: best val AUC {f(best.get('auc'))} (step {best.get('step', 'n/a')}) | "
         f"test accuracy {f(test.get('accuracy'))} AUC {f(test.get('auc'))} ({results['test_weights']}/) | "

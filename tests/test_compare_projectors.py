@@ -92,7 +92,7 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
     assert len(record["scores"]["test"]["p_fake"]) == test["n"]
     table = (results / "comparison.md").read_text()
     assert "Sweep: `python -m llava_df.compare_projectors --quick" in table and "Machine:" in table
-    assert "Minimum detectable test-AUC difference" in table and "| lora | mlp2x_gelu | 1 |" in table
+    assert "Minimum detectable test-AUC difference" in table and "| lora | mlp2x_gelu | checkpoint | 1 |" in table
     rows = {(r["projector"], r["strategy"]): r for r in summary["rows"]}
     assert rows[("mlp2x_gelu", "lora")]["vs_ref_verdict"] == "reference"
     assert rows[("kan_h64_g3_k2", "lora")]["vs_ref_verdict"] in (
@@ -180,3 +180,31 @@ def test_a_stage1_file_that_does_not_fit_its_projector_is_refused_before_any_run
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert info.value.code == 1 and "do not fit projector 'mlp2x_gelu'" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_stage1_runs_before_stage2_and_every_row_says_how_its_projector_started(tmp_path):
+    """--stage1 alone: caption alignment per projector, then stage 2 from it; a rerun reuses both."""
+    argv = [
+        "--quick", "--projectors", "mlp2x_gelu,kan_h64_g3_k2", "--strategies", "projector_only", "--stage1",
+        "--results_dir", str(tmp_path / "r"), "--runs_dir", str(tmp_path / "o"),
+    ]  # fmt: skip
+    summary = main(argv)
+    for name in ("mlp2x_gelu", "kan_h64_g3_k2"):
+        stage1 = tmp_path / "o" / "stage1" / name / "mm_projector.safetensors"
+        assert stage1.is_file()
+        record = json.loads((tmp_path / "r" / "comparison" / "runs" / f"{name}__projector_only__seed0.json").read_text())
+        assert record["projector_init"] == f"file:{stage1}"
+        row = next(r for r in summary["rows"] if r["projector"] == name)
+        assert row["init"] == f"file:{stage1}"
+    table = (tmp_path / "r" / "comparison.md").read_text()
+    assert "| projector_only | kan_h64_g3_k2 | stage 1 (kan_h64_g3_k2) |" in table
+    before = (tmp_path / "o" / "stage1" / "mlp2x_gelu" / "mm_projector.safetensors").stat().st_mtime_ns
+    main(argv)  # nothing changed: stage 1 and the cells are reused
+    assert (tmp_path / "o" / "stage1" / "mlp2x_gelu" / "mm_projector.safetensors").stat().st_mtime_ns == before
+
+
+def test_stage1_data_without_stage1_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--stage1_data", "x.json", "--results_dir", str(tmp_path / "r"), "--runs_dir", str(tmp_path / "o")])
+    assert info.value.code == 2 and "add --stage1" in capsys.readouterr().err

@@ -38,12 +38,17 @@ def test_configs_are_shipped():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_parses_and_opens_with_its_command(path, bf16_capable):
+def test_config_parses_and_opens_with_its_command(path, bf16_capable, tmp_path):
     text = path.read_text()
     assert text.startswith("# Run:"), f"{path.name} must open with the command that runs it"
     assert f"configs/{path.name}" in text.split("\n\n")[0] or "bash scripts/" in text.split("\n")[0]
     raw = yaml.safe_load(text)
-    parsed = parse_args(["--config", str(path)])
+    extra = []
+    if raw.get("version") == "plain":  # a stage-1 recipe: its command names the captions
+        from llava_df.data.captions import write_captions
+
+        extra = ["--data_path", str(write_captions(tmp_path, n=3))]
+    parsed = parse_args(["--config", str(path), *extra])
     # Every key reached a field: spot-check that values are not silently left at defaults.
     for key in ("bits", "learning_rate", "per_device_train_batch_size", "model_max_length"):
         if key in raw:

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from llava_df.config import DataArguments
 from llava_df.data import load_splits
@@ -196,3 +197,24 @@ def test_folder_written_by_cli_loads_like_the_in_memory_benchmark(tmp_path):
             np.asarray(item["image"]),
             np.asarray(in_memory[split][[r.id for r in in_memory[split].records].index(item["id"])]["image"]),
         )
+
+
+def test_captions_cli_writes_llava_pretrain_format_of_other_faces(tmp_path):
+    """Stage-1 captions: LLaVA-Pretrain's JSON list, one human turn with <image>, a caption that never
+    says real or fake, images that are not the benchmark's of the same seed."""
+    import json
+
+    from llava_df.data.jsonl import load_jsonl_records
+
+    path = main(["--captions", "--out", str(tmp_path / "cap"), "--n", "8", "--seed", "0"])
+    records = json.loads(path.read_text())
+    assert len(records) == 8 and len({r["conversations"][1]["value"] for r in records}) > 4
+    for r in records:
+        human, gpt = r["conversations"]
+        assert human["from"] == "human" and "<image>" in human["value"] and gpt["from"] == "gpt"
+        assert not {"real", "fake"} & set(gpt["value"].lower().replace(",", " ").replace(".", " ").split())
+        assert (tmp_path / "cap" / r["image"]).is_file()
+    loaded, _ = load_jsonl_records(path, task="caption")
+    assert [r.answer for r in loaded] == [r["conversations"][1]["value"] for r in records]
+    bench = {s.image.tobytes() for s in generate(SyntheticConfig(n=8, seed=0))}
+    assert not bench & {Image.open(tmp_path / "cap" / r["image"]).convert("RGB").tobytes() for r in records}

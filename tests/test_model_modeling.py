@@ -3,7 +3,7 @@
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlavaForConditionalGeneration
+from transformers import GPT2Config, LlamaConfig, LlavaForConditionalGeneration
 
 from llava_df.config import ModelArguments
 from llava_df.modeling import build_model, load_projector_weights, resolve_checkpoint
@@ -115,7 +115,10 @@ def test_non_llava_checkpoint(tmp_path):
     LlamaConfig(
         hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
     ).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="'llama' checkpoint, not LLaVA"):
+    with pytest.raises(ValueError, match="plain 'llama' LLM, not LLaVA. Add --vision_tower"):
+        build_model(ModelArguments(model_name_or_path=str(tmp_path)))
+    GPT2Config(n_embd=8, n_layer=1, n_head=1).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'gpt2' checkpoint, not LLaVA"):
         build_model(ModelArguments(model_name_or_path=str(tmp_path)))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -151,6 +152,11 @@ def _fmt(value, ci=None, digits=3) -> str:
     return text + (f" ± {ci:.{digits}f}" if ci is not None and math.isfinite(ci) else "")
 
 
+def _init(init: str) -> str:
+    """random / checkpoint / stage 1 (file name): how the projector started, short enough for a table."""
+    return f"stage 1 ({Path(init[5:]).parent.name or init[5:]})" if init.startswith("file:") else init
+
+
 def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
@@ -158,11 +164,11 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
     frame.to_csv(csv, index=False, float_format="%.6g")
     lines = [header, ""]
     lines.append(
-        "| strategy | projector | seeds | test AUC (95% CI) | test accuracy at val-EER threshold | held-out AUC | "
+        "| strategy | projector | projector init | seeds | test AUC (95% CI) | test accuracy at val-EER threshold | held-out AUC | "
         "vs mlp2x_gelu: AUC difference [95% CI] (per seed) | trainable params | projector params | projector MACs/token | "
         f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | s/step | val-test AUC gap (runs > 3 SE) |"
     )
-    lines.append("|" + "---|" * 13)
+    lines.append("|" + "---|" * 14)
     for r in rows:
         vs = (
             f"{r['vs_ref_difference']:+.3f} [{r['vs_ref_ci_low']:+.3f}, {r['vs_ref_ci_high']:+.3f}] "
@@ -171,7 +177,7 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
             else r["vs_ref_verdict"]
         )
         lines.append(
-            f"| {r['strategy']} | {r['projector']} | {r['seeds']} | {_fmt(r['test_auc'], r['test_auc_ci'])} | "
+            f"| {r['strategy']} | {r['projector']} | {_init(r['init'])} | {r['seeds']} | {_fmt(r['test_auc'], r['test_auc_ci'])} | "
             f"{_fmt(r['test_accuracy'], r['test_accuracy_ci'])} | {_fmt(r['heldout_auc'], r['heldout_auc_ci'])} | {vs} | "
             f"{r['trainable_params']:,} | {r['projector_params'] or 0:,} | {r['projector_macs_per_token'] or 0:,} | "
             f"{_fmt(r['peak_memory_mib'], digits=0)} | {_fmt(r['s_per_step'])} | "

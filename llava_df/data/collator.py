@@ -85,8 +85,10 @@ class DeepfakeCollator:
         template: str = "llava_v1",
         model_max_length: int = 512,
         supervise_eos: bool = True,
+        task: str = "detect",
     ):
         self.processor = processor
+        self.task = task
         self.tokenizer = processor.tokenizer
         if self.tokenizer.pad_token_id is None:
             raise DataError(
@@ -98,11 +100,12 @@ class DeepfakeCollator:
         self.supervise_eos = supervise_eos
         self.image_token_id = processor.image_token_id
         self._cache: dict[tuple[str, str], list[int]] = {}
-        answer_token_ids(self.tokenizer, [answer_real, answer_fake], template)  # fail now, not mid-run
+        if task == "detect":  # captions are not scored: no answer words to tell apart
+            answer_token_ids(self.tokenizer, [answer_real, answer_fake], template)  # fail now, not mid-run
 
     def texts(self, item: dict) -> tuple[str, str]:
         """(prefix, target) of one item."""
-        answer = answer_for(item["is_fake"], self.answer_real, self.answer_fake)
+        answer = item.get("answer") or answer_for(item["is_fake"], self.answer_real, self.answer_fake)
         return self.template.build(item.get("prompt") or self.prompt, answer, self.tokenizer.eos_token or "")
 
     def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
@@ -170,4 +173,5 @@ def make_collator(
         template=getattr(data_args, "conv_template", "llava_v1"),
         model_max_length=model_max_length,
         supervise_eos=supervise_eos,
+        task=getattr(data_args, "task", None) or "detect",
     )

@@ -8,6 +8,12 @@ prefix of the full tokenization (the collator checks this, and fails loudly if n
 >>> t = get_template("llava_v1")
 >>> t.build("<image>\\nIs this face real or fake? Answer with one word.", "Fake", "</s>")
 ('USER: <image>\\nIs this face real or fake? Answer with one word. ASSISTANT:', ' Fake</s>')
+
+One registry serves ``--conv_template`` and LLaVA's ``--version``: LLaVA's names are aliases
+(``v1`` -> ``vicuna_v1``). ``plain`` is LLaVA's caption-pretraining layout: the image alone,
+then the caption and a newline (LLaVA's ``preprocess_plain`` drops the human text and adds no
+EOS). Note: this project's ``llava_v1`` is the llava-hf chat template (no system prompt); LLaVA's
+own ``--version llava_v1`` (a different system prompt) is not registered, so it fails by name.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ VICUNA_SYSTEM = (
 @dataclass(frozen=True)
 class ConversationTemplate:
     name: str
-    prefix: str  # formatted with {prompt}
+    prefix: str  # formatted with {prompt} (and {image} when keep_prompt is False)
     target: str  # formatted with {answer} and {eos}
     description: str = ""
+    keep_prompt: bool = True  # False: the human text is dropped, only the image stays (LLaVA plain)
 
     def build(self, prompt: str, answer: str, eos: str) -> tuple[str, str]:
         """(prefix text, target text) for one sample; ``prompt`` must hold exactly one <image>."""
@@ -35,10 +42,25 @@ class ConversationTemplate:
                 f"The prompt must contain {IMAGE_TOKEN!r} exactly once (where the image tokens go), got {prompt!r}. "
                 "Fix --prompt or the human turn of the data file."
             )
-        return self.prefix.format(prompt=prompt), self.target.format(answer=answer, eos=eos)
+        prefix = self.prefix.format(prompt=prompt if self.keep_prompt else IMAGE_TOKEN)
+        return prefix, self.target.format(answer=answer, eos=eos)
 
 
 _TEMPLATES: dict[str, ConversationTemplate] = {}
+# LLaVA's --version names -> the template here with LLaVA's layout.
+ALIASES = {"v1": "vicuna_v1", "llama_2": "llava_llama_2"}
+# LLaVA --version values with no template here, and why (named in the error).
+UNSUPPORTED = {
+    "v0": "LLaVA-v0's '###' layout (use v1)",
+    "llava_v0": "LLaVA-v0's '###' layout (use v1)",
+    "v0_plain": "LLaVA-v0 pretraining (use plain)",
+    "v0_mmtag": "needs image start/end tags (use v1)",
+    "v1_mmtag": "needs image start/end tags (use v1)",
+    "mpt": "MPT models (llava_df builds Llama-architecture LLMs)",
+    "chatml_direct": "LLaVA-1.6 ChatML (use v1 or llava_llama_2)",
+    "mistral_instruct": "LLaVA-1.6 Mistral (use v1 or llava_llama_2)",
+    "mistral_direct": "LLaVA-1.6 Mistral (use v1 or llava_llama_2)",
+}
 
 
 def register_template(template: ConversationTemplate) -> ConversationTemplate:
@@ -52,12 +74,20 @@ def available_templates() -> list[str]:
     return list(_TEMPLATES)
 
 
-def get_template(name: str) -> ConversationTemplate:
+def canonical_name(name: str) -> str:
+    """Registry name of ``name`` (a template name or one of LLaVA's --version aliases)."""
+    name = ALIASES.get(name, name)
     if name not in _TEMPLATES:
+        why = f" ({UNSUPPORTED[name]})" if name in UNSUPPORTED else ""
         raise KeyError(
-            f"Unknown conversation template {name!r}. Valid names: {', '.join(_TEMPLATES)}. Check --conv_template."
+            f"Unknown conversation template {name!r}{why}. Valid names: {', '.join(_TEMPLATES)}, and LLaVA's "
+            f"--version aliases {', '.join(ALIASES)}. Check --conv_template / --version."
         )
-    return _TEMPLATES[name]
+    return name
+
+
+def get_template(name: str) -> ConversationTemplate:
+    return _TEMPLATES[canonical_name(name)]
 
 
 register_template(
@@ -73,4 +103,24 @@ register_template(
         "LLaVA --version v1 (Vicuna system prompt)",
     )
 )
-register_template(ConversationTemplate("plain", "{prompt}", " {answer}{eos}", "no roles: prompt then answer"))
+register_template(
+    ConversationTemplate(
+        "plain",
+        "{prompt}",
+        "{answer}\n",
+        "LLaVA --version plain: caption pretraining (stage 1), the image then the caption",
+        keep_prompt=False,
+    )
+)
+LLAMA_2_SYSTEM = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content that the "
+    "user provides, and assist the user with a variety of tasks using natural language."
+)
+register_template(
+    ConversationTemplate(
+        "llava_llama_2",
+        "[INST] <<SYS>>\n" + LLAMA_2_SYSTEM + "\n<</SYS>>\n\n{prompt} [/INST]",
+        " {answer} {eos}",
+        "LLaVA --version llava_llama_2 (Llama-2-chat layout)",
+    )
+)

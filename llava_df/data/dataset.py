@@ -5,7 +5,8 @@ HF Trainer would drop its ``image``/``is_fake`` columns as "unused" before the c
 them). Item ``i`` is::
 
     {"image": PIL RGB, "is_fake": 0 or 1, "manipulation": str, "id": str, "path": str or None,
-     "prompt": str or None}   # prompt: the record's own user turn (JSONL), None = DataArguments.prompt
+     "prompt": str or None,   # prompt: the record's own user turn (JSONL), None = DataArguments.prompt
+     "answer": str or None}   # a caption (--task caption, is_fake -1); None = the Real/Fake word
 
 Images from files are decoded on access with :func:`images.load_rgb` (already validated at load).
 """
@@ -44,6 +45,7 @@ class Record:
     image: Image.Image | None = None
     prompt: str | None = None
     group: str | None = None  # images sharing a group (frames of one video) never straddle splits
+    answer: str | None = None  # a caption (--task caption); None: the answer is the Real/Fake word
 
 
 def normalize_split(name: str, *, where: str = "") -> str:
@@ -65,7 +67,7 @@ class FaceDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    column_names = ("image", "is_fake", "manipulation", "id", "path", "prompt")
+    column_names = ("image", "is_fake", "manipulation", "id", "path", "prompt", "answer")
 
     def __getitem__(self, i: int | str) -> dict | list:
         """Item ``i`` as a dict, or (like ``datasets``) a whole column by name without decoding images."""
@@ -84,6 +86,7 @@ class FaceDataset(torch.utils.data.Dataset):
             "id": r.id,
             "path": r.path,
             "prompt": r.prompt,
+            "answer": r.answer,
         }
 
     @property
@@ -92,7 +95,7 @@ class FaceDataset(torch.utils.data.Dataset):
 
     def counts(self) -> dict[str, int]:
         """Images per class and per manipulation, e.g. {'real': 70, 'fake': 70, 'face_swap': 14, ...}."""
-        out = Counter(CLASS_NAMES[r.is_fake] for r in self.records)
+        out = Counter(CLASS_NAMES.get(r.is_fake, "caption") for r in self.records)
         out.update(r.manipulation for r in self.records if r.is_fake)
         return dict(out)
 

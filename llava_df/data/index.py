@@ -44,13 +44,14 @@ def describe(record: Record) -> str:
 
 def dedupe(records: list[Record], summary: LoadSummary) -> list[Record]:
     """Records with duplicates dropped (named in ``summary``); DataError on a duplicate with another label."""
-    seen: dict[tuple[str, str], Record] = {}
+    seen: dict[tuple[str, str, str | None], Record] = {}
     keep: list[Record] = []
     for r in records:
-        keys = [("content", content_hash(r))]
+        # A caption record is a duplicate only with the same caption: one image may carry several.
+        keys = [("content", content_hash(r), r.answer)]
         if r.path is not None:
-            keys.insert(0, ("path", os.path.realpath(r.path)))
-        hit = next(((kind, seen[(kind, key)]) for kind, key in keys if (kind, key) in seen), None)
+            keys.insert(0, ("path", os.path.realpath(r.path), r.answer))
+        hit = next(((k[0], seen[k]) for k in keys if k in seen), None)
         if hit is None:
             keep.append(r)
             seen.update({k: r for k in keys})
@@ -67,6 +68,7 @@ def dedupe(records: list[Record], summary: LoadSummary) -> list[Record]:
             if r.split and first.split and r.split != first.split
             else ""
         )
-        summary.skip(describe(r), f"duplicate of {describe(first)} (same {same}, same label){leak}")
+        what = "same caption" if r.answer is not None else "same label"
+        summary.skip(describe(r), f"duplicate of {describe(first)} (same {same}, {what}){leak}")
         summary.duplicates += 1
     return keep

@@ -7,6 +7,10 @@ A record::
                        {"from": "gpt", "value": "Fake"}],
      "split": "train", "manipulation": "Deepfakes", "group": "000"}   # last three optional
 
+With ``task="caption"`` (stage 1, LLaVA-Pretrain's format) the gpt answer is a free-text
+caption, kept as the record's ``answer`` (``is_fake`` -1); a record then has exactly one human
+and one gpt turn, as LLaVA's ``preprocess_plain`` requires.
+
 The label is read from the gpt answer (``answer_real``/``answer_fake``, any case, trailing
 period allowed) or from an explicit ``label`` key (real/fake); both present and disagreeing is
 an error. The human turn becomes the record's prompt. Relative image paths are resolved
@@ -26,7 +30,7 @@ from pathlib import Path
 from ..errors import DataError, DataNotFoundError
 from .dataset import REAL_MANIPULATION, UNKNOWN_MANIPULATION, Record, normalize_split
 from .images import ImageLoadError, LoadSummary, load_rgb
-from .labels import label_from_answer, parse_label
+from .labels import NO_LABEL, label_from_answer, parse_label
 
 REQUIRED_KEYS = ("image", "conversations")
 
@@ -53,8 +57,10 @@ def _read(path: Path) -> list[tuple[str, object]]:
     return out
 
 
-def _parse(where: str, rec: object, answer_real: str, answer_fake: str) -> tuple[str, int, str]:
-    """-> (image, is_fake, prompt) or a ValueError naming ``where``."""
+def _parse(
+    where: str, rec: object, answer_real: str, answer_fake: str, task: str = "detect"
+) -> tuple[str, int, str, str | None]:
+    """-> (image, is_fake, prompt, caption or None) or a DataError naming ``where``."""
     if not isinstance(rec, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}.")
     missing = [k for k in REQUIRED_KEYS if k not in rec]
@@ -71,6 +77,13 @@ def _parse(where: str, rec: object, answer_real: str, answer_fake: str) -> tuple
     gpt = [t["value"] for t in turns if t["from"] in ("gpt", "assistant")]
     if not human or "<image>" not in human[0]:
         raise DataError(f"{where}: the first human turn must contain '<image>'.")
+    if task == "caption":
+        if len(turns) != 2 or not gpt or not isinstance(gpt[0], str) or not gpt[0].strip():
+            raise DataError(
+                f"{where}: a caption record has one human turn (with <image>) and one gpt turn holding the caption "
+                f"(LLaVA-Pretrain format); got {len(turns)} turns. Fix the record, or use --task detect for Real/Fake data."
+            )
+        return str(rec["image"]), NO_LABEL, human[0], gpt[0].strip()
     if not gpt and "label" not in rec:
         raise DataError(f"{where}: no gpt answer and no 'label' key; cannot tell real from fake.")
     is_fake = label_from_answer(gpt[0], answer_real, answer_fake, where=where) if gpt else None
@@ -79,7 +92,7 @@ def _parse(where: str, rec: object, answer_real: str, answer_fake: str) -> tuple
         if is_fake is not None and explicit != is_fake:
             raise DataError(f"{where}: 'label' {rec['label']!r} contradicts the answer {gpt[0]!r}.")
         is_fake = explicit
-    return str(rec["image"]), is_fake, human[0]
+    return str(rec["image"]), is_fake, human[0], None
 
 
 def load_jsonl_records(
@@ -89,6 +102,7 @@ def load_jsonl_records(
     *,
     image_root: str | Path | None = None,
     validate: bool = True,
+    task: str = "detect",
 ) -> tuple[list[Record], LoadSummary]:
     """Records of every well-formed line whose image can be read."""
     path = Path(path)
@@ -100,7 +114,7 @@ def load_jsonl_records(
     summary = LoadSummary(source=f"conversation file {path}")
     records = []
     for where, rec in _read(path):
-        image, is_fake, prompt = _parse(where, rec, answer_real, answer_fake)
+        image, is_fake, prompt, caption = _parse(where, rec, answer_real, answer_fake, task)
         image_path = Path(image) if Path(image).is_absolute() else root / image
         if validate:
             try:
@@ -114,12 +128,13 @@ def load_jsonl_records(
                 id=str(rec.get("id", where)),
                 is_fake=is_fake,
                 manipulation=str(
-                    rec.get("manipulation") or (UNKNOWN_MANIPULATION if is_fake else REAL_MANIPULATION)
+                    rec.get("manipulation") or (UNKNOWN_MANIPULATION if is_fake == 1 else REAL_MANIPULATION)
                 ),
                 split=None if split is None else normalize_split(split, where=where),
                 path=str(image_path),
                 prompt=prompt,
                 group=None if rec.get("group") is None else str(rec["group"]),
+                answer=caption,
             )
         )
     summary.loaded = len(records)

@@ -21,6 +21,7 @@ from ..errors import DataError
 
 REAL, FAKE = 0, 1
 CLASS_NAMES = {REAL: "real", FAKE: "fake"}
+NO_LABEL = -1  # is_fake of a caption record (--task caption): no Real/Fake label
 
 # Folder names / label strings seen in public deepfake sets, mapped to is_fake. Kept short and
 # exact (after lower-casing): a typo should fail, not be guessed.

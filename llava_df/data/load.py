@@ -49,12 +49,19 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
 
     ``seed`` splits real data that has no splits, with --split_fractions.
     """
+    task = getattr(data_args, "task", None) or "detect"
+    if task == "caption" and not data_args.data_path:
+        raise DataError(
+            "--task caption (stage 1) reads image-caption pairs from --data_path (LLaVA-Pretrain format). Write a "
+            "synthetic set with `python -m llava_df.data.synthetic --captions --out DIR`, or pass --task detect."
+        )
     if data_args.data_path:
         records, summary = load_jsonl_records(
             data_args.data_path,
             data_args.answer_real,
             data_args.answer_fake,
             image_root=getattr(data_args, "image_folder", None),
+            task=task,
         )
     elif data_args.data_dir:
         records, summary = load_folder_records(data_args.data_dir)
@@ -76,6 +83,13 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
         by_split = apply_holdout(by_split, data_args.holdout_manipulation)
     for name in by_split:
         classes = {r.is_fake for r in by_split[name]}
+        if task == "caption":
+            if not by_split[name]:
+                raise DataError(
+                    f"Split {name!r} of {summary.source} is empty: add image-caption pairs (at least 3 in all) or "
+                    "give each record a 'split'."
+                )
+            continue
         if classes != {0, 1}:
             raise DataError(
                 f"Split {name!r} of {summary.source} has {len(by_split[name])} images and not both classes "

@@ -18,6 +18,7 @@ In memory (training, vision pretraining)::
 On disk (every run reads the same files)::
 
     python -m llava_df.data.synthetic --out data/synth --n 2000 --seed 0 --image-size 64 --difficulty 0.5
+    python -m llava_df.data.synthetic --captions --out data/captions --n 1000   # stage-1 captions (data/captions.py)
 
 writes ``images/<id>.png`` (lossless PNG of the final, JPEG-decoded pixels), ``metadata.csv``
 (file_name, label, manipulation, split, id, then the attributes) for ``datasets``' imagefolder,
@@ -239,8 +240,20 @@ def main(argv: list[str]) -> Path:
         "--holdout-manipulation", "--holdout_manipulation", dest="holdout_manipulation", default=None,
         help=f"Family seen only in test (cross-manipulation protocol); one of {available_manipulations()}.",
     )  # fmt: skip
+    parser.add_argument(
+        "--captions", action="store_true",
+        help="Write image-caption pairs (LLaVA-Pretrain format: captions.json + images/) for stage 1 instead.",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.captions:
+        from .captions import write_captions
+
+        if args.n < 3:
+            raise DataError(f"--n {args.n}: stage 1 needs at least 3 captions (train, val, test); e.g. --n 1000.")
+        path = write_captions(args.out, n=args.n, seed=args.seed, image_size=args.image_size)
+        print(f"wrote {args.n} image-caption pairs to {path}")
+        return path
     cfg = SyntheticConfig(args.n, args.seed, args.image_size, args.difficulty, args.holdout_manipulation)
     meta = write_benchmark(cfg.validate(), args.out)
     print(f"wrote {cfg.n} images and {meta}")
