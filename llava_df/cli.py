@@ -154,6 +154,7 @@ def parse_args(argv: list[str] | None = None) -> ParsedArgs:
         raise ConfigError(
             "--bf16 and --fp16 are both True; pick one (bf16 on Ampere+ GPUs, fp16 on older ones)."
         )
+    _check_backends(namespace)
     outputs = []
     for dtype in (ModelArguments, DataArguments, TrainingArguments):
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
@@ -175,6 +176,28 @@ def parse_args(argv: list[str] | None = None) -> ParsedArgs:
     _resolve(parsed)
     validate(parsed)
     return parsed
+
+
+def _check_backends(namespace) -> None:
+    """Flags that need a package (LLaVA's scripts pass --deepspeed and --report_to wandb): say which, up front."""
+    from importlib.util import find_spec
+
+    from transformers.integrations import get_available_reporting_integrations
+
+    if namespace.deepspeed and find_spec("deepspeed") is None:
+        raise ConfigError(
+            f"--deepspeed {namespace.deepspeed} needs DeepSpeed, which is not installed. `pip install deepspeed` (on a "
+            "CUDA machine), or drop --deepspeed to train in one process."
+        )
+    wanted = namespace.report_to
+    wanted = [w.strip() for w in wanted.split(",")] if isinstance(wanted, str) else list(wanted or [])
+    missing = [w for w in wanted if w not in ("all", "none") and w not in get_available_reporting_integrations()]
+    if missing:
+        raise ConfigError(
+            f"--report_to {','.join(missing)}: not installed here (available: "
+            f"{', '.join(get_available_reporting_integrations()) or 'none'}). `pip install {' '.join(missing)}`, or pass "
+            "--report_to tensorboard (or none)."
+        )
 
 
 def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:

@@ -259,6 +259,8 @@ def test_mm_vision_select_layer_picks_that_hidden_state(layer):
         (["--mm_patch_merge_type", "spatial_unpad"], "only flat"),
         (["--freeze_mm_mlp_adapter", "True"], "always trains the projector"),
         (["--task", "captions"], "expected detect"),
+        (["--report_to", "wandb"], "--report_to wandb: not installed here"),
+        (["--deepspeed", "./scripts/zero2.json"], "needs DeepSpeed, which is not installed"),
     ],
 )
 def test_llava_flags_that_hf_llava_cannot_honour_are_refused(flags, message):
