@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ from llava_df.train import main as train_main
 from llava_df.train import train
 
 SCRIPTS = Path(__file__).parent / "data" / "llava_scripts"
-LLAVA_CHECKPOINTS = ("liuhaotian/llava-v1.5-13b",)  # LLaVA checkpoints -> tiny; everything else is a plain LLM
+LLAVA_CHECKPOINTS = (
+    "liuhaotian/llava-v1.5-13b",
+)  # LLaVA checkpoints -> tiny; everything else is a plain LLM
 
 
 def script_flags(name: str, **env: str) -> list[str]:
@@ -168,7 +171,9 @@ def test_original_llava_qlora_script(prompt_version, tiny_data, pretrained, tmp_
     )
     results = train_main(run)
     assert results["bits"] == 4 and results["steps"] == 1
-    assert results["config"]["data"]["conv_template"] == {"v1": "vicuna_v1"}.get(prompt_version, prompt_version)
+    assert results["config"]["data"]["conv_template"] == {"v1": "vicuna_v1"}.get(
+        prompt_version, prompt_version
+    )
 
 
 @pytest.mark.slow
@@ -259,8 +264,16 @@ def test_mm_vision_select_layer_picks_that_hidden_state(layer):
         (["--mm_patch_merge_type", "spatial_unpad"], "only flat"),
         (["--freeze_mm_mlp_adapter", "True"], "always trains the projector"),
         (["--task", "captions"], "expected detect"),
-        (["--report_to", "wandb"], "--report_to wandb: not installed here"),
-        (["--deepspeed", "./scripts/zero2.json"], "needs DeepSpeed, which is not installed"),
+        pytest.param(
+            ["--report_to", "wandb"],
+            "--report_to wandb: not installed here",
+            marks=pytest.mark.skipif(find_spec("wandb") is not None, reason="wandb is installed"),
+        ),
+        pytest.param(
+            ["--deepspeed", "./scripts/zero2.json"],
+            "needs DeepSpeed, which is not installed",
+            marks=pytest.mark.skipif(find_spec("deepspeed") is not None, reason="DeepSpeed is installed"),
+        ),
     ],
 )
 def test_llava_flags_that_hf_llava_cannot_honour_are_refused(flags, message):
@@ -283,7 +296,11 @@ def test_vision_tower_must_be_the_checkpoints_own():
     with pytest.raises(UsageError) as err:
         model_config(ModelArguments(vision_tower="openai/clip-vit-large-patch14-336"))
     text = str(err.value)
-    assert "openai/clip-vit-large-patch14-336" in text and "tiny_clip" in text and "hidden_size 128 vs 1024" in text
+    assert (
+        "openai/clip-vit-large-patch14-336" in text
+        and "tiny_clip" in text
+        and "hidden_size 128 vs 1024" in text
+    )
 
 
 def test_plain_llm_plus_tower_is_a_llava_with_llavas_defaults():
