@@ -32,7 +32,7 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from .config import DataArguments, ModelArguments, TrainingArguments
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .validation import check_ranges
 
 
@@ -413,6 +413,12 @@ def validate(parsed: ParsedArgs) -> None:
         raise ConfigError(
             f"--data_path {d.data_path}: no such file. Expected a LLaVA conversation file (JSON list or JSONL)."
         )
+    from .threshold import parse_rule
+
+    try:
+        parse_rule(t.threshold_rule)
+    except UsageError as err:
+        raise ConfigError(str(err)) from None
     if t.remove_unused_columns:
         raise ConfigError(
             "--remove_unused_columns True would drop the image/is_fake columns the collator needs; use False."

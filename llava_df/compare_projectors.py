@@ -335,7 +335,7 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
             f"test images, 80% power, 5% two-sided): {mdd:.3f}. Cells are marked better or worse only where the "
             "paired 95% interval excludes 0; otherwise they read 'no significant difference'. Selection: best/ is "
             "the epoch with the lowest validation loss (the plateau schedule's criterion), never the test split.",
-            "Accuracy is at each run's decision threshold, the EER point of its validation scores; peak memory "
+            "Accuracy is at each run's decision threshold, chosen on its validation scores (--threshold_rule, default the EER point); peak memory "
             f"is {rows[0]['peak_memory_kind']} of the whole run (tiny preset: what the run measured, not a 7B figure).",
         ]
     )

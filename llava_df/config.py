@@ -218,6 +218,12 @@ class TrainingArguments(transformers.TrainingArguments):
             "help": "Comma-separated settings that may differ from the run's saved config on --resume_from_checkpoint (e.g. max_steps,learning_rate)."
         },
     )
+    threshold_rule: str = field(
+        default="eer",
+        metadata={
+            "help": "How the decision threshold on P(Fake) is chosen on validation: eer, youden or fixed:<p>. Saved as threshold.json; predict and the demo use it."
+        },
+    )
     mm_projector_bin: bool = field(
         default=False,
         metadata={

@@ -21,6 +21,7 @@ How to call::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -42,6 +43,7 @@ from sklearn.metrics import (
 
 from .callbacks import write_json
 from .errors import ArgumentParser, RunError, UsageError, cli_entry
+from .threshold import choose_threshold
 from .trainer import DeepfakeTrainer
 
 logger = logging.getLogger(__name__)
@@ -234,12 +236,7 @@ def predict_split(
     The scores are what the comparison's paired tests resample; the metrics use ``threshold``
     for accuracy (e.g. the validation split's EER threshold) and also report accuracy at 0.5.
     """
-    saved, trainer.compute_metrics = trainer.compute_metrics, None  # metrics computed below, for this split
-    try:
-        output = trainer.predict(dataset, metric_key_prefix=prefix)
-    finally:
-        trainer.compute_metrics = saved
-    preds = np.asarray(output.predictions, dtype=np.float64).reshape(-1, 2)
+    preds, output_metrics = score_dataset(trainer, dataset, prefix)
     ids, families = column(dataset, "id"), column(dataset, "manipulation")
     kwargs = {"ids": ids, "drop_nonfinite": drop_nonfinite}
     metrics = binary_metrics(preds[:, 0], preds[:, 1], families, threshold=threshold, **kwargs)
@@ -254,26 +251,27 @@ def predict_split(
         "is_fake": [int(v) for v in preds[:, 1]],
         "manipulation": [str(f) for f in families],
     }
-    loss = output.metrics.get(f"{prefix}_loss")
+    loss = output_metrics.get(f"{prefix}_loss")
     return {f"{prefix}_{k}": v for k, v in metrics.items()} | {f"{prefix}_loss": loss}, scores
-
-
-def val_eer_threshold(val_scores: dict) -> float:
-    """The EER threshold of the validation scores (0.5 when val lacks a class or finite scores)."""
-    y, p = np.asarray(val_scores["is_fake"]), np.asarray(val_scores["p_fake"])
-    ok = np.isfinite(p)
-    if set(y[ok].tolist()) != {0, 1}:
-        return 0.5
-    return equal_error_rate(y[ok], p[ok])[1]
 
 
 # ---- data wiring (llava_df.data), shared with training ---------------------------------------
 def load_data(data_args, processor, seed: int, model_max_length: int):
     """(splits dict, collator, fake_token_id, real_token_id) from llava_df.data (ids None for captions)."""
-    from .data import answer_token_ids, load_splits, make_collator
-    from .llava_flags import apply_image_aspect_ratio
+    from .data import load_splits
 
     splits = load_splits(data_args, seed=seed)
+    return (splits, *load_data_settings(data_args, processor, model_max_length))
+
+
+def load_data_settings(data_args, processor, model_max_length: int):
+    """(collator, fake_token_id, real_token_id): how a run turns an image into a scored answer.
+
+    Shared by training, evaluate, predict and the demo, so the four preprocess alike.
+    """
+    from .data import answer_token_ids, make_collator
+    from .llava_flags import apply_image_aspect_ratio
+
     # --image_aspect_ratio on the processor the collator uses; the resolved value is saved with the run.
     processor, data_args.image_aspect_ratio, note = apply_image_aspect_ratio(
         processor, getattr(data_args, "image_aspect_ratio", None), "the checkpoint"
@@ -282,14 +280,50 @@ def load_data(data_args, processor, seed: int, model_max_length: int):
         logger.warning("note: %s", note)
     collator = make_collator(processor, data_args, model_max_length=model_max_length)
     if getattr(data_args, "task", None) == "caption":  # captions are trained on, not scored
-        return splits, collator, None, None
+        return collator, None, None
     answers = [data_args.answer_fake, data_args.answer_real]
     fake_id, real_id = answer_token_ids(processor.tokenizer, answers, data_args.conv_template)
-    return splits, collator, fake_id, real_id
+    return collator, fake_id, real_id
 
 
 def split_of(splits, name: str):
     return splits[name] if isinstance(splits, dict) else getattr(splits, name)
+
+
+@contextlib.contextmanager
+def scoring_trainer(model, collator, fake_id: int, real_id: int, batch_size: int = 8):
+    """A Trainer that scores P(Fake) in batches, as training's evaluation does (evaluate, predict, demo).
+
+    The Trainer wants an output folder; scoring writes nothing there. A temporary one keeps a
+    read-only run folder usable and leaves no eval_tmp/ behind.
+    """
+    from transformers import TrainingArguments as HFTrainingArguments
+
+    with tempfile.TemporaryDirectory(prefix="llava_df_eval_") as scratch:
+        args = HFTrainingArguments(
+            output_dir=scratch,
+            per_device_eval_batch_size=batch_size,
+            report_to="none",
+            remove_unused_columns=False,
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+        yield DeepfakeTrainer(
+            model=model,
+            args=args,
+            data_collator=collator,
+            preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
+            extra_input_keys=getattr(collator, "extra_keys", ()),
+        )
+
+
+def score_dataset(trainer, dataset, prefix: str = "predict"):
+    """(predictions [N, 2] = (P(Fake), is_fake read from the answer label), the Trainer's metrics)."""
+    saved, trainer.compute_metrics = trainer.compute_metrics, None  # metrics are computed by the caller
+    try:
+        output = trainer.predict(dataset, metric_key_prefix=prefix)
+    finally:
+        trainer.compute_metrics = saved
+    return np.asarray(output.predictions, dtype=np.float64).reshape(-1, 2), output.metrics
 
 
 # ---- a finished run -------------------------------------------------------------------------
@@ -302,9 +336,7 @@ def evaluate_run(
     drop_nonfinite: bool = False,
 ) -> dict:
     """Rebuild a run's model + data and evaluate one split (``heldout`` too, with a held-out family)
-    at the val-EER threshold; returns the metrics (``main`` writes them)."""
-    from transformers import TrainingArguments as HFTrainingArguments
-
+    at the run's threshold rule applied to val; returns the metrics (``main`` writes them)."""
     from .checkpointing import load_trained
     from .config import DataArguments
 
@@ -332,32 +364,17 @@ def evaluate_run(
     splits, collator, fake_id, real_id = load_data(
         data_args, processor, training["seed"], training["model_max_length"]
     )
-    # The Trainer wants an output folder; evaluation writes nothing there. A temporary one keeps a
-    # read-only run folder usable and leaves no eval_tmp/ behind.
-    with tempfile.TemporaryDirectory(prefix="llava_df_eval_") as scratch:
-        args = HFTrainingArguments(
-            output_dir=scratch,
-            per_device_eval_batch_size=batch_size,
-            report_to="none",
-            remove_unused_columns=False,
-            dataloader_pin_memory=torch.cuda.is_available(),
-        )
-        trainer = DeepfakeTrainer(
-            model=model,
-            args=args,
-            data_collator=collator,
-            preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
-            extra_input_keys=getattr(collator, "extra_keys", ()),
-        )
-        # The decision threshold is the one training reports: the EER point on val, for these weights.
+    with scoring_trainer(model, collator, fake_id, real_id, batch_size) as trainer:
+        # The decision threshold as training chose it (--threshold_rule on val), for these weights.
         _, val_scores = predict_split(trainer, split_of(splits, "val"), "val", drop_nonfinite=drop_nonfinite)
-        threshold = val_eer_threshold(val_scores)
+        threshold, rule = choose_threshold(training.get("threshold_rule", "eer"), val_scores)
         metrics, _ = predict_split(
             trainer, split_of(splits, split), split, threshold=threshold, drop_nonfinite=drop_nonfinite
         )
     return {
         "weights": weights,
         "split": split,
+        "threshold_rule": rule,
         **{k.removeprefix(f"{split}_"): v for k, v in metrics.items()},
     }
 

@@ -89,6 +89,33 @@ def check_merge_target(run_dir, output_dir, *, overwrite: bool = False) -> None:
         )
 
 
+def _write_detector_spec(ckpt: Path, out: Path) -> None:
+    """What `python -m llava_df.predict --model_dir` needs besides the weights: the run's data settings
+    (prompt, template, answers, image aspect ratio) and its threshold, when the run chose one for these weights."""
+    import shutil
+
+    from .predict import DETECTOR_FILE
+    from .threshold import THRESHOLD_FILE
+
+    run_config = read_checkpoint(ckpt).get("run_config") or {}
+    if not run_config.get("data"):
+        return
+    spec = {
+        "data": run_config["data"],
+        "model_max_length": run_config["training"]["model_max_length"],
+        "info": {
+            "run": ckpt.parent.name,
+            "projector": run_config["model"]["mm_projector_type"],
+            "strategy": run_config.get("strategy"),
+            "weights": f"merged from {ckpt.name}/",
+        },
+    }
+    (out / DETECTOR_FILE).write_text(json.dumps(spec, indent=2))
+    saved = ckpt.parent / THRESHOLD_FILE
+    if saved.is_file() and json.loads(saved.read_text()).get("weights") == ckpt.name:
+        shutil.copyfile(saved, out / THRESHOLD_FILE)
+
+
 def merge_run(
     run_dir, output_dir, *, torch_dtype: torch.dtype | None = None, overwrite: bool = False
 ) -> Path:
@@ -122,6 +149,7 @@ def merge_run(
     }
     base.save_pretrained(out)
     processor.save_pretrained(out)
+    _write_detector_spec(ckpt, out)
     summary = {"output_dir": str(out), PROJECTOR_JSON_KEY: getattr(base.config, PROJECTOR_JSON_KEY, None)}
     summary["load_with"] = "from_pretrained" if hf is not None else "llava_df.modeling.load_merged"
     print(json.dumps(summary))

@@ -25,7 +25,8 @@ Output layout (output_dir)::
     checkpoint-N/          the Trainer's resumable checkpoints, with our trained parts in each;
                            llava_df_complete.json marks one as complete
     runs/                  tensorboard logs (or $TENSORBOARD_LOGGING_DIR / --logging_dir)
-    results.json           best/final validation, test (+ heldout) metrics on best/ at the val-EER threshold,
+    threshold.json         the decision threshold on P(Fake), chosen on val by --threshold_rule for the test weights
+    results.json           best/final validation, test (+ heldout) metrics on best/ at that threshold (and at 0.5),
                            peak memory, data.skipped (--task caption: val and test loss)
     scores.json            P(Fake) per image of val, test (+ heldout), for paired comparisons (not for captions)
     mm_projector.safetensors  the projector of the test weights in LLaVA's key layout (+ mm_projector.bin with
@@ -48,13 +49,14 @@ from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states
 from .checkpointing import export_mm_projector, load_trainable_weights, save_trainable
 from .cli import ParsedArgs, parse_args, run_env
 from .errors import DataError, RunError, UsageError, cli_entry
-from .evaluate import AnswerMetrics, AnswerScores, load_data, predict_split, split_of, val_eer_threshold
+from .evaluate import AnswerMetrics, AnswerScores, load_data, predict_split, split_of
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
 from .memory import PeakMemory
 from .outdir import claim_output_dir, is_main_process, resume_request
 from .resume import add_segment, check_resume_config
 from .runinfo import write_environment
+from .threshold import choose_threshold, write_threshold
 from .trainer import DeepfakeTrainer, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -246,16 +248,16 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     )
     evaluated: dict = {}
     scores: dict = {}
-    threshold = None
+    threshold = rule = None
     if caption:
         for name, ds in (("val", val_ds), ("test", test_ds)):
             evaluated[name] = trainer.evaluate(ds, metric_key_prefix=name) | {f"{name}_n": len(ds)}
     else:
-        # The decision threshold is chosen on validation (its EER point), never on test; accuracy at
+        # The decision threshold is chosen on validation (--threshold_rule), never on test; accuracy at
         # 0.5 is reported beside it, since a 0.5 cut on an uncalibrated score can be far off.
         drop = t.drop_nonfinite_scores
         evaluated["val"], scores["val"] = predict_split(trainer, val_ds, "val", drop_nonfinite=drop)
-        threshold = val_eer_threshold(scores["val"])
+        threshold, rule = choose_threshold(t.threshold_rule, scores["val"])
         evaluated["test"], scores["test"] = predict_split(
             trainer, test_ds, "test", threshold=threshold, drop_nonfinite=drop
         )
@@ -282,7 +284,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "test": {k.removeprefix("test_"): v for k, v in test.items()},
         "heldout": {k.removeprefix("heldout_"): v for k, v in evaluated.get("heldout", {}).items()} or None,
         "val_at_test_weights": {k.removeprefix("val_"): v for k, v in val_metrics.items()},
-        "threshold": None if caption else {"value": threshold, "rule": "eer on val"},
+        "threshold": None if caption else {"value": threshold, "rule": rule, "split": "val", "weights": best_dir.name},
         "test_weights": best_dir.name,
         "peak_memory": peak,
         "time": {
@@ -303,6 +305,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     if trainer.is_world_process_zero():
         if scores:
             write_json(out / "scores.json", scores)
+            write_threshold(out, threshold, rule, weights=best_dir.name)
         write_json(out / "results.json", results)
         print(summary_line(results), flush=True)
     return results

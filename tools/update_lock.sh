@@ -4,6 +4,8 @@
 # .ci/run and commit the lock only when both environments pass:
 #
 #     bash tools/update_lock.sh
+#     KEEP_PINS=1 bash tools/update_lock.sh   # keep today's pins, resolve only what is new (a new dependency)
+#     KEEP_PINS=1 RELAX="pillow" bash tools/update_lock.sh   # ... except these, which the new dependency caps
 #
 # torch is installed first at the tested CPU build (see README); its local label (+cpu) is dropped
 # from the lock so that a CUDA build of the same release also satisfies it.
@@ -15,7 +17,13 @@ trap 'rm -rf "$venv"' EXIT
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/pip" install -q "torch==$TORCH_VERSION"
-"$venv/bin/pip" install -q -e ".[dev]"
+if [ "${KEEP_PINS:-0}" = 1 ]; then
+    pins="$venv/pins.txt"
+    grep -v '^#' requirements/lock.txt | grep -viE "^($(echo "${RELAX:-}" | tr ' ' '|' | sed 's/^$/-none-/'))==" > "$pins"
+    "$venv/bin/pip" install -q -c "$pins" -e ".[dev]"
+else
+    "$venv/bin/pip" install -q -e ".[dev]"
+fi
 {
     echo "# Exact versions tested by .ci/run (its 'locked' environment); README's commands install with it:"
     echo "#     pip install torch==$TORCH_VERSION && pip install -c requirements/lock.txt -e \".[dev]\""

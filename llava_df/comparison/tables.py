@@ -164,7 +164,7 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
     frame.to_csv(csv, index=False, float_format="%.6g")
     lines = [header, ""]
     lines.append(
-        "| strategy | projector | projector init | seeds | test AUC (95% CI) | test accuracy at val-EER threshold | held-out AUC | "
+        "| strategy | projector | projector init | seeds | test AUC (95% CI) | test accuracy at the val-chosen threshold | held-out AUC | "
         "vs mlp2x_gelu: AUC difference [95% CI] (per seed) | trainable params | projector params | projector MACs/token | "
         f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | s/step | val-test AUC gap (runs > 3 SE) |"
     )

@@ -1,0 +1,253 @@
+"""predict (your own images), the calibrated threshold, generated answers, and the demo page in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llava_df.config import DataArguments
+from llava_df.data import load_splits
+from llava_df.errors import UsageError
+from llava_df.predict import main as predict_main
+from llava_df.predict import parse_answer
+from llava_df.threshold import choose_threshold, parse_rule, read_threshold
+from llava_df.train import main as train_main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny LoRA run (16-bit, so a merged copy scores the same) and its test images written as PNG."""
+    root = tmp_path_factory.mktemp("predict")
+    out = root / "run"
+    train_main(
+        ["--output_dir", str(out), "--max_steps", "4", "--synthetic_n", "80", "--report_to", "none",
+         "--per_device_train_batch_size", "8", "--eval_strategy", "steps", "--eval_steps", "2",
+         "--save_strategy", "no", "--lora_enable", "True", "--lora_r", "4", "--threshold_rule", "youden"]
+    )  # fmt: skip
+    config = json.loads((out / "run_config.json").read_text())
+    test = load_splits(DataArguments(**config["data"]), seed=config["training"]["seed"])["test"]
+    images = root / "images"
+    images.mkdir()
+    for i in range(len(test)):
+        item = test[i]
+        item["image"].save(images / f"{item['id']}.png")  # PNG: the same pixels training scored
+    return out, images
+
+
+@pytest.mark.slow
+def test_p_fake_on_the_test_images_equals_evaluates_scores(run, tmp_path):
+    out, images = run
+    rows = predict_main(["--run_dir", str(out), str(images), "--output", str(tmp_path / "p.csv")])
+    scores = json.loads((out / "scores.json").read_text())["test"]
+    reference = dict(zip(scores["id"], scores["p_fake"], strict=True))
+    assert len(rows) == len(reference)
+    for row in rows:
+        assert abs(row["p_fake"] - reference[Path(row["path"]).stem]) <= 1e-5
+    with open(tmp_path / "p.csv") as f:
+        written = list(csv.DictReader(f))
+    assert [r["path"] for r in written] == [r["path"] for r in rows]
+    assert set(written[0]) >= {"path", "p_fake", "label", "threshold", "width", "height", "converted"}
+
+
+@pytest.mark.slow
+def test_the_run_saves_its_threshold_and_reports_accuracy_at_it_and_at_half(run):
+    out, _ = run
+    results = json.loads((out / "results.json").read_text())
+    saved = read_threshold(out, "best")
+    assert saved["rule"] == "youden" and saved["value"] == results["threshold"]["value"]
+    scores = json.loads((out / "scores.json").read_text())
+    assert choose_threshold("youden", scores["val"])[0] == pytest.approx(saved["value"])
+    y, p = np.asarray(scores["test"]["is_fake"]), np.asarray(scores["test"]["p_fake"])
+    assert results["test"]["accuracy"] == pytest.approx(np.mean((p >= saved["value"]) == y))
+    assert results["test"]["accuracy_at_0.5"] == pytest.approx(np.mean((p >= 0.5) == y))
+
+
+@pytest.mark.slow
+def test_labels_follow_the_saved_threshold_unless_one_is_given(run):
+    out, images = run
+    saved = read_threshold(out)["value"]
+    rows = predict_main(["--run_dir", str(out), str(images)])
+    assert all((r["label"] == "Fake") == (r["p_fake"] >= saved) for r in rows)
+    assert all(r["threshold"] == saved and "youden" in r["threshold_source"] for r in rows)
+    rows = predict_main(["--run_dir", str(out), str(images), "--threshold", "0"])
+    assert {r["label"] for r in rows} == {"Fake"} and rows[0]["threshold_source"] == "--threshold"
+
+
+@pytest.mark.slow
+def test_generate_returns_parsed_answers_and_their_agreement(run, tmp_path):
+    out, images = run
+    files = sorted(images.glob("*.png"))[:3]
+    rows = predict_main(
+        ["--run_dir", str(out), *map(str, files), "--generate", "--max_new_tokens", "4",
+         "--prompt", "<image>\nIs this face real or fake? Explain why.", "--output", str(tmp_path / "g.jsonl")]
+    )  # fmt: skip
+    assert len(rows) == 3
+    for row in rows:
+        assert isinstance(row["answer"], str) and row["answer_parsed"] in ("Real", "Fake", "unparseable")
+        assert (
+            row["answer_agrees"] is None
+            if row["answer_parsed"] == "unparseable"
+            else isinstance(row["answer_agrees"], bool)
+        )
+    lines = (tmp_path / "g.jsonl").read_text().splitlines()
+    assert [json.loads(x)["answer"] for x in lines] == [r["answer"] for r in rows]
+
+
+def test_parse_answer():
+    assert parse_answer("Fake.") == "Fake" and parse_answer("real, because the skin is smooth") == "Real"
+    assert parse_answer("I think it is fake") == "Fake"
+    assert parse_answer("It is either real or fake") is None and parse_answer("") is None
+
+
+def test_threshold_rules():
+    scores = {"is_fake": [0, 0, 0, 1, 1, 1], "p_fake": [0.1, 0.2, 0.6, 0.4, 0.7, 0.9]}
+    eer, _ = choose_threshold("eer", scores)
+    youden, _ = choose_threshold("youden", scores)
+    assert 0.1 < eer <= 0.7 and youden in (0.4, 0.7)
+    assert choose_threshold("fixed:0.3", scores) == (0.3, "fixed:0.3")
+    assert choose_threshold("eer", {"is_fake": [0, 0], "p_fake": [0.1, 0.2]})[0] == 0.5
+    for bad in ("median", "fixed:2", "fixed:x"):
+        with pytest.raises(UsageError, match="expected eer"):
+            parse_rule(bad)
+
+
+@pytest.mark.slow
+def test_unreadable_images_are_named_and_skipped(run, tmp_path, capsys):
+    out, images = run
+    mixed = tmp_path / "mixed"
+    shutil.copytree(images, mixed)
+    (mixed / "broken.png").write_bytes(b"not a png")
+    rows = predict_main(["--run_dir", str(out), str(mixed)])
+    assert len(rows) == len(list(images.glob("*.png")))
+    assert f"skipped {mixed / 'broken.png'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d, imgs: ["--run_dir", str(d / "no_weights"), str(imgs)], "has no trained weights in best/"),
+        (
+            lambda d, imgs: ["--run_dir", str(d / "run"), str(d / "corrupt.png")],
+            "none of the 1 images could be read",
+        ),
+        (lambda d, imgs: ["--run_dir", str(d / "run"), str(d / "empty")], "has no images"),
+        (
+            lambda d, imgs: ["--run_dir", str(d / "run"), str(imgs), "--threshold", "1.5"],
+            "expected a probability in [0, 1]",
+        ),
+        (
+            lambda d, imgs: ["--run_dir", str(d / "run"), str(imgs), "--output", str(d / "p.txt")],
+            "expected a .csv or .jsonl",
+        ),
+        (lambda d, imgs: ["--run_dir", str(d / "run"), str(d / "nope*.png")], "matches no file"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_nothing_is_written(make, message, tmp_path, capsys):
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("RGB", (8, 8)).save(imgs / "a.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG truncated")
+    (tmp_path / "empty").mkdir()
+    for name in ("run", "no_weights"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run_config.json").write_text(
+            json.dumps({"data": {}, "training": {}, "model": {}})
+        )
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as info:
+        predict_main(make(tmp_path, imgs))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code in (1, 2) and err[-1].startswith("error: ") and message in err[-1]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads():
+    from llava_df.demo import check_port
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UsageError, match=f"--port {port} on 127.0.0.1 is not free"):
+            check_port("127.0.0.1", port)
+
+
+@pytest.mark.slow
+def test_merged_checkpoint_predicts_like_its_run(run, tmp_path):
+    from llava_df.merge import main as merge_main
+
+    out, images = run
+    merge_main(["--run_dir", str(out), "--output_dir", str(tmp_path / "merged")])
+    files = [str(p) for p in sorted(images.glob("*.png"))[:4]]
+    merged = predict_main(["--model_dir", str(tmp_path / "merged"), *files])
+    direct = predict_main(["--run_dir", str(out), *files])
+    assert [r["threshold"] for r in merged] == [r["threshold"] for r in direct]
+    for a, b in zip(merged, direct, strict=True):
+        assert abs(a["p_fake"] - b["p_fake"]) < 1e-4
+
+
+# ---- the demo page, in a real browser --------------------------------------------------------
+def _browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.slow
+def test_demo_page_shows_predicts_probability_in_a_real_browser(run, tmp_path):
+    gradio = pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[dev]')")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = _browser()
+    if executable is None:
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium); .ci/run installs it")
+    from llava_df.demo import build_app
+    from llava_df.predict import load_detector
+
+    out, images = run
+    image = sorted(images.glob("*.png"))[0]
+    expected = predict_main(["--run_dir", str(out), str(image)])[0]
+    upload = (
+        tmp_path / "upload.png"
+    )  # the browser uploads a copy; Gradio caches its own copy and we delete it
+    shutil.copyfile(image, upload)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app(load_detector(str(out)))
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False)
+    cache = Path(gradio.utils.get_upload_folder())
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            page.set_input_files("#image input[type=file]", str(upload))
+            page.wait_for_timeout(500)
+            page.click("#detect")
+            page.wait_for_function(
+                "() => document.querySelector('#p_fake textarea, #p_fake input').value !== ''", timeout=60_000
+            )
+            shown = page.locator("#p_fake textarea, #p_fake input").first.input_value()
+            label = page.locator("#label textarea, #label input").first.input_value()
+            browser.close()
+    finally:
+        app.close()
+    assert math.isclose(float(shown), expected["p_fake"], abs_tol=1e-6)
+    assert label == expected["label"]
+    kept = [p for p in cache.rglob("*") if p.is_file() and p.name == upload.name] if cache.is_dir() else []
+    assert kept == []  # the upload is deleted once answered
+
+
+def test_a_bad_threshold_rule_is_refused_at_parse_time():
+    from llava_df.cli import ConfigError, parse_args
+
+    with pytest.raises(ConfigError, match="--threshold_rule 'median': expected eer"):
+        parse_args(["--threshold_rule", "median"])
+    assert parse_args(["--threshold_rule", "fixed:0.3"]).training.threshold_rule == "fixed:0.3"
