@@ -133,7 +133,7 @@ class PlateauCallback(TrainerCallback, ExportableState):
                 decision.lr,
                 decision.next_lr,
             )
-        if decision.improved and self.on_best is not None:
+        if decision.improved and self.on_best is not None and getattr(args, "should_save", True):  # main writes
             self.on_best(model=kwargs.get("model"), state=state)
         if decision.stop_reason:
             logger.warning("step %d: stopping early, %s", state.global_step, decision.stop_reason)
@@ -189,8 +189,9 @@ class HistoryCallback(TrainerCallback, ExportableState):
         else:
             optimizer = kwargs.get("optimizer")
             entry["lr"] = optimizer.param_groups[0]["lr"] if optimizer is not None else None
-        self.entries.append(entry)
-        write_json(self.path, self.entries)
+        self.entries.append(entry)  # every process keeps the history (resumable state); one writes it
+        if getattr(args, "should_save", True):
+            write_json(self.path, self.entries)
 
     def state(self) -> dict:
         return {"args": {}, "attributes": {"entries": self.entries}}

@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .base_identity import check_base
 from .compat import quiet_peft_checkpointing_probe
 from .errors import WeightsError
 from .llava_layout import decoder_layers, layers_path, unwrap
@@ -109,6 +110,7 @@ def save_trainable(model: nn.Module, out_dir: str | os.PathLike, run_config: dic
     meta = {
         "format": 1,
         "model_args": args,
+        "base": getattr(base, "llava_df_base", None),  # name + revision: never loaded onto another base
         "strategy": args.get("strategy"),
         "projector": proj_info,
         "files": files,
@@ -248,6 +250,7 @@ def load_trained(
     device_map=None,
     bits: int | None = None,
     is_trainable: bool = False,
+    allow_base_mismatch: bool = False,
 ):
     """(model, processor) rebuilt from a checkpoint: fresh base + saved projector/unfrozen layers/LoRA.
 
@@ -263,6 +266,7 @@ def load_trained(
     overrides = {} if bits is None else {"bits": bits}
     args = model_args_from_checkpoint(ckpt, **overrides)
     model, processor = build_model(args, torch_dtype=torch_dtype, device_map=device_map)
+    check_base(read_checkpoint(ckpt).get("base"), model, str(ckpt), allow=allow_base_mismatch)
     if is_trainable:
         model = apply_strategy(model, args, verbose=False)
         return load_trainable_weights(model, ckpt), processor

@@ -184,6 +184,14 @@ def _check_backends(namespace) -> None:
 
     from transformers.integrations import get_available_reporting_integrations
 
+    if namespace.deepspeed:
+        namespace.deepspeed = _deepspeed_config(namespace.deepspeed, int(namespace.bits))
+    if namespace.fsdp and int(namespace.bits) < 16:
+        raise ConfigError(
+            f"--fsdp with --bits {namespace.bits}: FSDP shards weights, and bitsandbytes INT8/NF4 weights cannot be "
+            "sharded. Use data parallel (torchrun / accelerate launch) or DeepSpeed ZeRO-2 (--deepspeed zero2), or "
+            "--bits 16 with FSDP."
+        )
     if namespace.deepspeed and find_spec("deepspeed") is None:
         raise ConfigError(
             f"--deepspeed {namespace.deepspeed} needs DeepSpeed, which is not installed. `pip install deepspeed` (on a "
@@ -198,6 +206,29 @@ def _check_backends(namespace) -> None:
             f"{', '.join(get_available_reporting_integrations()) or 'none'}). `pip install {' '.join(missing)}`, or pass "
             "--report_to tensorboard (or none)."
         )
+
+
+DEEPSPEED_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "deepspeed"
+
+
+def _deepspeed_config(value: str, bits: int) -> str:
+    """--deepspeed zero2|zero3|<file.json>: the config file, checked against --bits before any weight loads."""
+    path = DEEPSPEED_CONFIGS / f"{value}.json" if value in ("zero2", "zero3") else Path(value)
+    if not path.is_file():
+        raise ConfigError(
+            f"--deepspeed {value}: no such file. Pass a DeepSpeed JSON, or zero2 / zero3 for configs/deepspeed/."
+        )
+    try:
+        stage = json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0)
+    except (ValueError, AttributeError) as err:
+        raise ConfigError(f"--deepspeed {value}: {path} is not a DeepSpeed JSON config ({err}).") from None
+    if stage == 3 and bits < 16:
+        raise ConfigError(
+            f"--deepspeed {value} (ZeRO stage 3) with --bits {bits}: ZeRO-3 shards every weight, and bitsandbytes "
+            "INT8/NF4 weights cannot be sharded. Use --deepspeed zero2 (configs/deepspeed/zero2.json) with --bits "
+            f"{bits}, or --bits 16 with ZeRO-3."
+        )
+    return str(path)
 
 
 def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:

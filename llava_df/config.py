@@ -224,6 +224,12 @@ class TrainingArguments(transformers.TrainingArguments):
             "help": "How the decision threshold on P(Fake) is chosen on validation: eer, youden or fixed:<p>. Saved as threshold.json; predict and the demo use it."
         },
     )
+    allow_base_mismatch: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume even when the checkpoint was trained on another base (name or revision) than the one built now."
+        },
+    )
     mm_projector_bin: bool = field(
         default=False,
         metadata={
@@ -276,6 +282,12 @@ class TrainingArguments(transformers.TrainingArguments):
         default="tensorboard",
         metadata={
             "help": "Loggers ('tensorboard', 'none', ...); tensorboard writes to $TENSORBOARD_LOGGING_DIR or output_dir/runs."
+        },
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "DDP's unused-parameter search; False because every trained parameter (projector, LoRA, unfrozen layers) gets a gradient each step, and True fails with reentrant checkpointing ('mark a variable ready only once')."
         },
     )
     remove_unused_columns: bool = field(

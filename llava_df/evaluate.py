@@ -334,6 +334,7 @@ def evaluate_run(
     split: str = "test",
     batch_size: int = 8,
     drop_nonfinite: bool = False,
+    allow_base_mismatch: bool = False,
 ) -> dict:
     """Rebuild a run's model + data and evaluate one split (``heldout`` too, with a held-out family)
     at the run's threshold rule applied to val; returns the metrics (``main`` writes them)."""
@@ -359,7 +360,7 @@ def evaluate_run(
     training = config["training"]
     # is_trainable: the same model structure as in training (a PeftModel), which the Trainer accepts
     # for quantized models; nothing is trained here.
-    model, processor = load_trained(run_dir / weights, is_trainable=True)
+    model, processor = load_trained(run_dir / weights, is_trainable=True, allow_base_mismatch=allow_base_mismatch)
     model.eval()
     splits, collator, fake_id, real_id = load_data(
         data_args, processor, training["seed"], training["model_max_length"]
@@ -402,6 +403,9 @@ def main(argv: list[str]) -> dict:
         default=False,
         help="Leave samples with a NaN/inf score out of the metrics instead of stopping with an error.",
     )
+    parser.add_argument(
+        "--allow_base_mismatch", action="store_true", help="Load the run's weights even onto another base revision."
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
@@ -412,6 +416,7 @@ def main(argv: list[str]) -> dict:
         split=args.split,
         batch_size=args.batch_size,
         drop_nonfinite=args.drop_nonfinite_scores,
+        allow_base_mismatch=args.allow_base_mismatch,
     )
     print(json.dumps(metrics, indent=2), flush=True)  # first: a failed write below loses nothing
     output = (

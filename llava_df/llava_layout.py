@@ -24,7 +24,11 @@ COMPONENTS = ("vision_tower", "projector", "language_model", "lm_head")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The LlavaForConditionalGeneration inside a PeftModel (LoRA layers injected), or the model."""
+    """The LlavaForConditionalGeneration inside DDP / DeepSpeed / torch.compile wrappers (accelerate's
+    public ``extract_model_from_parallel``) and a PeftModel (LoRA layers injected), or the model."""
+    from accelerate.utils import extract_model_from_parallel
+
+    model = extract_model_from_parallel(model)
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 

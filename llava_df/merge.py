@@ -117,7 +117,12 @@ def _write_detector_spec(ckpt: Path, out: Path) -> None:
 
 
 def merge_run(
-    run_dir, output_dir, *, torch_dtype: torch.dtype | None = None, overwrite: bool = False
+    run_dir,
+    output_dir,
+    *,
+    torch_dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+    allow_base_mismatch: bool = False,
 ) -> Path:
     """Merge ``run_dir`` (a checkpoint folder, or a run with best/ or final/) into ``output_dir``."""
     check_merge_target(run_dir, output_dir, overwrite=overwrite)
@@ -125,7 +130,7 @@ def merge_run(
         ckpt = find_checkpoint(run_dir)
     except FileNotFoundError as err:
         raise RunError(str(err)) from None
-    model, processor = load_trained(ckpt, bits=16, torch_dtype=torch_dtype)
+    model, processor = load_trained(ckpt, bits=16, torch_dtype=torch_dtype, allow_base_mismatch=allow_base_mismatch)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     base = unwrap(model)
@@ -171,8 +176,14 @@ def main(argv: list[str]) -> None:
         action="store_true",
         help="Write into a non-empty --output_dir (never into the run itself).",
     )
+    parser.add_argument(
+        "--allow_base_mismatch", action="store_true", help="Merge even onto another base revision than trained on."
+    )
     args = parser.parse_args(argv)
-    merge_run(args.run_dir, args.output_dir, torch_dtype=DTYPES[args.dtype], overwrite=args.overwrite)
+    merge_run(
+        args.run_dir, args.output_dir, torch_dtype=DTYPES[args.dtype], overwrite=args.overwrite,
+        allow_base_mismatch=args.allow_base_mismatch,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from .assemble import (
     materialize_assembled,
     resolve_part,
 )
+from .base_identity import base_identity
 from .errors import ModelNotFoundError, UsageError, WeightsError
 from .llava_flags import SELECT_FEATURES
 from .llava_layout import projector as projector_of
@@ -332,6 +333,9 @@ def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_ma
     swap_projector(model, model_args.mm_projector_type, weights=model_args.pretrain_mm_mlp_adapter)
     # What this model was built from, read by llava_df.checkpointing to rebuild it later.
     model.llava_df_model_args = dataclasses.asdict(model_args)
+    # Which base the trained parts will belong to; checkpoints record it (llava_df.base_identity).
+    name = model_args.model_name_or_path + (f" + {model_args.vision_tower}" if kind == "assembled" else "")
+    model.llava_df_base = base_identity(path, name)
     return model, load_processor(model_args)
 
 

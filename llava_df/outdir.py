@@ -281,11 +281,33 @@ def _set_aside(out: Path, artifacts: list[Path]) -> Path:
     return aside
 
 
+def _check_state(out: Path, artifacts: list[Path], *, overwrite: bool, resume: str | None) -> None:
+    """RunError when the folder's state and the flags disagree (every process checks the same)."""
+    names = sorted(p.name for p in artifacts)
+    wants_resume = resume_request(resume) is not None
+    if (out / "final").exists():
+        if not overwrite:
+            raise RunError(
+                f"--output_dir {out} holds a finished run (final/ exists). Pass --overwrite_output_dir True to "
+                "replace it, or choose another --output_dir."
+            )
+        if wants_resume:
+            raise RunError(f"--resume_from_checkpoint with --overwrite_output_dir on finished run {out}: pick one.")
+    elif artifacts and not (overwrite or wants_resume):
+        raise RunError(
+            f"--output_dir {out} holds an unfinished run ({', '.join(names)}; no final/): it crashed or was "
+            "stopped. Pass --resume_from_checkpoint last to continue it, --overwrite_output_dir True to replace "
+            "it, or choose another --output_dir."
+        )
+
+
 @contextlib.contextmanager
 def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
     """Lock ``out``, check its state against the flags, set a replaced run aside; see the module doc."""
     out = Path(out)
-    if not is_main_process():  # rank 0 owns the folder; the others only read it
+    if not is_main_process():  # rank 0 owns the folder; the others check the same state and only read
+        if out.is_dir():
+            _check_state(out, run_artifacts(out), overwrite=overwrite, resume=resume)
         yield Claim(out, resume=resolve_resume(out, resume, remove_partial=False) if resume else None)
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -296,22 +318,7 @@ def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
         artifacts = run_artifacts(out)
         names = sorted(p.name for p in artifacts)
         wants_resume = resume_request(resume) is not None
-        if (out / "final").exists():
-            if not overwrite:
-                raise RunError(
-                    f"--output_dir {out} holds a finished run (final/ exists). Pass --overwrite_output_dir True to "
-                    "replace it, or choose another --output_dir."
-                )
-            if wants_resume:
-                raise RunError(
-                    f"--resume_from_checkpoint with --overwrite_output_dir on finished run {out}: pick one."
-                )
-        elif artifacts and not (overwrite or wants_resume):
-            raise RunError(
-                f"--output_dir {out} holds an unfinished run ({', '.join(names)}; no final/): it crashed or was "
-                "stopped. Pass --resume_from_checkpoint last to continue it, --overwrite_output_dir True to replace "
-                "it, or choose another --output_dir."
-            )
+        _check_state(out, artifacts, overwrite=overwrite, resume=resume)
         if overwrite and artifacts and not wants_resume:
             claim.aside = _set_aside(out, artifacts)
             claim.notes.append(

@@ -133,6 +133,7 @@ def load_detector(
     model_dir: str | None = None,
     weights: str = "best",
     threshold: float | None = None,
+    allow_base_mismatch: bool = False,
 ) -> Detector:
     """The model, its processor and collator, the run's data settings and threshold."""
     from .config import DataArguments
@@ -189,7 +190,7 @@ def load_detector(
     if run_dir is not None:
         from .checkpointing import load_trained
 
-        model, processor = load_trained(folder / weights, is_trainable=True)
+        model, processor = load_trained(folder / weights, is_trainable=True, allow_base_mismatch=allow_base_mismatch)
     else:
         from .modeling import load_merged
 
@@ -360,6 +361,9 @@ def build_parser() -> ArgumentParser:
         help="The question for --generate (default: the run's prompt); must hold <image>.",
     )
     parser.add_argument("--max_new_tokens", type=int, default=48, help="Length limit of a generated answer.")
+    parser.add_argument(
+        "--allow_base_mismatch", action="store_true", help="Load the run's weights even onto another base revision."
+    )
     return parser
 
 

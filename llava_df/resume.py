@@ -29,7 +29,7 @@ HARMLESS = {
     "overwrite_output_dir", "resume_from_checkpoint", "resume_allow_changes", "run_name", "log_level",
     "log_level_replica", "log_on_each_node", "push_to_hub", "hub_model_id", "hub_strategy", "hub_token",
     "hub_private_repo", "hub_always_push", "include_num_input_tokens_seen", "skip_memory_metrics",
-    "project", "trackio_space_id",
+    "project", "trackio_space_id", "allow_base_mismatch", "mm_projector_bin", "local_rank",
 }  # fmt: skip
 
 

@@ -63,6 +63,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["NonFiniteLossError", "RunError", "main", "train", "validate_inputs"]
 
 
+def process_device_map(training_args) -> dict | None:
+    """Data parallel on GPUs: each process loads its whole (INT8/NF4/16-bit) model onto its own GPU,
+    straight from disk (never ``"auto"``, which would split one model over every GPU). One process
+    or CPU: None, from_pretrained's default."""
+    if training_args.world_size > 1 and torch.cuda.is_available() and not training_args.use_cpu:
+        return {"": training_args.local_process_index}
+    return None
+
+
 def _torch_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None
 
@@ -202,8 +211,15 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     meter = PeakMemory()
     meter.reset()  # before the model loads: the peak covers weights + training
     set_seed(t.seed)
-    model, _ = build_model(m, torch_dtype=_torch_dtype(t))
-    model = apply_strategy(model, m, gradient_checkpointing=bool(t.activation_checkpointing))
+    model, _ = build_model(m, torch_dtype=_torch_dtype(t), device_map=process_device_map(t))
+    model = apply_strategy(
+        model, m, gradient_checkpointing=bool(t.activation_checkpointing), verbose=is_main_process()
+    )
+    if resume:  # the checkpoint's trained parts must belong to this base
+        from .base_identity import check_base
+        from .checkpointing import read_checkpoint
+
+        check_base(read_checkpoint(resume).get("base"), model, resume, allow=t.allow_base_mismatch)
     report = trainable_report(model)
     init = getattr(projector_of(unwrap(model)), "llava_df_init", None)  # random, checkpoint or file:<path>
     run_config["trainable"] = report

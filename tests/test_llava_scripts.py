@@ -264,13 +264,14 @@ def test_mm_vision_select_layer_picks_that_hidden_state(layer):
         (["--mm_patch_merge_type", "spatial_unpad"], "only flat"),
         (["--freeze_mm_mlp_adapter", "True"], "always trains the projector"),
         (["--task", "captions"], "expected detect"),
+        (["--deepspeed", "./scripts/zero2.json"], "no such file. Pass a DeepSpeed JSON, or zero2 / zero3"),
         pytest.param(
             ["--report_to", "wandb"],
             "--report_to wandb: not installed here",
             marks=pytest.mark.skipif(find_spec("wandb") is not None, reason="wandb is installed"),
         ),
         pytest.param(
-            ["--deepspeed", "./scripts/zero2.json"],
+            ["--deepspeed", "zero2"],
             "needs DeepSpeed, which is not installed",
             marks=pytest.mark.skipif(find_spec("deepspeed") is not None, reason="DeepSpeed is installed"),
         ),
