@@ -57,7 +57,7 @@ from .comparison.record import (
     record_path,
     write_record,
 )
-from .comparison.tables import comparison_rows, minimum_detectable, write_summary, write_tables
+from .comparison.tables import comparison_rows, minimum_detectable, seeds_advice, write_summary, write_tables
 from .errors import ArgumentParser, ConfigError, RunError, UsageError, cli_entry
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,14 @@ def build_parser() -> ArgumentParser:
         "--aggregate", action="store_true", help="Only rebuild tables and plots from the run JSONs."
     )
     parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap resamples of the paired test.")
+    parser.add_argument(
+        "--skip_probes", action="store_true",
+        help="Do not run the feature probes (linear / MLP / KAN on the frozen tower's features, the ceiling rows).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--only_probes", action="store_true",
+        help="Run (or reuse) only the feature probes of the recipe's data, then rebuild the tables.",
+    )  # fmt: skip
     parser.add_argument(
         "--stage1",
         nargs="?",
@@ -236,6 +244,41 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
     return {"cell": cell.name, "auc": results["test"]["auc"]}
 
 
+# ---- feature probes (the ceiling rows) ------------------------------------------------------
+def run_probe_records(args, train_flags: list[str], command: str) -> None:
+    """Probe records for the recipe's data (comparison/probes.py), reused while their key holds."""
+    from .cli import parse_args
+    from .comparison.probes import PROBES, run_probes, tower_features
+
+    cell = next(iter(grid([REFERENCE], ["projector_only"], args.seeds[:1])))
+    parsed = parse_args(cell_argv(args, train_flags, cell))
+    config = parsed.to_dict()
+    probes_code = Path(__file__).with_name("comparison") / "probes.py"
+    # What a probe depends on: the tower (model), the data and its split seed, the probe seeds and code.
+    key = cell_key(
+        {
+            "model": {k: config["model"][k] for k in ("model_name_or_path", "vision_tower", "mm_vision_select_layer")},
+            "data": config["data"],
+            "training": {"seed": parsed.training.seed, "probe_seeds": args.seeds,
+                         "probes": hashlib.sha256(probes_code.read_bytes()).hexdigest()},  # fmt: skip
+        },
+        code_fingerprint(),
+    )
+    out = args.results_dir / "comparison" / "runs"
+    existing = [out / f"{name}__probe__seed{s}.json" for name in PROBES for s in args.seeds]
+    current = [p for p in existing if p.is_file() and json.loads(p.read_text()).get("key") == key]
+    if current:
+        print(f"probes: up to date ({len(current)} records)", file=sys.stderr)
+        return
+    start = time.time()
+    feats = tower_features(parsed)
+    for record in run_probes(feats, args.seeds, key):
+        record["command"] = command
+        cell = record["cell"]
+        write_record(out / f"{cell['projector']}__probe__seed{cell['seed']}.json", record)
+    print(f"probes: {len(PROBES)} probes in {time.time() - start:.0f} s", file=sys.stderr)
+
+
 # ---- the sweep ------------------------------------------------------------------------------
 def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], int]:
     """(cells to run with argv, record path and key; how many are up to date and skipped)."""
@@ -313,6 +356,7 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
         else f"{device.get('cpu_model')}, {device.get('cpu_count')} cores, no GPU"
     )
     mdd = minimum_detectable(rows)
+    advice = seeds_advice(rows)
     sweep_file = out / "sweep.json"
     sweep = json.loads(sweep_file.read_text()) if sweep_file.is_file() else {"command": command}
     ran = (
@@ -335,6 +379,10 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
             f"test images, 80% power, 5% two-sided): {mdd:.3f}. Cells are marked better or worse only where the "
             "paired 95% interval excludes 0; otherwise they read 'no significant difference'. Selection: best/ is "
             "the epoch with the lowest validation loss (the plateau schedule's criterion), never the test split.",
+            _seeds_line(advice, mdd),
+            "Probe rows (strategy probe): linear / MLP / KAN probes on the frozen tower's features, the same splits "
+            "(`--only_probes` recomputes them; comparison/probes.py); the last column is each row's test AUC minus the "
+            "best probe's.",
             "Accuracy is at each run's decision threshold, chosen on its validation scores (--threshold_rule, default the EER point); peak memory "
             f"is {rows[0]['peak_memory_kind']} of the whole run (tiny preset: what the run measured, not a 7B figure).",
         ]
@@ -351,6 +399,21 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
         "skipped": [str(p) for p, _ in bad],
         "mdd": mdd,
     }
+
+
+def _seeds_line(advice: dict, mdd: float) -> str:
+    if advice["seeds"] is None and not math.isfinite(advice["se_image"]):
+        return "Seeds needed for a 0.02 minimum detectable difference: n/a (needs at least 2 paired seeds)."
+    split = (
+        f"the paired SE splits into {advice['se_image']:.4f} from the test images and a seed-to-seed SD of "
+        f"{advice['sd_seed']:.4f} per difference"
+    )
+    if advice["seeds"] is None:
+        return (f"More seeds alone cannot bring the minimum detectable difference ({mdd:.3f}) to {advice['target']}: "
+                f"{split}, and the image part does not shrink with seeds; more test images would.")  # fmt: skip
+    print(f"seeds for a {advice['target']} minimum detectable difference: {advice['seeds']} ({split})", file=sys.stderr)
+    return (f"With {advice['n_seeds']} seeds the minimum detectable difference is {mdd:.3f}; {advice['seeds']} seeds "
+            f"would bring it to {advice['target']} ({split}).")  # fmt: skip
 
 
 def _run_commits(records: list[dict]) -> str:
@@ -387,14 +450,17 @@ def main(argv: list[str]) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m llava_df.compare_projectors" + (" " + shlex.join(argv) if argv else "")
     args, train_flags = parse(argv)
-    if args.run_stage1 and not args.aggregate:
+    failures: list[str] = []
+    if args.only_probes and (args.aggregate or args.skip_probes):
+        raise UsageError("--only_probes runs the probes: it cannot go with --aggregate or --skip_probes.")
+    if args.run_stage1 and not args.aggregate and not args.only_probes:
         from .comparison.stage1 import run_stage1
 
         n_captions = 120 if args.quick else 1000  # --quick: a smoke run of the whole pipeline
         args.stage1 = run_stage1(
             args.projectors, args.runs_dir, train_flags, captions=args.stage1_data, n_captions=n_captions
         )
-    if not args.aggregate:
+    if not args.aggregate and not args.only_probes:
         todo, skipped = plan(args, train_flags)
         print(f"{len(todo)} runs to do, {skipped} up to date ({args.workers} worker(s))", file=sys.stderr)
         start = time.time()
@@ -411,8 +477,10 @@ def main(argv: list[str]) -> dict:
             write_json(args.results_dir / "comparison" / "sweep.json", sweep)
         for line in failures:
             print(f"failed: {line}", file=sys.stderr)
+    if not args.aggregate and not args.skip_probes:
+        run_probe_records(args, train_flags, command)
     summary = aggregate(args.results_dir, command, n_boot=args.n_boot)
-    if not args.aggregate and failures:
+    if not args.aggregate and not args.only_probes and failures:
         raise RunError(
             f"{len(failures)} runs failed (listed above; logs in {args.runs_dir}); the tables hold the others."
         )

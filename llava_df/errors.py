@@ -86,9 +86,9 @@ def cli_entry(main: Callable[[list[str]], Any]) -> Callable[[list[str] | None], 
         except UserError as err:
             if debug:
                 raise
-            # Under torchrun / accelerate every process meets the same error: the main one says it.
-            if int(os.environ.get("RANK", "0")) == 0:
-                print(f"error: {err}", file=sys.stderr, flush=True)
+            # Under torchrun / accelerate another process than the main one says which it is.
+            rank = int(os.environ.get("RANK", "0"))
+            print(f"error: {f'[rank {rank}] ' if rank else ''}{err}", file=sys.stderr, flush=True)
             raise SystemExit(err.exit_code) from None
 
     return wrapper

@@ -281,6 +281,15 @@ def _set_aside(out: Path, artifacts: list[Path]) -> Path:
     return aside
 
 
+def _wait_for_everyone() -> None:
+    """A barrier when several processes run (torchrun / accelerate): every process has checked the
+    folder before the main one writes to it, so none sees a half-claimed folder."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def _check_state(out: Path, artifacts: list[Path], *, overwrite: bool, resume: str | None) -> None:
     """RunError when the folder's state and the flags disagree (every process checks the same)."""
     names = sorted(p.name for p in artifacts)
@@ -308,8 +317,12 @@ def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
     if not is_main_process():  # rank 0 owns the folder; the others check the same state and only read
         if out.is_dir():
             _check_state(out, run_artifacts(out), overwrite=overwrite, resume=resume)
+        _wait_for_everyone()
         yield Claim(out, resume=resolve_resume(out, resume, remove_partial=False) if resume else None)
         return
+    if out.is_dir():  # checked by every process before the main one changes anything
+        _check_state(out, run_artifacts(out), overwrite=overwrite, resume=resume)
+    _wait_for_everyone()
     out.mkdir(parents=True, exist_ok=True)
     claim = Claim(out, lock=acquire_lock(out))
     finished = False

@@ -144,6 +144,7 @@ def train(parsed: ParsedArgs, callbacks: tuple = ()) -> dict:
     checks = validate_inputs(parsed)
     data = prepare_data(parsed)
     out = Path(t.output_dir)
+    _ = t.world_size  # sets up the process group under torchrun / accelerate (claim_output_dir synchronizes on it)
     with (
         claim_output_dir(out, overwrite=t.overwrite_output_dir, resume=t.resume_from_checkpoint) as claim,
         run_env(parsed, default_tensorboard_dir=str(out / "runs")),

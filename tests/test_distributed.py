@@ -54,7 +54,8 @@ def _run(
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                "--master_port", str(_free_port()), "-m", "llava_df.train", *argv]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert (done.returncode == 0) == ok, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "Error" in line or "error:" in line]
+    assert (done.returncode == 0) == ok, "\n".join(errors[:12]) + "\n...\n" + done.stderr[-1500:]
     return done
 
 
@@ -124,8 +125,9 @@ def test_two_processes_resume_from_their_checkpoint(runs, tmp_path):
         [*COMMON, "--per_device_train_batch_size", "4", "--output_dir", str(root / "ddp")], 2
     )
     assert finished.stderr.count("error: --output_dir") == 1 and "holds a finished run" in finished.stderr
+    assert finished.stderr.count("error: [rank 1] --output_dir") == 1  # the other process names itself
     # every process stops on the same check with no traceback of its own (torchrun adds its launcher's)
-    assert "[rank" not in finished.stderr and "llava_df/" not in finished.stderr
+    assert "[rank1]:" not in finished.stderr and "llava_df/" not in finished.stderr
     resumed = [*COMMON, "--per_device_train_batch_size", "4", "--output_dir", str(ddp)]
     resumed[resumed.index("--max_steps") + 1] = "6"
     _run([*resumed, "--resume_from_checkpoint", "last", "--resume_allow_changes", "max_steps"], 2)

@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 
 from .cells import REFERENCE
-from .stats import hanley_mcneil_se, mean_ci, minimum_detectable_difference, paired_auc_difference
+from .stats import (
+    hanley_mcneil_se,
+    mean_ci,
+    minimum_detectable_difference,
+    paired_auc_difference,
+    seeds_for_target,
+)
+
+PROBE = "probe"  # the strategy name of the feature-probe reference rows (comparison/probes.py)
 
 
 def _aligned(records: list[dict], split: str) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
@@ -74,7 +82,30 @@ def comparison_rows(records: list[dict], n_boot: int = 1000) -> list[dict]:
         }
         row |= _versus_reference(groups.get((REFERENCE, strategy), []), runs, projector, n_boot)
         rows.append(row)
+    probes = [r["test_auc"] for r in rows if r["strategy"] == PROBE and math.isfinite(r["test_auc"])]
+    best = max(probes) if probes else math.nan
+    for r in rows:  # how much the LLM readout loses against what the features allow
+        r["vs_best_probe"] = r["test_auc"] - best if r["strategy"] != PROBE else math.nan
     return rows
+
+
+def seeds_advice(rows: list[dict], target: float = 0.02) -> dict:
+    """The paired test's SE split into image sampling and seed-to-seed spread, and the seeds that
+    would bring the minimum detectable difference to ``target`` (None: more seeds alone cannot)."""
+    se_image, sd_seed, n_seeds = [], [], []
+    for r in rows:
+        diffs = [float(d) for d in str(r.get("vs_ref_per_seed") or "").split()]
+        if len(diffs) < 2 or not math.isfinite(r.get("vs_ref_se", math.nan)):
+            continue
+        sd = float(np.std(diffs, ddof=1))
+        sd_seed.append(sd)
+        n_seeds.append(len(diffs))
+        se_image.append(math.sqrt(max(r["vs_ref_se"] ** 2 - sd**2 / len(diffs), 0.0)))
+    if not se_image:
+        return {"seeds": None, "se_image": math.nan, "sd_seed": math.nan, "target": target}
+    img, sd = float(np.median(se_image)), float(np.median(sd_seed))
+    return {"seeds": seeds_for_target(img, sd, target), "se_image": img, "sd_seed": sd, "target": target,
+            "n_seeds": int(np.median(n_seeds))}  # fmt: skip
 
 
 def _class_sizes(record: dict, split: str) -> tuple[int, int] | None:
@@ -130,9 +161,8 @@ def _versus_reference(reference: list[dict], runs: list[dict], projector: str, n
 
 def _peak_mib(record: dict) -> float:
     peak = record["peak_memory"]
-    return (
-        peak.get("peak_allocated_mb") if peak.get("device") == "cuda" else peak.get("peak_rss_mb", math.nan)
-    )
+    value = peak.get("peak_allocated_mb") if peak.get("device") == "cuda" else peak.get("peak_rss_mb")
+    return math.nan if value is None else value  # probes measure none (null in their JSON)
 
 
 def _peak_kind(record: dict) -> str:
@@ -166,9 +196,10 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
     lines.append(
         "| strategy | projector | projector init | seeds | test AUC (95% CI) | test accuracy at the val-chosen threshold | held-out AUC | "
         "vs mlp2x_gelu: AUC difference [95% CI] (per seed) | trainable params | projector params | projector MACs/token | "
-        f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | s/step | val-test AUC gap (runs > 3 SE) |"
+        f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | s/step | val-test AUC gap (runs > 3 SE) | "
+        "test AUC minus the best probe's |"
     )
-    lines.append("|" + "---|" * 14)
+    lines.append("|" + "---|" * 15)
     for r in rows:
         vs = (
             f"{r['vs_ref_difference']:+.3f} [{r['vs_ref_ci_low']:+.3f}, {r['vs_ref_ci_high']:+.3f}] "
@@ -181,7 +212,7 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
             f"{_fmt(r['test_accuracy'], r['test_accuracy_ci'])} | {_fmt(r['heldout_auc'], r['heldout_auc_ci'])} | {vs} | "
             f"{r['trainable_params']:,} | {r['projector_params'] or 0:,} | {r['projector_macs_per_token'] or 0:,} | "
             f"{_fmt(r['peak_memory_mib'], digits=0)} | {_fmt(r['s_per_step'])} | "
-            f"{_fmt(r['val_test_gap'], digits=3)} ({r['val_test_gap_flag']}) |"
+            f"{_fmt(r['val_test_gap'], digits=3)} ({r['val_test_gap_flag']}) | {_fmt(r['vs_best_probe'])} |"
         )
     md = out_dir / "comparison.md"
     md.write_text("\n".join(lines) + "\n")
@@ -191,6 +222,8 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
 def write_summary(rows: list[dict], out_dir, mdd: float):
     """results/comparison_summary.md: test AUC per projector (rows) and strategy (columns), the
     verdict against mlp2x_gelu in each cell; the README's "What we found" shows this file."""
+    probes = [r for r in rows if r["strategy"] == PROBE]
+    rows = [r for r in rows if r["strategy"] != PROBE]
     strategies = sorted({r["strategy"] for r in rows})
     projectors = list(
         dict.fromkeys(r["projector"] for r in sorted(rows, key=lambda r: r["projector"] != REFERENCE))
@@ -227,6 +260,15 @@ def write_summary(rows: list[dict], out_dir, mdd: float):
         f"Mean over seeds ± 95% CI; (better)/(worse): the paired bootstrap against mlp2x_gelu under the same "
         f"strategy excludes 0; (n.s.): it does not. Smallest difference the table can detect (80% power): {mdd:.3f} AUC.",
     ]
+    if probes:
+        best = max(rows, key=lambda r: r["test_auc"] if math.isfinite(r["test_auc"]) else -1)
+        ceiling = max(probes, key=lambda r: r["test_auc"])
+        listed = ", ".join(f"{r['projector'].removeprefix('probe_')} {_fmt(r['test_auc'], r['test_auc_ci'])}" for r in probes)
+        lines.append(
+            f"Feature probes on the frozen tower (the ceiling, no LLM): {listed} test AUC. The best pipeline cell "
+            f"({best['projector']}, {best['strategy']}: {best['test_auc']:.3f}) is {ceiling['test_auc'] - best['test_auc']:+.3f} "
+            f"below the best probe ({ceiling['projector']})."
+        )
     path = out_dir / "comparison_summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
