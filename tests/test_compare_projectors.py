@@ -66,10 +66,12 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
     root, _, summary = quick
     results = root / "results"
     runs = sorted((results / "comparison" / "runs").glob("*.json"))
-    assert [p.stem for p in runs] == sorted(
+    cells = sorted(
         f"{p}__{s}__seed0" for p in ("mlp2x_gelu", "kan_h64_g3_k2") for s in ("projector_only", "lora")
     )
-    record = json.loads(runs[0].read_text())
+    probes = sorted(f"probe_{p}__probe__seed0" for p in ("linear", "mlp", "kan"))
+    assert [p.stem for p in runs] == sorted(cells + probes)
+    record = json.loads((results / "comparison" / "runs" / f"{cells[0]}.json").read_text())
     for key in (
         "cell",
         "key",
@@ -92,7 +94,10 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
     assert len(record["scores"]["test"]["p_fake"]) == test["n"]
     table = (results / "comparison.md").read_text()
     assert "Sweep: `python -m llava_df.compare_projectors --quick" in table and "Machine:" in table
-    assert "Minimum detectable test-AUC difference" in table and "| lora | mlp2x_gelu | checkpoint | 1 |" in table
+    assert (
+        "Minimum detectable test-AUC difference" in table
+        and "| lora | mlp2x_gelu | checkpoint | 1 |" in table
+    )
     rows = {(r["projector"], r["strategy"]): r for r in summary["rows"]}
     assert rows[("mlp2x_gelu", "lora")]["vs_ref_verdict"] == "reference"
     assert rows[("kan_h64_g3_k2", "lora")]["vs_ref_verdict"] in (
@@ -106,6 +111,15 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
         and "(reference)" in summary_table
         and "lora: test AUC" in summary_table
     )
+    # the ceiling rows: probes on the frozen tower's features, and each pipeline row's gap to the best
+    probe_rows = [r for r in summary["rows"] if r["strategy"] == "probe"]
+    assert {r["projector"] for r in probe_rows} == {"probe_linear", "probe_mlp", "probe_kan"}
+    best = max(r["test_auc"] for r in probe_rows)
+    assert rows[("mlp2x_gelu", "lora")]["vs_best_probe"] == pytest.approx(
+        rows[("mlp2x_gelu", "lora")]["test_auc"] - best
+    )
+    assert "Feature probes on the frozen tower" in summary_table and "| probe | probe_mlp |" in table
+    assert "seeds would bring it to 0.02" in table or "Seeds needed for a 0.02" in table
     for png in ("auc_vs_trainable_params.png", "auc_vs_peak_memory.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -129,7 +143,7 @@ def test_a_corrupt_record_is_named_and_the_others_still_aggregate(quick, tmp_pat
     broken.write_text(broken.read_text()[:200])  # half-written
     summary = main(["--aggregate", "--results_dir", str(results)])
     assert str(broken) in summary["skipped"] and str(broken) in capsys.readouterr().err
-    assert {(r["projector"], r["strategy"]) for r in summary["rows"]} == {
+    assert {(r["projector"], r["strategy"]) for r in summary["rows"] if r["strategy"] != "probe"} == {
         ("mlp2x_gelu", "lora"), ("mlp2x_gelu", "projector_only"), ("kan_h64_g3_k2", "projector_only")
     }  # fmt: skip
 
@@ -155,7 +169,7 @@ def test_the_results_notebook_shows_what_the_sweep_wrote(quick):
         out.get("text", "") + json.dumps(out.get("data", {}))
         for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs
     )  # fmt: skip
-    assert "LOADED 4 runs, 4 rows, projectors ['kan_h64_g3_k2', 'mlp2x_gelu']" in text
+    assert "LOADED 7 runs, 7 rows, projectors ['kan_h64_g3_k2', 'mlp2x_gelu', 'probe_kan', 'probe_linear', 'probe_mlp']" in text
     assert "FAMILIES" in text and "heldout" in text and "image/png" in text and "peak_memory_mib" in text
 
 
@@ -193,7 +207,9 @@ def test_stage1_runs_before_stage2_and_every_row_says_how_its_projector_started(
     for name in ("mlp2x_gelu", "kan_h64_g3_k2"):
         stage1 = tmp_path / "o" / "stage1" / name / "mm_projector.safetensors"
         assert stage1.is_file()
-        record = json.loads((tmp_path / "r" / "comparison" / "runs" / f"{name}__projector_only__seed0.json").read_text())
+        record = json.loads(
+            (tmp_path / "r" / "comparison" / "runs" / f"{name}__projector_only__seed0.json").read_text()
+        )
         assert record["projector_init"] == f"file:{stage1}"
         row = next(r for r in summary["rows"] if r["projector"] == name)
         assert row["init"] == f"file:{stage1}"
@@ -201,10 +217,21 @@ def test_stage1_runs_before_stage2_and_every_row_says_how_its_projector_started(
     assert "| projector_only | kan_h64_g3_k2 | stage 1 (kan_h64_g3_k2) |" in table
     before = (tmp_path / "o" / "stage1" / "mlp2x_gelu" / "mm_projector.safetensors").stat().st_mtime_ns
     main(argv)  # nothing changed: stage 1 and the cells are reused
-    assert (tmp_path / "o" / "stage1" / "mlp2x_gelu" / "mm_projector.safetensors").stat().st_mtime_ns == before
+    assert (
+        tmp_path / "o" / "stage1" / "mlp2x_gelu" / "mm_projector.safetensors"
+    ).stat().st_mtime_ns == before
 
 
 def test_stage1_data_without_stage1_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["--stage1_data", "x.json", "--results_dir", str(tmp_path / "r"), "--runs_dir", str(tmp_path / "o")])
+        main(
+            [
+                "--stage1_data",
+                "x.json",
+                "--results_dir",
+                str(tmp_path / "r"),
+                "--runs_dir",
+                str(tmp_path / "o"),
+            ]
+        )
     assert info.value.code == 2 and "add --stage1" in capsys.readouterr().err
