@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -47,41 +45,16 @@ logger = logging.getLogger(__name__)
 TINY_PARTS = ("tiny_llm", "tiny_clip")
 IMAGE_TOKEN = "<image>"
 # Shapes of the towers LLaVA's scripts name, so a mismatch is caught offline, before any download.
+SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")
 KNOWN_TOWERS = {
-    "openai/clip-vit-large-patch14-336": dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-    ),  # fmt: skip
-    "openai/clip-vit-large-patch14": dict(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=224,
-        patch_size=14,
-    ),  # fmt: skip
-    "openai/clip-vit-base-patch32": dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=224,
-        patch_size=32,
-    ),  # fmt: skip
-    "openai/clip-vit-base-patch16": dict(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=224,
-        patch_size=16,
-    ),  # fmt: skip
+    name: dict(zip(SHAPE_KEYS, shape, strict=True))
+    for name, shape in {
+        "openai/clip-vit-large-patch14-336": (1024, 4096, 24, 16, 336, 14),  # LLaVA-1.5
+        "openai/clip-vit-large-patch14": (1024, 4096, 24, 16, 224, 14),  # LLaVA-1.0 (finetune_qlora.sh)
+        "openai/clip-vit-base-patch32": (768, 3072, 12, 12, 224, 32),
+        "openai/clip-vit-base-patch16": (768, 3072, 12, 12, 224, 16),
+    }.items()
 }
-SHAPE_KEYS = tuple(KNOWN_TOWERS["openai/clip-vit-base-patch16"])
 # Text models LLaVA builds on (a Llama-architecture config.json is what the planner and strategies know).
 SUPPORTED_LLMS = ("llama", "mistral", "qwen2")
 
@@ -90,15 +63,11 @@ SUPPORTED_LLMS = ("llama", "mistral", "qwen2")
 def materialize_tiny_part(name: str) -> Path:
     """``tiny_llm`` (LlamaForCausalLM + the shipped tokenizer) or ``tiny_clip`` (CLIPVisionModel +
     image processor), cut out of the tiny preset and saved as their own checkpoints (cached)."""
-    from .tiny import load_tiny_processor, materialize_tiny
+    from .tiny import load_tiny_processor, materialize_folder, materialize_tiny
 
     root = materialize_tiny()
-    target = root / "parts" / name
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         llava = LlavaForConditionalGeneration.from_pretrained(root)
         processor = load_tiny_processor()
         if name == "tiny_llm":
@@ -112,14 +81,8 @@ def materialize_tiny_part(name: str) -> Path:
             tower.load_state_dict(llava.model.vision_tower.state_dict())
             tower.save_pretrained(tmp)
             processor.image_processor.save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: theirs is identical
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return materialize_folder(root / "parts" / name, write)
 
 
 def resolve_part(name: str, what: str, cache_dir: str | None = None) -> str:
@@ -269,7 +232,7 @@ def _listing(path: str, cache_dir: str | None) -> dict:
 
 def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype | None = None) -> Path:
     """Save LLM ``llm`` + tower ``tower`` + a new projector as one LLaVA checkpoint; return its folder."""
-    from .tiny import _cache_root
+    from .tiny import _cache_root, materialize_folder
 
     cache_dir = getattr(model_args, "cache_dir", None)
     llm_path = resolve_part(llm, "--model_name_or_path", cache_dir)
@@ -282,14 +245,10 @@ def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype |
         "dtype": str(dtype),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    root = _cache_root(None)
-    target = root / f"assembled-{digest}"
-    if (target / "config.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    logger.info("building a LLaVA from %s + %s (once; cached in %s)", llm, tower, target)
-    tmp = Path(tempfile.mkdtemp(prefix=".assembled-", dir=root))
-    try:
+    target = _cache_root(None) / f"assembled-{digest}"
+
+    def write(tmp: Path) -> None:
+        logger.info("building a LLaVA from %s + %s (once; cached in %s)", llm, tower, target)
         kwargs = {"cache_dir": cache_dir, "dtype": dtype or "auto"}
         language = AutoModelForCausalLM.from_pretrained(llm_path, **kwargs)
         vision = CLIPVisionModel.from_pretrained(tower_path, **kwargs)
@@ -306,14 +265,8 @@ def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype |
         model.config.llava_df = {"assembled_from": {"llm": llm, "vision_tower": tower}}
         model.save_pretrained(tmp)
         assembled_processor(llm, tower, model_args).save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return materialize_folder(target, write)
 
 
 def is_llava(config) -> bool:

@@ -280,15 +280,22 @@ def materialize_tiny(seed: int = TINY_SEED, cache_dir: str | os.PathLike | None 
         "transformers": transformers.__version__,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    root = _cache_root(cache_dir)
-    target = root / f"tiny-{digest}"
-    if (target / "config.json").is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root))
-    try:
+    def write(tmp: Path) -> None:
         build_tiny_model(seed).save_pretrained(tmp)
         load_tiny_processor().save_pretrained(tmp)
+
+    return materialize_folder(_cache_root(cache_dir) / f"tiny-{digest}", write)
+
+
+def materialize_folder(target: Path, write) -> Path:
+    """``target`` if it holds a config.json, else ``write(tmp)`` into a temporary sibling renamed to
+    ``target``: parallel processes (test workers, torchrun ranks) never see a half-written checkpoint."""
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first: theirs is identical
