@@ -374,7 +374,7 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
             f"Machine: {machine}; torch {env['packages'].get('torch')}, transformers {env['packages'].get('transformers')}; "
             f"the runs' code: {_run_commits(records)}.",
             f"Runs: {len(records)} records{f', {len(bad)} unreadable and skipped' if bad else ''}; "
-            f"in-distribution test set {test_sizes}.",
+            f"in-distribution test set {test_sizes}; {_val_size(records)}.",
             f"Minimum detectable test-AUC difference against {REFERENCE} (paired bootstrap over seed pairs and "
             f"test images, 80% power, 5% two-sided): {mdd:.3f}. Cells are marked better or worse only where the "
             "paired 95% interval excludes 0; otherwise they read 'no significant difference'. Selection: best/ is "
@@ -424,6 +424,18 @@ def _run_commits(records: list[dict]) -> str:
         name = f"git {str(git.get('commit'))[:10]}" + (" (dirty)" if git.get("dirty") else " (clean)")
         seen[name] = seen.get(name, 0) + 1
     return ", ".join(f"{name} x{n}" if len(seen) > 1 else name for name, n in seen.items())
+
+
+def _val_size(records: list[dict]) -> str:
+    """The validation split's size and its AUC standard error (it picks best/ and the threshold)."""
+    from .comparison.stats import hanley_mcneil_se
+
+    y = (records[0]["scores"].get("val") or {}).get("is_fake")
+    if not y:
+        return "no validation scores"
+    fake, real = sum(y), len(y) - sum(y)
+    return (f"validation {len(y)} images ({real} real, {fake} fake), AUC standard error "
+            f"{hanley_mcneil_se(0.8, fake, real):.3f} at AUC 0.8")  # fmt: skip
 
 
 def _test_sizes(records: list[dict]) -> str:
