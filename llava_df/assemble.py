@@ -39,13 +39,21 @@ from transformers import (
 )
 
 from .errors import ModelNotFoundError, UsageError
+from .llava_flags import SELECT_FEATURES
 
 logger = logging.getLogger(__name__)
 
 TINY_PARTS = ("tiny_llm", "tiny_clip")
 IMAGE_TOKEN = "<image>"
 # Shapes of the towers LLaVA's scripts name, so a mismatch is caught offline, before any download.
-SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")
+SHAPE_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "image_size",
+    "patch_size",
+)
 KNOWN_TOWERS = {
     name: dict(zip(SHAPE_KEYS, shape, strict=True))
     for name, shape in {
@@ -85,7 +93,7 @@ def materialize_tiny_part(name: str) -> Path:
     return materialize_folder(root / "parts" / name, write)
 
 
-def resolve_part(name: str, what: str, cache_dir: str | None = None) -> str:
+def resolve_part(name: str, what: str) -> str:
     """A local folder or hub id for an LLM or tower name; tiny parts are materialized."""
     if name in TINY_PARTS:
         return str(materialize_tiny_part(name))
@@ -107,7 +115,7 @@ def tower_config(name: str, cache_dir: str | None = None) -> CLIPVisionConfig:
             return _vision_part(AutoConfig.from_pretrained(name, cache_dir=cache_dir), name)
         except (OSError, ValueError):
             return CLIPVisionConfig(**KNOWN_TOWERS[name])
-    path = resolve_part(name, "--vision_tower", cache_dir)
+    path = resolve_part(name, "--vision_tower")
     try:
         config = AutoConfig.from_pretrained(path, cache_dir=cache_dir)
     except (OSError, ValueError) as exc:
@@ -157,9 +165,7 @@ def _tiny_vision():
 
 # ---- LLM + tower -> LLaVA -------------------------------------------------------------------
 def llm_config(llm: str, cache_dir: str | None = None):
-    config = AutoConfig.from_pretrained(
-        resolve_part(llm, "--model_name_or_path", cache_dir), cache_dir=cache_dir
-    )
+    config = AutoConfig.from_pretrained(resolve_part(llm, "--model_name_or_path"), cache_dir=cache_dir)
     if config.model_type not in SUPPORTED_LLMS:
         raise UsageError(
             f"--model_name_or_path {llm} is a {config.model_type!r} model. llava_df builds LLaVA from "
@@ -182,7 +188,7 @@ def assembled_config(llm: str, tower: str, model_args) -> LlavaConfig:
     cache_dir = getattr(model_args, "cache_dir", None)
     text = llm_config(llm, cache_dir)
     vision = tower_config(tower, cache_dir)
-    tok = _tokenizer(resolve_part(llm, "--model_name_or_path", cache_dir), cache_dir)
+    tok = _tokenizer(resolve_part(llm, "--model_name_or_path"), cache_dir)
     text.vocab_size = max(text.vocab_size, len(tok))
     layer = model_args.mm_vision_select_layer
     feature = model_args.mm_vision_select_feature or "patch"
@@ -192,7 +198,7 @@ def assembled_config(llm: str, tower: str, model_args) -> LlavaConfig:
         image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=(vision.image_size // vision.patch_size) ** 2 + (feature == "cls_patch"),
         vision_feature_layer=-1 if layer is None else layer,
-        vision_feature_select_strategy="full" if feature == "cls_patch" else "default",
+        vision_feature_select_strategy=SELECT_FEATURES[feature],
         projector_hidden_act="gelu",
         pad_token_id=tok.pad_token_id,
     )
@@ -200,9 +206,9 @@ def assembled_config(llm: str, tower: str, model_args) -> LlavaConfig:
 
 def assembled_processor(llm: str, tower: str, model_args) -> LlavaProcessor:
     cache_dir = getattr(model_args, "cache_dir", None)
-    tok = _tokenizer(resolve_part(llm, "--model_name_or_path", cache_dir), cache_dir)
+    tok = _tokenizer(resolve_part(llm, "--model_name_or_path"), cache_dir)
     image_processor = AutoImageProcessor.from_pretrained(
-        resolve_part(tower, "--vision_tower", cache_dir), cache_dir=cache_dir
+        resolve_part(tower, "--vision_tower"), cache_dir=cache_dir
     )
     vision = tower_config(tower, cache_dir)
     feature = model_args.mm_vision_select_feature or "patch"
@@ -210,7 +216,7 @@ def assembled_processor(llm: str, tower: str, model_args) -> LlavaProcessor:
         image_processor=image_processor,
         tokenizer=tok,
         patch_size=vision.patch_size,
-        vision_feature_select_strategy="full" if feature == "cls_patch" else "default",
+        vision_feature_select_strategy=SELECT_FEATURES[feature],
         num_additional_image_tokens=1,  # CLIP's CLS token
     )
 
@@ -235,8 +241,8 @@ def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype |
     from .tiny import _cache_root, materialize_folder
 
     cache_dir = getattr(model_args, "cache_dir", None)
-    llm_path = resolve_part(llm, "--model_name_or_path", cache_dir)
-    tower_path = resolve_part(tower, "--vision_tower", cache_dir)
+    llm_path = resolve_part(llm, "--model_name_or_path")
+    tower_path = resolve_part(tower, "--vision_tower")
     config = assembled_config(llm, tower, model_args)
     key = {
         "llm": _listing(llm_path, cache_dir),

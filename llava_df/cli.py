@@ -399,12 +399,6 @@ def validate(parsed: ParsedArgs) -> None:
             f"--output_dir {t.output_dir!r}: expected a folder name; an empty name would write into the current "
             "folder. Pass e.g. --output_dir outputs/run."
         )
-    adapter = m.pretrain_mm_mlp_adapter
-    if adapter is not None and not Path(adapter).is_file() and Path(adapter).name == "mm_projector.bin":
-        sibling = Path(adapter).with_suffix(".safetensors")
-        if sibling.is_file():  # stage 1 here writes .safetensors; LLaVA's finetune scripts name the .bin
-            parsed.notes.append(f"--pretrain_mm_mlp_adapter {adapter}: not there; using {sibling} (stage 1's output)")
-            m.pretrain_mm_mlp_adapter = str(sibling)
     if m.pretrain_mm_mlp_adapter is not None and not Path(m.pretrain_mm_mlp_adapter).is_file():
         raise ConfigError(
             f"--pretrain_mm_mlp_adapter {m.pretrain_mm_mlp_adapter}: no such file. Pass a stage-1 mm_projector.bin "

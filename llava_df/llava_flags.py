@@ -25,6 +25,7 @@ What each flag does here:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from .errors import ConfigError
 
@@ -45,7 +46,8 @@ def resolve_llava_flags(parsed) -> list[str]:
         try:
             version = canonical_name(m.version)
         except KeyError as err:
-            raise ConfigError(f"--version {m.version}: {str(err).strip(chr(39) + chr(34))}") from None
+            reason = str(err).strip("'\"")
+            raise ConfigError(f"--version {m.version}: {reason}") from None
         if "conv_template" in parsed.explicit and canonical_name(d.conv_template) != version:
             raise ConfigError(
                 f"--version {m.version} and --conv_template {d.conv_template} name different templates; they are the "
@@ -61,6 +63,14 @@ def resolve_llava_flags(parsed) -> list[str]:
                 "--version plain: caption task (stage 1): free-text answers, loss on the caption tokens, no Real/Fake "
                 "scores; pass --task detect to score Real/Fake answers with the plain layout"
             )
+    adapter = m.pretrain_mm_mlp_adapter
+    if adapter is not None and not Path(adapter).is_file() and Path(adapter).name == "mm_projector.bin":
+        sibling = Path(adapter).with_suffix(".safetensors")
+        if sibling.is_file():  # stage 1 here writes .safetensors; LLaVA's finetune scripts name the .bin
+            notes.append(
+                f"--pretrain_mm_mlp_adapter {adapter}: not there; using {sibling} (stage 1's output)"
+            )
+            m.pretrain_mm_mlp_adapter = str(sibling)
     for flag, on, meaning in (
         ("lazy_preprocess", d.lazy_preprocess, "samples are always tokenized per batch here"),
         (
@@ -118,10 +128,9 @@ def check_llava_flags(parsed) -> None:
             f"--task {d.task}: expected detect (Real/Fake answers, scored) or caption (free-text answers, stage 1)."
         )
     if d.task == "caption" and not d.data_path:
-        raise ConfigError(
-            "--task caption (stage 1) reads image-caption pairs from --data_path (LLaVA-Pretrain format). Write a "
-            "synthetic set with `python -m llava_df.data.synthetic --captions --out DIR`, or pass --task detect."
-        )
+        from .data.load import CAPTIONS_NEED_DATA_PATH
+
+        raise ConfigError(CAPTIONS_NEED_DATA_PATH)
     name = m.model_name_or_path
     if name == "tiny_clip":
         raise ConfigError(

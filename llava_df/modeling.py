@@ -65,7 +65,7 @@ def _looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def resolve_checkpoint(name_or_path: str) -> str:
+def resolve_checkpoint(name_or_path: str, cache_dir: str | None = None) -> str:
     """``tiny`` -> the materialized preset; a folder -> itself; a hub id -> itself if it can be loaded.
 
     Raises FileNotFoundError naming the path and how to obtain it. With ``HF_HUB_OFFLINE=1`` a
@@ -86,7 +86,7 @@ def resolve_checkpoint(name_or_path: str) -> str:
             f"Checkpoint folder {name_or_path!r} does not exist. Check --model_name_or_path."
         )
     try:
-        AutoConfig.from_pretrained(name_or_path)
+        AutoConfig.from_pretrained(name_or_path, cache_dir=cache_dir)
     except (OSError, ValueError) as exc:
         offline = huggingface_hub.is_offline_mode()
         where = (
@@ -127,7 +127,7 @@ def _source(model_args) -> tuple[str, str]:
         return "tiny", name
     if name in TINY_PARTS:
         return "assembled", resolve_part(name, "--model_name_or_path")
-    path = resolve_checkpoint(name)
+    path = resolve_checkpoint(name, cache_dir)
     if model_args.vision_tower and not is_llava(AutoConfig.from_pretrained(path, cache_dir=cache_dir)):
         return "assembled", path
     return "llava", path
@@ -172,7 +172,9 @@ def load_processor(model_args):
     kind, path = _source(model_args)
     if kind == "assembled":
         return assembled_processor(path, model_args.vision_tower, model_args)
-    processor = load_tiny_processor() if kind == "tiny" else AutoProcessor.from_pretrained(path)
+    processor = (
+        load_tiny_processor() if kind == "tiny" else AutoProcessor.from_pretrained(path, cache_dir=model_args.cache_dir)
+    )
     if model_args.mm_vision_select_feature is not None:
         processor.vision_feature_select_strategy = SELECT_FEATURES[model_args.mm_vision_select_feature]
     return processor

@@ -314,15 +314,12 @@ def _check_state(out: Path, artifacts: list[Path], *, overwrite: bool, resume: s
 def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
     """Lock ``out``, check its state against the flags, set a replaced run aside; see the module doc."""
     out = Path(out)
-    if not is_main_process():  # rank 0 owns the folder; the others check the same state and only read
-        if out.is_dir():
-            _check_state(out, run_artifacts(out), overwrite=overwrite, resume=resume)
-        _wait_for_everyone()
-        yield Claim(out, resume=resolve_resume(out, resume, remove_partial=False) if resume else None)
-        return
-    if out.is_dir():  # checked by every process before the main one changes anything
+    if out.is_dir():  # every process checks the same state before the main one changes anything
         _check_state(out, run_artifacts(out), overwrite=overwrite, resume=resume)
     _wait_for_everyone()
+    if not is_main_process():  # rank 0 owns the folder; the others only read it
+        yield Claim(out, resume=resolve_resume(out, resume, remove_partial=False) if resume else None)
+        return
     out.mkdir(parents=True, exist_ok=True)
     claim = Claim(out, lock=acquire_lock(out))
     finished = False
@@ -330,9 +327,8 @@ def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
         _resolve_leftover_aside(out)
         artifacts = run_artifacts(out)
         names = sorted(p.name for p in artifacts)
-        wants_resume = resume_request(resume) is not None
-        _check_state(out, artifacts, overwrite=overwrite, resume=resume)
-        if overwrite and artifacts and not wants_resume:
+        _check_state(out, artifacts, overwrite=overwrite, resume=resume)  # again: the aside may have changed it
+        if overwrite and artifacts and resume_request(resume) is None:
             claim.aside = _set_aside(out, artifacts)
             claim.notes.append(
                 f"--overwrite_output_dir: moved the previous run ({', '.join(names)}) into {ASIDE}/"

@@ -45,8 +45,10 @@ DETECTOR_FILE = "llava_df_detector.json"  # written by merge: what predict needs
 
 @dataclass
 class ImageInput:
+    """An image that decoded once (so it is readable); its pixels are read again per batch, as training
+    reads its data, so a folder of large photos is never held in memory at once."""
+
     path: str
-    image: Image.Image | None = None  # RGB, as training reads it
     width: int = 0
     height: int = 0
     mode: str = ""
@@ -106,13 +108,13 @@ def read_images(paths: list[str]) -> tuple[list[ImageInput], list[tuple[str, str
     good, skipped = [], []
     for path in paths:
         try:
-            rgb = load_rgb(path)
+            load_rgb(path)  # a full decode: truncated or corrupt files are caught here, not mid-batch
             with Image.open(path) as raw:
                 mode, (w, h) = raw.mode, raw.size
         except ImageLoadError as err:
             skipped.append((path, err.reason))
             continue
-        good.append(ImageInput(path, rgb, w, h, mode, converted=mode != "RGB"))
+        good.append(ImageInput(path, w, h, mode, converted=mode != "RGB"))
     return good, skipped
 
 
@@ -190,7 +192,9 @@ def load_detector(
     if run_dir is not None:
         from .checkpointing import load_trained
 
-        model, processor = load_trained(folder / weights, is_trainable=True, allow_base_mismatch=allow_base_mismatch)
+        model, processor = load_trained(
+            folder / weights, is_trainable=True, allow_base_mismatch=allow_base_mismatch
+        )
     else:
         from .modeling import load_merged
 
@@ -207,7 +211,7 @@ def score_images(detector: Detector, images: list[ImageInput], batch_size: int =
     from .evaluate import score_dataset, scoring_trainer
 
     # is_fake is a placeholder: the score is read at the answer position, before the answer token.
-    records = [Record(id=im.path, is_fake=0, manipulation="unknown", image=im.image) for im in images]
+    records = [Record(id=im.path, is_fake=0, manipulation="unknown", path=im.path) for im in images]
     d = detector
     with scoring_trainer(d.model, d.collator, d.fake_id, d.real_id, batch_size) as trainer:
         preds, _ = score_dataset(trainer, FaceDataset(records, name="predict"))
@@ -236,6 +240,7 @@ def generate_answers(
 ) -> list[str]:
     """The model's free-text answer per image, from generate() with the run's conversation template."""
     from .data.conversation import get_template
+    from .data.images import load_rgb
 
     d = detector
     template = get_template(d.data_args.conv_template)
@@ -249,7 +254,7 @@ def generate_answers(
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = d.processor(
-                images=[im.image for im in chunk],
+                images=[load_rgb(im.path) for im in chunk],
                 text=[prefix] * len(chunk),
                 padding="longest",
                 return_tensors="pt",
@@ -362,7 +367,9 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--max_new_tokens", type=int, default=48, help="Length limit of a generated answer.")
     parser.add_argument(
-        "--allow_base_mismatch", action="store_true", help="Load the run's weights even onto another base revision."
+        "--allow_base_mismatch",
+        action="store_true",
+        help="Load the run's weights even onto another base revision.",
     )
     return parser
 

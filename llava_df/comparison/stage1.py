@@ -8,18 +8,18 @@ How to call (compare_projectors does)::
 Each projector trains with ``configs/stage1_tiny.yaml`` plus the sweep's own training flags
 (same model, bits), on ``captions`` (LLaVA-Pretrain format) or on synthetic captions written
 once to ``runs_dir/stage1/captions``. A projector whose stage-1 run finished with the same
-arguments is not trained again (``stage1_key.txt`` holds the arguments' hash).
+arguments, captions and code is not trained again (``stage1_key.txt`` holds ``record.cell_key``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 from pathlib import Path
 
 from ..errors import RunError
+from .record import cell_key, code_fingerprint
 
 logger = logging.getLogger(__name__)
 STAGE1_RECIPE = Path(__file__).resolve().parents[2] / "configs" / "stage1_tiny.yaml"
@@ -60,6 +60,8 @@ def run_stage1(
     from ..train import train
 
     data = _captions(runs_dir, captions, n_captions)
+    data_sha = hashlib.sha256(data.read_bytes()).hexdigest()
+    fingerprint = code_fingerprint()
     files = {}
     for name in projectors:
         out = runs_dir / "stage1" / name
@@ -70,12 +72,8 @@ def run_stage1(
                 f"stage 1 of {name}: the recipe {STAGE1_RECIPE} must set version: plain (caption task)."
             )
         config = parsed.to_dict()
-        config["data"]["data_sha256"] = hashlib.sha256(data.read_bytes()).hexdigest()
-        for volatile in ("argv", "explicit", "notes"):
-            config.pop(volatile, None)
-        key = hashlib.blake2b(
-            json.dumps(config, sort_keys=True, default=str).encode(), digest_size=10
-        ).hexdigest()
+        config["data"]["data_sha256"] = data_sha  # new captions at the same path are a new stage 1
+        key = cell_key(config, fingerprint)  # the sweep cells' rule: same settings and code, same run
         weights = out / "mm_projector.safetensors"
         key_file = out / "stage1_key.txt"
         if weights.is_file() and key_file.is_file() and key_file.read_text().strip() == key:

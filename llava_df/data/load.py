@@ -24,6 +24,10 @@ from .jsonl import load_jsonl_records
 from .synthetic import SyntheticConfig, generate
 
 logger = logging.getLogger(__name__)
+CAPTIONS_NEED_DATA_PATH = (
+    "--task caption (stage 1) reads image-caption pairs from --data_path (LLaVA-Pretrain format). Write a "
+    "synthetic set with `python -m llava_df.data.synthetic --captions --out DIR`, or pass --task detect."
+)
 
 
 def synthetic_config(data_args) -> SyntheticConfig:
@@ -51,10 +55,7 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
     """
     task = getattr(data_args, "task", None) or "detect"
     if task == "caption" and not data_args.data_path:
-        raise DataError(
-            "--task caption (stage 1) reads image-caption pairs from --data_path (LLaVA-Pretrain format). Write a "
-            "synthetic set with `python -m llava_df.data.synthetic --captions --out DIR`, or pass --task detect."
-        )
+        raise DataError(CAPTIONS_NEED_DATA_PATH)
     if data_args.data_path:
         records, summary = load_jsonl_records(
             data_args.data_path,
