@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -119,6 +120,8 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
         rows[("mlp2x_gelu", "lora")]["test_auc"] - best
     )
     assert "Feature probes on the frozen tower" in summary_table and "| probe | probe_mlp |" in table
+    # the gap to the best probe reads as words with its sign in them ("0.006 below"), never "+0.006 below"
+    assert re.search(r"is (\d\.\d{3} (above|below)|level with) the best probe \(probe_\w+: \d\.\d{3}\)", summary_table)
     assert "seeds would bring it to 0.02" in table or "Seeds needed for a 0.02" in table
     for png in ("auc_vs_trainable_params.png", "auc_vs_peak_memory.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -266,9 +266,16 @@ def write_summary(rows: list[dict], out_dir, mdd: float):
         listed = ", ".join(f"{r['projector'].removeprefix('probe_')} {_fmt(r['test_auc'], r['test_auc_ci'])}" for r in probes)
         lines.append(
             f"Feature probes on the frozen tower (the ceiling, no LLM): {listed} test AUC. The best pipeline cell "
-            f"({best['projector']}, {best['strategy']}: {best['test_auc']:.3f}) is {ceiling['test_auc'] - best['test_auc']:+.3f} "
-            f"below the best probe ({ceiling['projector']})."
+            f"({best['projector']}, {best['strategy']}: {best['test_auc']:.3f}) is {_versus(best['test_auc'] - ceiling['test_auc'])} "
+            f"the best probe ({ceiling['projector']}: {ceiling['test_auc']:.3f})."
         )
     path = out_dir / "comparison_summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _versus(diff: float) -> str:
+    """'0.006 below' / '0.012 above' / 'level with': a signed gap in words, never '+0.006 below'."""
+    if round(diff, 3) == 0:
+        return "level with"
+    return f"{abs(diff):.3f} {'above' if diff > 0 else 'below'}"
