@@ -197,6 +197,13 @@ class TrainingArguments(transformers.TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing over a finished run in --output_dir."}
     )
+    plan_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Print the memory plan (python -m llava_df.memory plan: dry run + closed form) and stop "
+            "before loading weights or touching --output_dir."
+        },
+    )
     # Plateau schedule and early stopping of the users' QLoRA notes (seeds/003).
     lr_reduction_factor: float = field(
         default=0.5, metadata={"help": "LR multiplier when val loss stops improving."}

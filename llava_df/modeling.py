@@ -269,6 +269,7 @@ def swap_projector(model: nn.Module, name: str, *, weights: str | os.PathLike | 
         and base.config.projector_hidden_act == "gelu"
         and base.config.multimodal_projector_bias
         and not _is_quantized(old)
+        and not any(p.is_meta for p in old.parameters())  # a memory plan's weightless model has none to copy
     ):
         new.load_state_dict(old.state_dict())  # MLPProjector maps linear_1/linear_2 -> 0/2
         source = "checkpoint"  # the checkpoint's own multi_modal_projector

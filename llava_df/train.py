@@ -53,6 +53,7 @@ from .evaluate import AnswerMetrics, AnswerScores, load_data, predict_split, spl
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
 from .memory import PeakMemory
+from .memory.plan import compact
 from .outdir import claim_output_dir, is_main_process, resume_request
 from .resume import add_segment, check_resume_config
 from .runinfo import write_environment
@@ -143,13 +144,43 @@ def train(parsed: ParsedArgs, callbacks: tuple = ()) -> dict:
     t = parsed.training
     checks = validate_inputs(parsed)
     data = prepare_data(parsed)
+    plan = memory_plan(parsed, data)
+    if t.plan_only:
+        return {"memory_plan": plan}
     out = Path(t.output_dir)
     _ = t.world_size  # sets up the process group under torchrun / accelerate (claim_output_dir synchronizes on it)
     with (
         claim_output_dir(out, overwrite=t.overwrite_output_dir, resume=t.resume_from_checkpoint) as claim,
         run_env(parsed, default_tensorboard_dir=str(out / "runs")),
     ):
-        return _train(parsed, out, claim, data, checks, callbacks)
+        return _train(parsed, out, claim, data, checks | {"memory_plan": compact(plan)}, callbacks)
+
+
+def memory_plan(parsed: ParsedArgs, data: Data) -> dict | None:
+    """The memory plan of this run (llava_df.memory), printed before any weights load.
+
+    Sequence length: the collator's, on up to 16 training samples. The dry run (seconds on a
+    7B shape) runs for CUDA runs and --plan_only; a CPU run prints the closed form (milliseconds).
+    A plan that cannot be made is a warning, never a failed run (--plan_only: an error).
+    """
+    from .memory.plan import format_plan, plan_parsed
+
+    t = parsed.training
+    train_ds = split_of(data.splits, "train")
+    seq = int(data.collator([train_ds[i] for i in range(min(16, len(train_ds)))])["input_ids"].shape[1])
+    target = "cuda" if torch.cuda.is_available() and not t.use_cpu else "cpu"
+    try:
+        plan = plan_parsed(parsed, target=target, seq_len=seq, dry=t.plan_only or target == "cuda")
+    except UsageError:
+        raise
+    except Exception as err:  # the planner must not stop a run it could not model
+        if t.plan_only:
+            raise
+        logger.warning("memory plan not available (%s: %s); training goes on", type(err).__name__, err)
+        return None
+    if is_main_process():
+        print(format_plan(plan), flush=True)
+    return plan
 
 
 def _run_config(parsed: ParsedArgs, out: Path, resume: str | None) -> dict:
@@ -304,6 +335,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "threshold": None if caption else {"value": threshold, "rule": rule, "split": "val", "weights": best_dir.name},
         "test_weights": best_dir.name,
         "peak_memory": peak,
+        "memory_plan": checks.get("memory_plan"),  # predicted before launch (llava_df.memory), beside the measured peak
         "time": {
             "train_s": train_output.metrics.get("train_runtime"),
             "steps_this_segment": steps,

@@ -1,0 +1,204 @@
+"""``--budget``: the configurations of a training setup that fit a GPU, fastest first, as --config YAML.
+
+How to call::
+
+    fits = search(argv, budget_bytes=24 * 2**30, margin=0.1, target="cuda")
+    fits["candidates"][0]["yaml"]
+
+What it varies (the strategy and projector are the experiment, so they stay):
+- micro-batch and gradient accumulation, keeping the effective batch (batch x accumulation);
+- gradient checkpointing: off, reentrant, non-reentrant;
+- the optimizer: the one asked for, then 8-bit AdamW (2 bytes of state per parameter, not 8);
+- bits: the ones asked for, then 8 and 4;
+- LoRA r: the one asked for, then halves down to 8 (only where LoRA trains);
+- the text budget (``--model_max_length``) of long prompts: never below the image tokens + the
+  prompt, so no answer is cut.
+
+Every candidate is scored by the closed form (milliseconds); the best that fit under
+``budget x (1 - margin)`` are then checked with the dry run. Speed order (a heuristic, not a
+measurement; said with the result): each recomputation pass of checkpointing costs about a third
+of a step; quantized matmuls are slower than 16-bit ones (INT8 x1.5, NF4 x1.3); a micro-batch
+below 4 leaves the GPU partly idle; settings that change the experiment (bits, r) rank after those
+that do not.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import re
+
+import yaml
+
+from ..errors import UsageError
+
+GIB = 2**30
+BITS_COST = {16: 1.0, 8: 1.5, 4: 1.3}
+EIGHT_BIT_ADAM = "adamw_bnb_8bit"
+
+
+def parse_size(text: str) -> int:
+    """'24GB', '24 GiB', '12g', '24000MB', '24' (GiB) -> bytes. GB and GiB both mean 2**30 here."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([gGmMtT]?)(i?[bB])?\s*", str(text))
+    if not match:
+        raise UsageError(f"--budget {text!r}: expected a size such as 24GB, 12GiB or 16000MB.")
+    value = float(match.group(1))
+    unit = (match.group(2) or "g").lower()
+    size = int(value * {"m": 2**20, "g": GIB, "t": 2**40}[unit])
+    if size <= 0:
+        raise UsageError(f"--budget {text!r}: expected a size above 0, such as 24GB.")
+    return size
+
+
+def _speed_cost(c: dict) -> float:
+    """Relative time per sample (lower is faster); see the module docstring."""
+    ckpt = {"off": 1.0, "reentrant": 1.33, "non-reentrant": 1.33}[c["gradient_checkpointing"]]
+    small_batch = 1.0 + max(0, 4 - c["batch_size"]) * 0.1
+    return ckpt * BITS_COST[c["bits"]] * small_batch
+
+
+def _candidates(settings: dict, strategy: str):
+    effective = settings["batch_size"] * settings["gradient_accumulation_steps"]
+    batches = sorted(
+        {b for b in (1, 2, 4, 8, 16, 32) if b <= effective and effective % b == 0} | {settings["batch_size"]}
+    )
+    bits = [settings["bits"]] + [b for b in (8, 4) if b != settings["bits"]]
+    optims = [settings["optim"]] + ([EIGHT_BIT_ADAM] if settings["optim"] != EIGHT_BIT_ADAM else [])
+    ranks = [settings["lora_r"]]
+    if strategy != "projector_only":
+        r = settings["lora_r"]
+        while r > 8:
+            r //= 2
+            ranks.append(r)
+    ckpts = ("off", "reentrant", "non-reentrant")
+    for b, n_bits, optim, r, ckpt in itertools.product(batches, bits, optims, ranks, ckpts):
+        if ckpt == "reentrant" and n_bits != 8:
+            continue  # reentrant only differs where LLM.int8 keeps its input on ctx (results/gradient_checkpointing.md)
+        yield {
+            "batch_size": b,
+            "gradient_accumulation_steps": max(1, effective // b),
+            "bits": n_bits,
+            "optim": optim,
+            "lora_r": r,
+            "gradient_checkpointing": ckpt,
+        }
+
+
+def _argv_for(argv: list[str], c: dict) -> list[str]:
+    ckpt = c["gradient_checkpointing"]
+    extra = [
+        "--per_device_train_batch_size", str(c["batch_size"]),
+        "--gradient_accumulation_steps", str(c["gradient_accumulation_steps"]),
+        "--bits", str(c["bits"]), "--optim", c["optim"], "--lora_r", str(c["lora_r"]),
+        "--gradient_checkpointing", "false" if ckpt == "off" else "true",
+    ]  # fmt: skip
+    if ckpt != "off":
+        extra += [
+            "--gradient_checkpointing_kwargs",
+            f'{{"use_reentrant": {str(ckpt == "reentrant").lower()}}}',
+        ]
+    return list(argv) + extra
+
+
+def _with(parsed, c: dict):
+    """``parsed`` with candidate ``c``'s settings (copies; ``parsed`` is unchanged)."""
+    model, training = copy.copy(parsed.model), copy.copy(parsed.training)
+    model.bits, model.lora_r = c["bits"], c["lora_r"]
+    training.per_device_train_batch_size = c["batch_size"]
+    training.gradient_accumulation_steps = c["gradient_accumulation_steps"]
+    training.optim = c["optim"]
+    training.activation_checkpointing = c["gradient_checkpointing"] != "off"
+    training.activation_checkpointing_kwargs = {"use_reentrant": c["gradient_checkpointing"] == "reentrant"}
+    return dataclasses.replace(parsed, model=model, training=training)
+
+
+def _changes(settings: dict, c: dict) -> int:
+    """How many settings that change the experiment's numbers (bits, r, optimizer) differ from the request."""
+    return sum(settings[k] != c[k] for k in ("bits", "lora_r", "optim"))
+
+
+PLANNER_ADDED = ("output_dir", "use_cpu", "report_to")  # what parse_plan_args adds; not the user's
+
+
+def candidate_yaml(explicit: dict, argv: list[str], c: dict, plan: dict, budget: int, margin: float) -> str:
+    """The user's own settings (YAML + flags) with the candidate's, as a --config file."""
+    peak = plan["dry_run"]["peak_bytes"] if plan.get("dry_run") else plan["estimate"]["peak_bytes"]
+    method = "dry run" if plan.get("dry_run") else "closed form"
+    body = {}
+    for key, value in explicit.items():
+        if key in PLANNER_ADDED:
+            continue
+        key = {"activation_checkpointing": "gradient_checkpointing",
+               "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}.get(key, key)  # fmt: skip
+        body[key] = getattr(value, "value", value)
+    body.update(
+        bits=c["bits"],
+        per_device_train_batch_size=c["batch_size"],
+        gradient_accumulation_steps=c["gradient_accumulation_steps"],
+        gradient_checkpointing=c["gradient_checkpointing"] != "off",
+        optim=c["optim"],
+    )
+    if plan["settings"]["strategy"] != "projector_only":
+        body["lora_r"] = c["lora_r"]
+    if c["gradient_checkpointing"] != "off":
+        body["gradient_checkpointing_kwargs"] = {"use_reentrant": c["gradient_checkpointing"] == "reentrant"}
+    else:
+        body.pop("gradient_checkpointing_kwargs", None)
+    header = (
+        f"# Predicted peak: {peak / GIB:.2f} GiB ({method}, python -m llava_df.memory plan --target {plan['target']}) "
+        f"for a {budget / GIB:g} GiB budget with a {margin:.0%} margin; add ~0.5 GiB of CUDA context.\n"
+        f"# Made by: python -m llava_df.memory plan {' '.join(argv)} --budget {budget / GIB:g}GiB\n"
+    )
+    return header + yaml.safe_dump(body, sort_keys=False)
+
+
+def search(argv: list[str], *, budget_bytes: int, margin: float = 0.1, target: str = "cuda", top: int = 3,
+           text_tokens: int = 48, verify: bool = True) -> dict:  # fmt: skip
+    """{"candidates": [...], "searched": n}; raises UsageError when nothing fits, naming the smallest."""
+    from .plan import make_plan, parse_plan_args
+
+    if not 0 <= margin < 1:
+        raise UsageError(f"--margin {margin}: expected a fraction in [0, 1), such as 0.1 for 10%.")
+    from .estimate import estimate
+    from .shapes import plan_config
+
+    base = make_plan(argv, target=target, text_tokens=text_tokens, dry=False)  # validates argv once
+    settings, strategy = base["settings"], base["settings"]["strategy"]
+    parsed = parse_plan_args(argv)
+    config, _ = plan_config(parsed.model)
+    limit = budget_bytes * (1 - margin)
+    scored = []
+    for c in _candidates(settings, strategy):  # the closed form on edited copies: no parsing per candidate
+        est = estimate(_with(parsed, c), config, target=target, seq_len=settings["seq_len"])
+        scored.append((c, {"estimate": est}))
+    smallest_c, smallest = min(scored, key=lambda cp: cp[1]["estimate"]["peak_bytes"])
+    fitting = [(c, p) for c, p in scored if p["estimate"]["peak_bytes"] <= limit]
+    if not fitting:
+        weights = sum(smallest["estimate"]["weights"].values())
+        why = (
+            f"the weights alone take {weights / GIB:.2f} GiB at {smallest_c['bits']} bits"
+            if weights > limit
+            else "no micro-batch, checkpointing, optimizer, bits or LoRA r brings the step under it"
+        )
+        raise UsageError(
+            f"--budget {budget_bytes / GIB:g} GiB (usable {limit / GIB:.2f} GiB with --margin {margin:g}): nothing fits; {why}. "
+            f"The smallest configuration of this setup (batch {smallest_c['batch_size']}, {smallest_c['bits']}-bit, "
+            f"checkpointing {smallest_c['gradient_checkpointing']}, {smallest_c['optim']}, LoRA r {smallest_c['lora_r']}) "
+            f"needs {smallest['estimate']['peak_bytes'] / GIB:.2f} GiB: raise --budget to at least "
+            f"{smallest['estimate']['peak_bytes'] / (1 - margin) / GIB:.1f}GiB, or plan a smaller model."
+        )
+    fitting.sort(
+        key=lambda cp: (_changes(settings, cp[0]), _speed_cost(cp[0]), cp[1]["estimate"]["peak_bytes"])
+    )
+    chosen = []
+    for c, plan in fitting:
+        if len(chosen) == top:
+            break
+        if verify:  # the dry run has the last word
+            plan = make_plan(_argv_for(argv, c), target=target, text_tokens=text_tokens)
+            if plan["dry_run"]["peak_bytes"] > limit:
+                continue
+        chosen.append({"settings": c, "plan": plan, "speed_cost": _speed_cost(c), "changes": _changes(settings, c),
+                       "yaml": candidate_yaml(parsed.explicit, argv, c, plan, budget_bytes, margin)})  # fmt: skip
+    return {"budget_bytes": budget_bytes, "margin": margin, "searched": len(scored), "candidates": chosen}

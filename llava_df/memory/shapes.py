@@ -1,0 +1,123 @@
+"""The LlavaConfig a plan is made for, read without weights and without a network.
+
+How to call::
+
+    config, notes = plan_config(model_args)   # model_args: llava_df.config.ModelArguments
+
+``--model_name_or_path`` may be:
+- ``tiny`` / ``tiny_llm`` (+ tower): the offline preset, as training builds it;
+- a name in :data:`KNOWN_MODELS` (LLaVA-1.5 7B/13B): shapes written here, so a plan for the model
+  the users train needs no download;
+- a folder with a LLaVA ``config.json`` (weights not needed);
+- a folder with a Llama-architecture LLM ``config.json`` (llama, mistral, qwen2): the LLaVA that
+  ``--vision_tower`` (default LLaVA-1.5's CLIP ViT-L/14-336) + a new projector would make.
+Anything else is refused with what is supported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import AutoConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+from ..assemble import KNOWN_TOWERS, SUPPORTED_LLMS
+from ..errors import UsageError
+from ..llava_flags import SELECT_FEATURES
+
+DEFAULT_TOWER = "openai/clip-vit-large-patch14-336"  # LLaVA-1.5's
+
+
+def _llava15(hidden: int, intermediate: int, layers: int, heads: int) -> LlavaConfig:
+    # llava-hf/llava-1.5-{7b,13b}-hf's config.json: Vicuna (Llama) + CLIP ViT-L/14-336, layer -2, no CLS.
+    text = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        vocab_size=32064,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        pad_token_id=32001,
+    )
+    return LlavaConfig(
+        vision_config=CLIPVisionConfig(**KNOWN_TOWERS[DEFAULT_TOWER], projection_dim=768),
+        text_config=text,
+        image_token_index=32000,
+        image_seq_length=576,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        pad_token_id=32001,
+    )
+
+
+KNOWN_MODELS = {
+    "llava-hf/llava-1.5-7b-hf": lambda: _llava15(4096, 11008, 32, 32),
+    "llava-hf/llava-1.5-13b-hf": lambda: _llava15(5120, 13824, 40, 40),
+}
+
+
+def _read_config_json(path: Path) -> dict:
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"--model_name_or_path {path}: cannot read {path / 'config.json'} ({type(exc).__name__}). "
+            "Pass a folder with a LLaVA or Llama-architecture config.json (weights are not needed), `tiny`, or one of: "
+            f"{', '.join(KNOWN_MODELS)}."
+        ) from None
+
+
+def _tower(model_args, notes: list[str]) -> CLIPVisionConfig:
+    from ..assemble import tower_config
+
+    name = model_args.vision_tower or DEFAULT_TOWER
+    if not model_args.vision_tower:
+        notes.append(f"no --vision_tower: planned with LLaVA-1.5's {DEFAULT_TOWER}")
+    return tower_config(name, model_args.cache_dir)
+
+
+def _from_llm(text, model_args, notes: list[str]) -> LlavaConfig:
+    vision = _tower(model_args, notes)
+    feature = model_args.mm_vision_select_feature or "patch"
+    layer = model_args.mm_vision_select_layer
+    return LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=text.vocab_size - 1,  # any id will do: a plan reads shapes only
+        image_seq_length=(vision.image_size // vision.patch_size) ** 2 + (feature == "cls_patch"),
+        vision_feature_layer=-1 if layer is None else layer,
+        vision_feature_select_strategy=SELECT_FEATURES[feature],
+        projector_hidden_act="gelu",
+    )
+
+
+def plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
+    """(config, notes) for ``model_args``; see the module docstring."""
+    from ..modeling import _apply_vision_flags, model_config
+
+    name, notes = model_args.model_name_or_path, []
+    if name in ("tiny", "tiny_llm"):
+        return model_config(model_args), notes
+    if name in KNOWN_MODELS and not Path(name).is_dir():
+        return _apply_vision_flags(KNOWN_MODELS[name](), model_args, name), notes
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise UsageError(
+            f"--model_name_or_path {name}: the planner reads shapes offline; it knows `tiny`, "
+            f"{', '.join(KNOWN_MODELS)}, and any local folder with a config.json (no weights needed). "
+            f"Download the config first (`hf download {name} config.json --local-dir DIR`) and pass DIR."
+        )
+    raw = _read_config_json(path)
+    kind = raw.get("model_type")
+    if kind == "llava":
+        return _apply_vision_flags(AutoConfig.from_pretrained(path), model_args, name), notes
+    if kind in SUPPORTED_LLMS:
+        return _from_llm(AutoConfig.from_pretrained(path), model_args, notes), notes
+    raise UsageError(
+        f"--model_name_or_path {name}: config.json has model_type {kind!r}; the planner supports LLaVA "
+        f"(model_type 'llava') and Llama-architecture LLMs ({', '.join(SUPPORTED_LLMS)}, planned with a CLIP tower). "
+        "Pass one of those, or `tiny`."
+    )
