@@ -8,8 +8,10 @@ Run (a CUDA machine, no network; scripts/gpu_validate.sh does this and appends t
 For each strategy x --bits {16, 8, 4} x checkpointing {off, on} (batch 1, 2048 tokens, LoRA r 32,
 8-bit AdamW) a fresh subprocess loads the saved random checkpoint through llava_df's own
 build_model / apply_strategy (the training path: bitsandbytes quantization, PEFT, projector),
-runs forward, backward and one optimizer step, and reports the allocator's peak
-(max_memory_allocated / max_memory_reserved) and the device's used memory (nvidia-smi). Its own
+runs two steps (forward, backward, optimizer step), and reports the allocator's peak
+(max_memory_allocated / max_memory_reserved) and the device's used memory (nvidia-smi), beside
+the memory planner's prediction for the same cell (``python -m llava_df.memory plan --target cuda``:
+dry run and closed form) and the dry run's error against max_memory_allocated (target: 5%). Its own
 process keeps every figure separate. The random checkpoint is saved once (bf16 safetensors,
 about 14 GB for 7B) in --work_dir and reused.
 """
@@ -46,7 +48,29 @@ STRATEGY_FLAGS = {
     "unfreeze_early": {"lora_enable": True, "num_unfreeze_early_layers": 2},
 }
 FIELDS = ["shape", "strategy", "bits", "checkpointing", "seq_len", "batch", "lora_r", "optimizer",
-          "peak_allocated_mib", "peak_reserved_mib", "device_used_mib", "step_s", "device", "torch", "error"]  # fmt: skip
+          "peak_allocated_mib", "peak_reserved_mib", "device_used_mib", "step_s", "device", "torch",
+          "planned_dry_run_mib", "planned_closed_form_mib", "dry_run_error_vs_allocated", "error"]  # fmt: skip
+
+
+def planned(
+    checkpoint: str, strategy: str, bits: int, checkpointing: bool, seq_len: int, lora_r: int
+) -> dict:
+    """``python -m llava_df.memory plan --target cuda`` for the same cell (meta tensors, no GPU)."""
+    from llava_df.memory.plan import make_plan
+
+    flags = {"projector_only": ["--strategy", "projector_only"], "lora": ["--strategy", "lora"],
+             "unfreeze_early": ["--strategy", "unfreeze_early", "--num_unfreeze_early_layers", "2"]}[strategy]  # fmt: skip
+    argv = [
+        "--model_name_or_path", checkpoint, *flags, "--bits", str(bits), "--lora_r", str(lora_r),
+        "--lora_alpha", str(2 * lora_r), "--lora_dropout", "0.05", "--bf16", "true", "--optim", "adamw_bnb_8bit",
+        "--per_device_train_batch_size", "1", "--model_max_length", str(seq_len),
+        "--gradient_checkpointing", str(checkpointing).lower(),
+    ]  # fmt: skip
+    if checkpointing:
+        argv += ["--gradient_checkpointing_kwargs", json.dumps({"use_reentrant": bits == 8})]
+    plan = make_plan(argv, target="cuda", seq_len=seq_len)
+    return {"planned_dry_run_mib": round(plan["dry_run"]["peak_bytes"] / 2**20),
+            "planned_closed_form_mib": round(plan["estimate"]["peak_bytes"] / 2**20)}  # fmt: skip
 
 
 def save_random_checkpoint(shape: str, folder: Path, device: str) -> Path:
@@ -89,7 +113,9 @@ def save_random_checkpoint(shape: str, folder: Path, device: str) -> Path:
     return target
 
 
-def one_step(checkpoint: str, strategy: str, bits: int, checkpointing: bool, seq_len: int, lora_r: int, device: str) -> dict:
+def one_step(
+    checkpoint: str, strategy: str, bits: int, checkpointing: bool, seq_len: int, lora_r: int, device: str
+) -> dict:
     """Build through llava_df, run one step, measure. Runs in its own process (see main)."""
     import torch
 
@@ -113,7 +139,9 @@ def one_step(checkpoint: str, strategy: str, bits: int, checkpointing: bool, seq
     config = model.config
     n_image = config.image_seq_length
     image_size = config.vision_config.image_size
-    ids = torch.randint(100, config.text_config.vocab_size, (1, seq_len))  # never the <image> id (a special token < 100)
+    ids = torch.randint(
+        100, config.text_config.vocab_size, (1, seq_len)
+    )  # never the <image> id (a special token < 100)
     ids[0, 1 : 1 + n_image] = config.image_token_index
     labels = ids.clone()
     labels[0, : 1 + n_image] = -100
@@ -124,14 +152,17 @@ def one_step(checkpoint: str, strategy: str, bits: int, checkpointing: bool, seq
         "pixel_values": torch.randn(1, 3, image_size, image_size, dtype=torch.bfloat16).to(device),
     }
     model.train()
-    start = time.perf_counter()
-    loss = model(**batch).loss
-    loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    step_s = time.perf_counter() - start
+    # Two steps: the second is the steady state (optimizer states exist), as the planner predicts it.
+    for _ in range(2):
+        start = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        del loss
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        step_s = time.perf_counter() - start
     out = {"step_s": round(step_s, 3), "torch": torch.__version__, "device": device}
     if device == "cuda":
         out |= {
@@ -159,7 +190,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--shape", default="llava15_7b", choices=sorted(SHAPES))
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     parser.add_argument("--out", default="results/gpu_memory.csv", help="CSV to append rows to.")
-    parser.add_argument("--work_dir", default=os.environ.get("TMPDIR", "/tmp"), help="Where the random checkpoint goes.")
+    parser.add_argument(
+        "--work_dir", default=os.environ.get("TMPDIR", "/tmp"), help="Where the random checkpoint goes."
+    )
     parser.add_argument("--seq_len", type=int, default=2048)
     parser.add_argument("--lora_r", type=int, default=32)
     parser.add_argument("--strategies", default=",".join(STRATEGY_FLAGS))
@@ -174,7 +207,9 @@ def main(argv: list[str] | None = None) -> Path:
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda but no CUDA device is visible; run on a GPU machine (or --device cpu for a smoke run).")
+        sys.exit(
+            "error: --device cuda but no CUDA device is visible; run on a GPU machine (or --device cpu for a smoke run)."
+        )
     checkpoint = save_random_checkpoint(args.shape, Path(args.work_dir), args.device)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,9 +227,21 @@ def main(argv: list[str] | None = None) -> Path:
                         [sys.executable, __file__, "--one", json.dumps(cell)], capture_output=True, text=True
                     )
                     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-                    result = json.loads(lines[-1][7:]) if lines else {"error": done.stderr.strip().splitlines()[-1][:200]}
+                    result = (
+                        json.loads(lines[-1][7:])
+                        if lines
+                        else {"error": done.stderr.strip().splitlines()[-1][:200]}
+                    )
                     row = {"shape": args.shape, "strategy": strategy, "bits": bits, "checkpointing": bool(ckpt),
                            "seq_len": args.seq_len, "batch": 1, "lora_r": args.lora_r, "optimizer": "adamw_8bit"} | result  # fmt: skip
+                    try:
+                        row |= planned(str(checkpoint), strategy, bits, bool(ckpt), args.seq_len, args.lora_r)
+                        if row.get("peak_allocated_mib"):
+                            row["dry_run_error_vs_allocated"] = round(
+                                row["planned_dry_run_mib"] / row["peak_allocated_mib"] - 1, 4
+                            )
+                    except Exception as err:  # a planner failure is a finding, not a lost measurement
+                        row["error"] = f"planner: {type(err).__name__}: {err}"[:200]
                     writer.writerow({k: row.get(k) for k in FIELDS})
                     f.flush()
                     print(json.dumps(row), flush=True)

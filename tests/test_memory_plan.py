@@ -4,6 +4,7 @@ against the dry run, the facts it must get right, the CLI, --budget and train --
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -295,3 +296,19 @@ def test_train_plan_only_prints_the_plan_and_writes_nothing(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "memory plan for tiny on cpu" in res.stdout and "PEAK" in res.stdout and "dry run" in res.stdout
     assert not out.exists()
+
+
+# ---- the 7B presets carry their plan ---------------------------------------------------------
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("llava15_7b_*.yaml")), ids=lambda p: p.name)
+def test_7b_presets_state_their_predicted_peak_and_fit_their_tier(path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    from derive_7b_configs import TIERS
+
+    header = next(ln for ln in path.read_text().splitlines() if ln.startswith("# Predicted peak"))
+    dry, closed = (float(x) for x in re.findall(r"([0-9.]+) GiB", header)[:2])
+    rel = str(path.relative_to(ROOT))
+    plan = make_plan(["--config", rel], target="cuda", dry=False)
+    assert plan["estimate"]["peak_bytes"] / GIB == pytest.approx(
+        closed, abs=0.01
+    )  # the header is this file's plan
+    assert dry <= 0.9 * TIERS[rel]  # fits the tier's smaller end with the 10% margin

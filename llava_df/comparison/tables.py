@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import REFERENCE
+from .real_scale import REAL_SCALE_LABEL
 from .stats import (
     hanley_mcneil_se,
     mean_ci,
@@ -79,6 +80,7 @@ def comparison_rows(records: list[dict], n_boot: int = 1000) -> list[dict]:
             "peak_memory_mib": float(np.mean([_peak_mib(r) for r in runs])),
             "peak_memory_kind": _peak_kind(runs[0]),
             "s_per_step": float(np.mean([(r.get("time") or {}).get("s_per_step") or math.nan for r in runs])),
+            "planned_7b_peak_gib": _planned_7b(projector, strategy),
         }
         row |= _versus_reference(groups.get((REFERENCE, strategy), []), runs, projector, n_boot)
         rows.append(row)
@@ -87,6 +89,15 @@ def comparison_rows(records: list[dict], n_boot: int = 1000) -> list[dict]:
     for r in rows:  # how much the LLM readout loses against what the features allow
         r["vs_best_probe"] = r["test_auc"] - best if r["strategy"] != PROBE else math.nan
     return rows
+
+
+def _planned_7b(projector: str, strategy: str) -> float:
+    """The planner's LLaVA-1.5-7B peak for this cell (comparison/real_scale.py); NaN for probes."""
+    if strategy == PROBE:
+        return math.nan
+    from .real_scale import planned_7b_peak_gib
+
+    return planned_7b_peak_gib(projector, strategy)
 
 
 def seeds_advice(rows: list[dict], target: float = 0.02) -> dict:
@@ -196,10 +207,10 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
     lines.append(
         "| strategy | projector | projector init | seeds | test AUC (95% CI) | test accuracy at the val-chosen threshold | held-out AUC | "
         "vs mlp2x_gelu: AUC difference [95% CI] (per seed) | trainable params | projector params | projector MACs/token | "
-        f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | s/step | val-test AUC gap (runs > 3 SE) | "
-        "test AUC minus the best probe's |"
+        f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | planned peak GiB at real scale ({REAL_SCALE_LABEL}) | "
+        "s/step | val-test AUC gap (runs > 3 SE) | test AUC minus the best probe's |"
     )
-    lines.append("|" + "---|" * 15)
+    lines.append("|" + "---|" * 16)
     for r in rows:
         vs = (
             f"{r['vs_ref_difference']:+.3f} [{r['vs_ref_ci_low']:+.3f}, {r['vs_ref_ci_high']:+.3f}] "
@@ -211,7 +222,7 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
             f"| {r['strategy']} | {r['projector']} | {_init(r['init'])} | {r['seeds']} | {_fmt(r['test_auc'], r['test_auc_ci'])} | "
             f"{_fmt(r['test_accuracy'], r['test_accuracy_ci'])} | {_fmt(r['heldout_auc'], r['heldout_auc_ci'])} | {vs} | "
             f"{r['trainable_params']:,} | {r['projector_params'] or 0:,} | {r['projector_macs_per_token'] or 0:,} | "
-            f"{_fmt(r['peak_memory_mib'], digits=0)} | {_fmt(r['s_per_step'])} | "
+            f"{_fmt(r['peak_memory_mib'], digits=0)} | {_fmt(r['planned_7b_peak_gib'], digits=2)} | {_fmt(r['s_per_step'])} | "
             f"{_fmt(r['val_test_gap'], digits=3)} ({r['val_test_gap_flag']}) | {_fmt(r['vs_best_probe'])} |"
         )
     md = out_dir / "comparison.md"
@@ -237,7 +248,7 @@ def write_summary(rows: list[dict], out_dir, mdd: float):
     }
     lines = [
         "| projector | "
-        + " | ".join(f"{s}: test AUC" for s in strategies)
+        + " | ".join(f"{s}: test AUC [planned 7B peak]" for s in strategies)
         + " | held-out AUC (mean over strategies) |",
         "|---|" + "---|" * (len(strategies) + 1),
     ]
@@ -248,7 +259,8 @@ def write_summary(rows: list[dict], out_dir, mdd: float):
             cells.append(
                 "n/a"
                 if r is None
-                else f"{_fmt(r['test_auc'], r['test_auc_ci'])}{mark.get(r['vs_ref_verdict'], '')}"
+                else f"{_fmt(r['test_auc'], r['test_auc_ci'])}{mark.get(r['vs_ref_verdict'], '')} "
+                f"[{_fmt(r.get('planned_7b_peak_gib'), digits=1)} GiB]"
             )
         held = [cell[(p, s)]["heldout_auc"] for s in strategies if (p, s) in cell]
         held = [h for h in held if h is not None and math.isfinite(h)]
@@ -259,6 +271,8 @@ def write_summary(rows: list[dict], out_dir, mdd: float):
         "",
         f"Mean over seeds ± 95% CI; (better)/(worse): the paired bootstrap against mlp2x_gelu under the same "
         f"strategy excludes 0; (n.s.): it does not. Smallest difference the table can detect (80% power): {mdd:.3f} AUC.",
+        f"[planned 7B peak]: the memory planner's peak for the same projector and strategy at real scale "
+        f"({REAL_SCALE_LABEL}; llava_df/comparison/real_scale.py), not measured here: the tiny runs' own peaks are in comparison.md.",
     ]
     if probes:
         best = max(rows, key=lambda r: r["test_auc"] if math.isfinite(r["test_auc"]) else -1)

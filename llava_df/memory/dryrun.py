@@ -65,6 +65,20 @@ class DryRun:
 
 
 # ---- the model, without weights -------------------------------------------------------------
+def model_dtype(parsed, config) -> torch.dtype:
+    """The dtype of the unquantized weights: --bf16/--fp16, else the checkpoint's own (from_pretrained's
+    dtype="auto": fp16 for llava-hf/llava-1.5-7b-hf), else fp32 (the tiny preset)."""
+    t = parsed.training
+    if t.bf16:
+        return torch.bfloat16
+    if t.fp16:
+        return torch.float16
+    saved = getattr(config, "dtype", None)
+    if isinstance(saved, str):
+        saved = getattr(torch, saved, None)
+    return saved if isinstance(saved, torch.dtype) else torch.float32
+
+
 def _quantize_linears(model: nn.Module, bits: int, skip: list[str], model_args, compute_dtype) -> None:
     """transformers' replacement of nn.Linear by bitsandbytes modules, then bitsandbytes' own quantization."""
     import bitsandbytes as bnb
@@ -112,7 +126,7 @@ def build_meta_model(parsed, config, *, verbose: bool = False) -> nn.Module:
     m, t = parsed.model, parsed.training
     strategy = resolve_strategy(m)
     bits = validate_bits(m.bits)
-    dtype = torch.bfloat16 if t.bf16 else torch.float16 if t.fp16 else torch.float32
+    dtype = model_dtype(parsed, config)
     config = copy.deepcopy(config)
     config._attn_implementation = "sdpa"  # what from_pretrained picks where flash-attn is not installed
     with torch.device("meta"):

@@ -108,7 +108,9 @@ def estimate(
     m, tr = parsed.model, parsed.training
     strategy = resolve_strategy(m)
     bits = int(m.bits)
-    e = 2 if (tr.bf16 or tr.fp16) else 4
+    from .dryrun import model_dtype
+
+    e = model_dtype(parsed, config).itemsize
     t = config.text_config
     b = tr.per_device_train_batch_size
     s = seq_len or min(tr.model_max_length, config.image_seq_length + text_tokens)
@@ -208,7 +210,12 @@ def estimate(
     phases = {
         # start of backward: everything saved + the loss's gradients; with checkpointing, later, one
         # layer recomputed; at the end, every gradient
-        "backward": max(states + held + saved + max(loss, recompute), states + grads),
+        # first layer's backward, last: nearly every gradient exists, and that layer's activations
+        # (recomputed, with checkpointing) are alive
+        "backward": max(
+            states + held + saved + max(loss, recompute),
+            states + grads + (recompute if ckpt else (layer_unfrozen if n_unfrozen else layer_frozen)),
+        ),
         # unfused torch AdamW (--optim adamw_torch) runs foreach on CUDA: whole-list temporaries, about
         # one more gradient set; the fused default (adamw_torch_fused) and bitsandbytes' keep none
         "optimizer": states

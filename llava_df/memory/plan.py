@@ -70,7 +70,7 @@ def plan_parsed(parsed, *, target: str = "cuda", seq_len: int | None = None, tex
     result = {
         "target": target,
         "model": parsed.model.model_name_or_path,
-        "settings": _settings(parsed, seq_len),
+        "settings": _settings(parsed, config, seq_len),
         "estimate": estimate(parsed, config, target=target, seq_len=seq_len),
         "dry_run": None,
         "notes": notes,
@@ -107,17 +107,19 @@ def compact(plan: dict | None) -> dict | None:
     }
 
 
-def _settings(parsed, seq_len: int) -> dict:
+def _settings(parsed, config, seq_len: int) -> dict:
     from ..strategies import resolve_strategy
+    from .dryrun import model_dtype
     from .estimate import _optim_name
 
+    dtype = model_dtype(parsed, config)
     m, t = parsed.model, parsed.training
     ckpt = bool(t.activation_checkpointing)
     return {
         "strategy": resolve_strategy(m),
         "projector": m.mm_projector_type,
         "bits": int(m.bits),
-        "dtype": "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
+        "dtype": SHORT_DTYPES.get(str(dtype).removeprefix("torch."), str(dtype)),
         "batch_size": t.per_device_train_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "seq_len": seq_len,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig
 
 from ..assemble import KNOWN_TOWERS, SUPPORTED_LLMS
@@ -41,7 +42,7 @@ def _llava15(hidden: int, intermediate: int, layers: int, heads: int) -> LlavaCo
         rms_norm_eps=1e-5,
         pad_token_id=32001,
     )
-    return LlavaConfig(
+    config = LlavaConfig(
         vision_config=CLIPVisionConfig(**KNOWN_TOWERS[DEFAULT_TOWER], projection_dim=768),
         text_config=text,
         image_token_index=32000,
@@ -51,6 +52,8 @@ def _llava15(hidden: int, intermediate: int, layers: int, heads: int) -> LlavaCo
         projector_hidden_act="gelu",
         pad_token_id=32001,
     )
+    config.dtype = torch.float16  # the hub config's torch_dtype: what from_pretrained(dtype="auto") loads
+    return config
 
 
 KNOWN_MODELS = {
@@ -76,6 +79,10 @@ def _tower(model_args, notes: list[str]) -> CLIPVisionConfig:
     name = model_args.vision_tower or DEFAULT_TOWER
     if not model_args.vision_tower:
         notes.append(f"no --vision_tower: planned with LLaVA-1.5's {DEFAULT_TOWER}")
+    if name in KNOWN_TOWERS and not Path(name).is_dir():
+        return CLIPVisionConfig(
+            **KNOWN_TOWERS[name]
+        )  # shapes are all a plan needs: no hub lookup, no retries
     return tower_config(name, model_args.cache_dir)
 
 
