@@ -166,14 +166,12 @@ def memory_plan(parsed: ParsedArgs, data: Data) -> dict | None:
     from .memory.plan import format_plan, plan_parsed
 
     t = parsed.training
-    train_ds = split_of(data.splits, "train")
-    seq = int(data.collator([train_ds[i] for i in range(min(16, len(train_ds)))])["input_ids"].shape[1])
     target = "cuda" if torch.cuda.is_available() and not t.use_cpu else "cpu"
     try:
+        train_ds = split_of(data.splits, "train")
+        seq = int(data.collator([train_ds[i] for i in range(min(16, len(train_ds)))])["input_ids"].shape[1])
         plan = plan_parsed(parsed, target=target, seq_len=seq, dry=t.plan_only or target == "cuda")
-    except UsageError:
-        raise
-    except Exception as err:  # the planner must not stop a run it could not model
+    except Exception as err:  # the planner must not stop a run it could not model (--plan_only: it is the run)
         if t.plan_only:
             raise
         logger.warning("memory plan not available (%s: %s); training goes on", type(err).__name__, err)

@@ -11,8 +11,11 @@ What it varies (the strategy and projector are the experiment, so they stay):
 - the optimizer: the one asked for, then 8-bit AdamW (2 bytes of state per parameter, not 8);
 - bits: the ones asked for, then 8 and 4;
 - LoRA r: the one asked for, then halves down to 8 (only where LoRA trains);
-- the text budget (``--model_max_length``) of long prompts: never below the image tokens + the
-  prompt, so no answer is cut.
+Not varied: the sequence length. Every sample is the image tokens (576 for LLaVA-1.5) plus a
+prompt and answer of a few dozen tokens; ``--model_max_length`` only caps it, and a cap below
+that would cut the answer off (the plan refuses it). Resolution, which sets the image tokens, is
+the checkpoint's (its tower's position embeddings), so it is a different model, not a knob:
+plan it with that checkpoint's config.json (benchmarks/memory_claims.py does for 448/384/336 px).
 
 Every candidate is scored by the closed form (milliseconds); the best that fit under
 ``budget x (1 - margin)`` are then checked with the dry run. Speed order (a heuristic, not a

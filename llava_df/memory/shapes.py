@@ -23,7 +23,7 @@ import torch
 from transformers import AutoConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig
 
 from ..assemble import KNOWN_TOWERS, SUPPORTED_LLMS
-from ..errors import UsageError
+from ..errors import UsageError, UserError
 from ..llava_flags import SELECT_FEATURES
 
 DEFAULT_TOWER = "openai/clip-vit-large-patch14-336"  # LLaVA-1.5's
@@ -112,6 +112,10 @@ def plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
         return _apply_vision_flags(KNOWN_MODELS[name](), model_args, name), notes
     path = Path(name).expanduser()
     if not path.is_dir():
+        try:  # a hub id already in the local cache: the config training would load
+            return model_config(model_args), notes
+        except UserError:
+            pass
         raise UsageError(
             f"--model_name_or_path {name}: the planner reads shapes offline; it knows `tiny`, "
             f"{', '.join(KNOWN_MODELS)}, and any local folder with a config.json (no weights needed). "
