@@ -197,6 +197,7 @@ def estimate(
     loss = 12 * bs * vocab
 
     per_param = optimizer_state_bytes(tr.optim)
+    layer_grads = e * (3 * bs * i + 2 * bs * h)  # gradients of gate/up/act and of the hidden state, transient
     states = trainable * per_param
     if per_param < 8 and _optim_name(tr.optim) not in ("sgd",):
         # bitsandbytes keeps 32-bit state for tensors under 4096 elements (min_8bit_size): small LoRA
@@ -211,10 +212,11 @@ def estimate(
         # start of backward: everything saved + the loss's gradients; with checkpointing, later, one
         # layer recomputed; at the end, every gradient
         # first layer's backward, last: nearly every gradient exists, and that layer's activations
-        # (recomputed, with checkpointing) are alive
+        # (recomputed, with checkpointing) are alive, with the gradients of its MLP and residual
+        # stream in flight
         "backward": max(
-            states + held + saved + max(loss, recompute),
-            states + grads + (recompute if ckpt else (layer_unfrozen if n_unfrozen else layer_frozen)),
+            states + held + saved + max(loss, recompute + layer_grads),
+            states + grads + layer_grads + (recompute if ckpt else (layer_unfrozen if n_unfrozen else layer_frozen)),
         ),
         # unfused torch AdamW (--optim adamw_torch) runs foreach on CUDA: whole-list temporaries, about
         # one more gradient set; the fused default (adamw_torch_fused) and bitsandbytes' keep none
