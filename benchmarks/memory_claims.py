@@ -82,7 +82,7 @@ def rows(work: Path) -> list[dict]:
     ]  # fmt: skip
     for size, claimed in ((448, "100%"), (384, "~70%"), (336, "~56%")):
         out.append({"claim": f"resolution {size} px (seeds/004)", "claimed": claimed, "tier": "resolution",
-                    "argv": [*INT8_LORA[:2], _llava_with_resolution(work, size), *INT8_LORA[2:], "--gradient_checkpointing", "true"],
+                    "argv": [INT8_LORA[0], _llava_with_resolution(work, size), *INT8_LORA[2:], "--gradient_checkpointing", "true"],
                     "note": f"{(size // 14) ** 2} image tokens; INT8 + LoRA r 32, checkpointing"})  # fmt: skip
     for seq, claimed in ((2048, "100%"), (1536, "~75%"), (1024, "~50%")):
         out.append({"claim": f"sequence {seq} tokens (seeds/004)", "claimed": claimed, "tier": "sequence", "seq_len": seq,
