@@ -103,8 +103,23 @@ def resolve_checkpoint(name_or_path: str, cache_dir: str | None = None) -> str:
     return name_or_path
 
 
+def read_config(path: str | os.PathLike, cache_dir: str | None = None):
+    """AutoConfig of a checkpoint folder or cached hub id. A config.json that transformers refuses
+    (a negative size, a width not divisible by the heads) is the user's to fix: one error line."""
+    try:
+        return AutoConfig.from_pretrained(path, cache_dir=cache_dir)
+    except OSError:
+        raise  # not found or unreadable: the callers say how to get it
+    except Exception as exc:  # transformers validates fields with several exception types
+        lines = [x.strip() for x in str(exc).strip().splitlines()[:2]]
+        raise UsageError(
+            f"--model_name_or_path {path}: transformers cannot build a config from its config.json "
+            f"({type(exc).__name__}: {' '.join(lines)}). Fix that file, or pass another checkpoint."
+        ) from None
+
+
 def _load_config(path: str, cache_dir: str | None = None):
-    config = AutoConfig.from_pretrained(path, cache_dir=cache_dir)
+    config = read_config(path, cache_dir)
     if config.model_type != "llava":
         if config.model_type in SUPPORTED_LLMS:
             raise UsageError(
@@ -128,7 +143,7 @@ def _source(model_args) -> tuple[str, str]:
     if name in TINY_PARTS:
         return "assembled", resolve_part(name, "--model_name_or_path")
     path = resolve_checkpoint(name, cache_dir)
-    if model_args.vision_tower and not is_llava(AutoConfig.from_pretrained(path, cache_dir=cache_dir)):
+    if model_args.vision_tower and not is_llava(read_config(path, cache_dir)):
         return "assembled", path
     return "llava", path
 

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
 from ..assemble import KNOWN_TOWERS, SUPPORTED_LLMS
 from ..errors import UsageError, UserError
@@ -71,6 +71,12 @@ def _read_config_json(path: Path) -> dict:
             "Pass a folder with a LLaVA or Llama-architecture config.json (weights are not needed), `tiny`, or one of: "
             f"{', '.join(KNOWN_MODELS)}."
         ) from None
+
+
+def _auto_config(path: Path):
+    from ..modeling import read_config
+
+    return read_config(path)
 
 
 def _tower(model_args, notes: list[str]) -> CLIPVisionConfig:
@@ -124,9 +130,9 @@ def plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
     raw = _read_config_json(path)
     kind = raw.get("model_type")
     if kind == "llava":
-        return _apply_vision_flags(AutoConfig.from_pretrained(path), model_args, name), notes
+        return _apply_vision_flags(_auto_config(path), model_args, name), notes
     if kind in SUPPORTED_LLMS:
-        return _from_llm(AutoConfig.from_pretrained(path), model_args, notes), notes
+        return _from_llm(_auto_config(path), model_args, notes), notes
     raise UsageError(
         f"--model_name_or_path {name}: config.json has model_type {kind!r}; the planner supports LLaVA "
         f"(model_type 'llava') and Llama-architecture LLMs ({', '.join(SUPPORTED_LLMS)}, planned with a CLIP tower). "
