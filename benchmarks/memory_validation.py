@@ -72,6 +72,7 @@ def measure(argv: list[str]) -> dict:
     from llava_df.cli import parse_args
     from llava_df.evaluate import split_of
     from llava_df.modeling import build_model
+    from llava_df.quantization import enable_checkpointing
     from llava_df.strategies import apply_strategy
     from llava_df.train import prepare_data
 
@@ -85,11 +86,7 @@ def measure(argv: list[str]) -> dict:
         model, parsed.model, gradient_checkpointing=parsed.training.activation_checkpointing, verbose=False
     )
     if parsed.training.activation_checkpointing:  # as Trainer.train() does, with the run's kwargs
-        from llava_df.llava_layout import unwrap
-
-        unwrap(model).activation_checkpointing_enable(
-            activation_checkpointing_kwargs=parsed.training.activation_checkpointing_kwargs
-        )
+        enable_checkpointing(model, parsed.training.activation_checkpointing_kwargs)
     model.train()
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(parsed.training, model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -122,26 +119,20 @@ def measure(argv: list[str]) -> dict:
     }
 
 
-_last_plan: dict = {}
-
-
 def predict(argv: list[str], seq_len: int) -> dict:
     from llava_df.memory.plan import make_plan
 
     plan = make_plan(argv, target="cpu", seq_len=seq_len)
-    _last_plan.update(plan)
-    return {"dry_run_bytes": plan["dry_run"]["peak_bytes"], "estimate_bytes": plan["estimate"]["peak_bytes"],
-            "dry_run_s": plan["dry_run"]["seconds"], "peak_phase": plan["dry_run"]["peak_phase"]}  # fmt: skip
+    dry = plan["dry_run"]
+    return {"dry_run_bytes": dry["peak_bytes"], "estimate_bytes": plan["estimate"]["peak_bytes"],
+            "dry_run_weights_bytes": dry["weights_bytes"], "dry_run_s": dry["seconds"],
+            "peak_phase": dry["peak_phase"]}  # fmt: skip
 
 
 def run_cell(cell: tuple, out: str) -> dict:
     argv = cell_argv(*cell, out)
     measured = measure(argv)
-    return (
-        measured
-        | predict(argv, measured["seq_len"])
-        | {"dry_run_weights_bytes": _last_plan["dry_run"]["weights_bytes"]}
-    )
+    return measured | predict(argv, measured["seq_len"])
 
 
 def _worker(cell, out, queue):

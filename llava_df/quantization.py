@@ -190,6 +190,15 @@ def make_fp32_island(layer: nn.Module) -> None:
     layer._llava_df_fp32_island = True
 
 
+def enable_checkpointing(model: nn.Module, kwargs: dict) -> None:
+    """Activation checkpointing with ``kwargs`` (use_reentrant), as Trainer.train() turns it on."""
+    base = unwrap(model)
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers 5.x name; the old one warns
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def prepare_for_kbit_training(model: nn.Module, *, gradient_checkpointing: bool = False) -> nn.Module:
     """Make an already strategy-applied model ready to train, at any ``--bits``. Call once.
 
@@ -216,11 +225,7 @@ def prepare_for_kbit_training(model: nn.Module, *, gradient_checkpointing: bool 
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
     if gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(base, "activation_checkpointing_enable"):  # transformers 5.x name; the old one warns
-            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        enable_checkpointing(base, {"use_reentrant": False})
         if getattr(base, "_require_grads_hook", None) is None:  # 5.x already added it above
             base.enable_input_require_grads()
         base.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing

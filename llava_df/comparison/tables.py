@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .cells import REFERENCE
-from .real_scale import REAL_SCALE_LABEL
+from .real_scale import REAL_SCALE_LABEL, planned_7b_peak_gib
 from .stats import (
     hanley_mcneil_se,
     mean_ci,
@@ -95,8 +95,6 @@ def _planned_7b(projector: str, strategy: str) -> float:
     """The planner's LLaVA-1.5-7B peak for this cell (comparison/real_scale.py); NaN for probes."""
     if strategy == PROBE:
         return math.nan
-    from .real_scale import planned_7b_peak_gib
-
     return planned_7b_peak_gib(projector, strategy)
 
 

@@ -29,7 +29,7 @@ import contextlib
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -57,7 +57,6 @@ class DryRun:
     batch_size: int
     seconds: float
     data_reads: int
-    notes: list[str] = field(default_factory=list)
 
     @property
     def weights_bytes(self) -> int:
@@ -120,7 +119,7 @@ def build_meta_model(parsed, config, *, verbose: bool = False) -> nn.Module:
     from transformers import LlavaForConditionalGeneration
 
     from ..modeling import swap_projector
-    from ..quantization import skip_modules, validate_bits
+    from ..quantization import enable_checkpointing, skip_modules, validate_bits
     from ..strategies import apply_strategy, resolve_strategy
 
     m, t = parsed.model, parsed.training
@@ -138,13 +137,7 @@ def build_meta_model(parsed, config, *, verbose: bool = False) -> nn.Module:
     swap_projector(model, m.mm_projector_type)  # built (and initialised) on CPU, then moved to meta
     model = apply_strategy(model, m, gradient_checkpointing=bool(t.activation_checkpointing), verbose=verbose)
     if t.activation_checkpointing:  # what Trainer.train() then does with the run's kwargs
-        base = unwrap(model)
-        kwargs = t.activation_checkpointing_kwargs or {"use_reentrant": False}
-        enable = getattr(base, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        enable_checkpointing(model, t.activation_checkpointing_kwargs or {"use_reentrant": False})
     model.train()
     return model
 
@@ -238,9 +231,8 @@ def _target_kernels(target: str):
                 import bitsandbytes.autograd._functions as bnb_functions
             except ImportError:
                 bnb_functions = None
-            if (
-                bnb_functions is not None
-            ):  # bnb picks MatMul8bitFp for cpu/xpu tensors, MatMul8bitLt otherwise
+            # bnb picks MatMul8bitFp for cpu/xpu tensors, MatMul8bitLt otherwise (meta included)
+            if bnb_functions is not None:
                 original = bnb_functions.MatMul8bitLt
                 bnb_functions.MatMul8bitLt = bnb_functions.MatMul8bitFp
                 stack.callback(setattr, bnb_functions, "MatMul8bitLt", original)
@@ -256,18 +248,15 @@ def dry_run(parsed, config, *, target: str = "cuda", text_tokens: int = 48, step
     model = build_meta_model(parsed, config)
     weights = weights_by_component(model)
     t = parsed.training
-    batch, seq = meta_batch(
-        config, t.per_device_train_batch_size, text_tokens, parsed.training.model_max_length
-    )
+    batch, seq = meta_batch(config, t.per_device_train_batch_size, text_tokens, t.model_max_length)
     optimizer = _optimizer(parsed, model, target)
     trainable = [p for p in model.parameters() if p.requires_grad]
     grad_ids: set[int] = set()
     state_ids: set[int] = set()
     saved: set[int] = set()  # forward allocations still alive when backward starts: saved for backward
     with _target_kernels(target), flash_sdpa(), MetaStorageTracker() as tracker:
-        tracker.ignore(
-            x for module in model.modules() for x in _tensors_of(module)
-        )  # weights: views are not new
+        # the weights exist before the step: views of them are not new memory
+        tracker.ignore(x for module in model.modules() for x in _tensors_of(module))
         for _ in range(steps):
             # Two micro-batches show what accumulation adds (gradients held across them); more repeat it.
             for _micro in range(min(2, max(1, t.gradient_accumulation_steps))):

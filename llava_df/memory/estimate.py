@@ -92,24 +92,18 @@ def _params(config) -> dict[str, int]:
             "final_norm": h}  # fmt: skip
 
 
-def _projector_params(name: str, in_dim: int, out_dim: int) -> int:
-    from ..projectors.registry import count_parameters
-
-    return count_parameters(name, in_dim, out_dim)
-
-
 def estimate(
     parsed, config, *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48
 ) -> dict:
-    """The closed-form plan: {"peak_bytes", "peak_phase", "breakdown": {...}} (bytes)."""
+    """The closed-form plan, in bytes: the peak, its phase and the same breakdown keys as the dry run."""
     from ..modeling import projector_dims
-    from ..strategies import resolve_strategy
+    from ..projectors.registry import count_parameters
+    from ..strategies import _lora_targets, resolve_strategy
+    from .dryrun import model_dtype
 
     m, tr = parsed.model, parsed.training
     strategy = resolve_strategy(m)
     bits = int(m.bits)
-    from .dryrun import model_dtype
-
     e = model_dtype(parsed, config).itemsize
     t = config.text_config
     b = tr.per_device_train_batch_size
@@ -125,14 +119,13 @@ def estimate(
     kv = shapes["k_proj"][1]
     n_unfrozen = m.num_unfreeze_early_layers if strategy == "unfreeze_early" else 0
     lora_layers = {"lora": layers, "unfreeze_early": layers - n_unfrozen}.get(strategy, 0)
-    targets = [x.strip() for x in m.lora_target_modules.split(",") if x.strip()] if lora_layers else []
-    targets = [x for x in targets if x in shapes]
+    targets = [x for x in _lora_targets(m) if x in shapes] if lora_layers else []
     r = m.lora_r
 
     # ---- weights ----
     p = _params(config)
     in_dim, out_dim = projector_dims(config)
-    proj = _projector_params(m.mm_projector_type, in_dim, out_dim)
+    proj = count_parameters(m.mm_projector_type, in_dim, out_dim)
     frozen_layers = layers - n_unfrozen
     llm = (
         frozen_layers * sum(_weight_bytes(a, c, bits, e, m.double_quant) for a, c in shapes.values())
@@ -169,9 +162,7 @@ def estimate(
         if not targets:
             return 0.0
         extra = len(targets) * 4 * bs * r  # lora_A's output, saved by lora_B
-        if (
-            m.lora_dropout > 0
-        ):  # per module: the mask (CUDA bool, else the input's fp32 dtype) + the dropped-out copy
+        if m.lora_dropout > 0:  # per module: the mask (CUDA bool, else fp32) + the dropped-out copy
             mask = 1 if target == "cuda" else 4
             return extra + sum((mask + 4) * bs * width[inputs[x]] for x in targets)
         if e < 4:  # per module: PEFT's fp32 cast of the input, which lora_A keeps
@@ -209,11 +200,10 @@ def estimate(
     grads = trainable * 4
     held = grads if max(1, tr.gradient_accumulation_steps) > 1 else 0  # accumulated across micro-batches
     phases = {
-        # start of backward: everything saved + the loss's gradients; with checkpointing, later, one
-        # layer recomputed; at the end, every gradient
-        # first layer's backward, last: nearly every gradient exists, and that layer's activations
-        # (recomputed, with checkpointing) are alive, with the gradients of its MLP and residual
-        # stream in flight
+        # the larger of: the start of backward (everything saved + the loss's gradients, or, with
+        # checkpointing, one layer recomputed) and the first layer's backward, last (nearly every
+        # gradient exists, that layer's activations are alive, its MLP and hidden-state gradients
+        # in flight)
         "backward": max(
             states + held + saved + max(loss, recompute + layer_grads),
             states + grads + layer_grads + (recompute if ckpt else (layer_unfrozen if n_unfrozen else layer_frozen)),
