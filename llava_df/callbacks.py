@@ -23,17 +23,17 @@ and put back by ``restore_callback_states`` on resume.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
+
+from .io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -238,52 +238,6 @@ def restore_callback_states(callbacks: list[TrainerCallback], checkpoint_dir: st
     return restored
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read the process umask (the only way is to set it and put it back)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write via a uniquely named temporary file in the same folder, then rename: a killed run or a
-    second process never leaves or reads half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, payload) -> None:
-    """JSON (NaN/inf as null) written atomically, see write_text."""
-    write_text(path, json.dumps(_finite_or_none(payload), indent=2, default=_json_default, allow_nan=False))
-
-
-def _finite_or_none(value):
-    """NaN/inf -> null: strict JSON readers (jq, JavaScript) reject NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def _json_default(value):
-    if isinstance(value, float | int):
-        return value
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "__dataclass_fields__"):
-        return asdict(value)
-    return str(value)
-
-
 __all__ = [
     "HistoryCallback",
     "PlateauCallback",
@@ -292,5 +246,4 @@ __all__ = [
     "history_entry",
     "restore_callback_states",
     "scale_lr",
-    "write_json",
 ]

@@ -31,13 +31,14 @@ import math
 import multiprocessing
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .callbacks import write_json
 from .comparison.cells import (
     DEFAULT_PROJECTORS,
     DEFAULT_RECIPE,
@@ -59,6 +60,7 @@ from .comparison.record import (
 )
 from .comparison.tables import comparison_rows, minimum_detectable, seeds_advice, write_summary, write_tables
 from .errors import ArgumentParser, ConfigError, RunError, UsageError, cli_entry
+from .io import write_json
 
 logger = logging.getLogger(__name__)
 # Below this many test images per class a run's AUC has a standard error above ~0.05.
@@ -210,9 +212,34 @@ def cell_argv(args, train_flags: list[str], cell: Cell) -> list[str]:
 def _init_worker(gpus) -> None:
     import torch
 
+    _die_with_parent()
     torch.set_num_threads(1)  # one core per worker; the tiny preset gains nothing from more
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive the sweep: killed with SIGKILL, the sweep cannot stop it, and an orphan
+    would go on writing run folders while a rerun races it on the same cells. Linux sends SIGTERM on
+    the parent's death (prctl PR_SET_PDEATHSIG); elsewhere, and as a backstop, a thread watches the
+    parent pid and ends the worker within a few seconds of it changing."""
+    parent = os.getppid()
+    with contextlib.suppress(Exception):  # not Linux, or no libc to call: the watchdog alone
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="llava_df-parent-watch", daemon=True).start()
 
 
 def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
@@ -306,9 +333,31 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
     return todo, skipped
 
 
+class SweepInterrupted(RunError):
+    """SIGINT or SIGTERM stopped the sweep; finished cells are kept and a rerun continues."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # what a shell reports for a process stopped by that signal
+
+
+class _Stop(BaseException):  # raised in the main thread by the signal handler below
+    def __init__(self, signum: int):
+        self.signum = signum
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signum)
+
+
 def run_sweep(args, todo) -> list[str]:
-    """Run the cells, ``args.workers`` at a time, with a progress bar; returns the failures."""
-    failures = []
+    """Run the cells, ``args.workers`` at a time, with a progress bar; returns the failures.
+
+    SIGINT (Ctrl+C) or SIGTERM stops it: no new cell starts, the running ones are terminated (their
+    folders keep their last complete checkpoint), and SweepInterrupted says how to continue. The
+    default handlers would not do that: the pool's shutdown waits for every queued cell.
+    """
+    failures: list[str] = []
     if not todo:
         return failures
     gpus = None
@@ -319,22 +368,44 @@ def run_sweep(args, todo) -> list[str]:
         for i in range(args.workers):
             gpus.put(i % torch.cuda.device_count())
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch state
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers only go there
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     bar = tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True)
-    with futures.ProcessPoolExecutor(
-        args.workers, mp_context=context, initializer=_init_worker, initargs=(gpus,)
-    ) as pool:
+    pool = futures.ProcessPoolExecutor(args.workers, mp_context=context, initializer=_init_worker, initargs=(gpus,))
+    done = 0
+    try:
         jobs = {pool.submit(run_cell, cell, argv, str(path), key): cell for cell, argv, path, key in todo}
         for job in futures.as_completed(jobs):
             cell = jobs[job]
             try:
-                done = job.result()
-                bar.set_postfix_str(f"{done['cell']}: test AUC {done['auc']:.3f}")
+                result = job.result()
+                bar.set_postfix_str(f"{result['cell']}: test AUC {result['auc']:.3f}")
             except Exception as err:  # one failed cell must not lose the others
                 failures.append(
                     f"{cell.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                 )
                 bar.set_postfix_str(f"{cell.name}: FAILED")
+            done += 1
             bar.update()
+    except _Stop as stop:
+        pool.shutdown(wait=False, cancel_futures=True)
+        workers = multiprocessing.active_children()
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=30)
+        bar.close()
+        name = signal.Signals(stop.signum).name
+        raise SweepInterrupted(
+            f"{name}: stopped the sweep after {done} of {len(todo)} runs ({len(failures)} failed); the "
+            f"{len(workers)} running were stopped (their folders keep their last complete checkpoint). Rerun the "
+            "same command to continue: finished cells are kept and skipped.",
+            stop.signum,
+        ) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    pool.shutdown(wait=True)
     bar.close()
     return failures
 

@@ -41,8 +41,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from .callbacks import write_json
 from .errors import ArgumentParser, RunError, UsageError, cli_entry
+from .io import write_json
 from .threshold import choose_threshold
 from .trainer import DeepfakeTrainer
 

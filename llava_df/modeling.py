@@ -305,6 +305,22 @@ def _is_quantized(module: nn.Module) -> bool:
 
 
 # ---- build ----------------------------------------------------------------------------------
+def materialize_base(model_args, *, torch_dtype: torch.dtype | None = None) -> str:
+    """The local folder (or cached hub id) ``build_model`` loads weights from; the tiny preset and a
+    LLaVA assembled from LLM + --vision_tower are written to the cache first (once, across processes).
+
+    Training calls it before a launcher's process group starts: transformers 5 writes a model's
+    weights only on rank 0 of an initialized group, so a cache written after that by another rank
+    would hold no weights (llava_df.io.build_once then refuses it instead of keeping it).
+    """
+    kind, path = _source(model_args)
+    if kind == "assembled":  # LLM + --vision_tower: saved once as a LLaVA checkpoint, then loaded like one
+        return str(materialize_assembled(path, model_args.vision_tower, model_args, dtype=torch_dtype))
+    if kind == "tiny":
+        return str(materialize_tiny())
+    return path
+
+
 def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_map=None):
     """(model, processor) for ``model_args`` (llava_df.config.ModelArguments).
 
@@ -319,10 +335,7 @@ def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_ma
     strategy = resolve_strategy(model_args)  # contradictory flags fail before a 7B load
     bits = validate_bits(model_args.bits)
     kind, path = _source(model_args)
-    if kind == "assembled":  # LLM + --vision_tower: saved once as a LLaVA checkpoint, then loaded like one
-        path = str(materialize_assembled(path, model_args.vision_tower, model_args, dtype=torch_dtype))
-    elif kind == "tiny":
-        path = str(materialize_tiny())
+    path = materialize_base(model_args, torch_dtype=torch_dtype)
     config = _apply_vision_flags(_load_config(path, model_args.cache_dir), model_args, model_args.model_name_or_path)
     n_unfrozen = model_args.num_unfreeze_early_layers if strategy == "unfreeze_early" else 0
     skip = skip_modules(config, n_unfrozen)  # also validates N against the layer count

@@ -1,23 +1,32 @@
 """The output folder contract: one run per folder, nothing finished is lost, nothing half-written is trusted.
 
-How to call (``llava_df.train`` does, after validating every flag and the whole dataset)::
+How to call (``llava_df.train`` does)::
 
+    check_output_dir(out, overwrite=..., resume=...)   # first of all, read-only: one error line or nothing
+    ...                                                # validate flags and data, plan memory
     with claim_output_dir(out, overwrite=..., resume=...) as claim:
         claim.resume            # a complete checkpoint folder to resume from, or None
         trainer = Trainer(..., callbacks=[claim.callback(), ...])
         ...
 
-- **Lock.** ``.llava_df.lock`` holds the owner's pid, host, start time and command. A second run
-  into a folder a live run holds is refused, naming that process; a lock left by a dead process
-  is taken over with a warning.
-- **States.** empty (or only the user's own files) -> a new run. A finished run (``final/``) is
-  refused unless ``--overwrite_output_dir``. An unfinished run (checkpoints, ``best/``, history,
-  no ``final/``: it crashed or was killed) is refused unless ``--resume_from_checkpoint`` or
-  ``--overwrite_output_dir``: a new run there would report the old run's ``best/`` as its own.
-- **Overwrite.** The old run's files are moved into ``.replaced_run/`` and deleted only once the
-  new run has written its first complete checkpoint (or ``final/``, with checkpoints off). If the
-  new run fails before that, the old run is moved back. A ``.replaced_run/`` left by a killed
-  process is resolved the same way at the next start.
+What a run folder holds is listed once, in ``llava_df.layout``.
+
+- **Checked first.** ``check_output_dir`` runs before anything else of a run is validated: a path
+  that is a file, lies under a file or cannot be written, a live run holding the folder, and a
+  folder state the flags do not fit each end in one ``error:`` line at once.
+- **Lock.** ``.llava_df.lock`` is an OS file lock (``filelock``): held while the run lives and
+  released by the operating system when its process dies, so a dead run never blocks a folder and
+  two live runs can never both hold it. ``.llava_df.lock.json`` names the holder (pid, host,
+  start, command) for the message a second run gets.
+- **States.** empty (or only the user's own files) -> a new run. A finished run (``results.json``,
+  the last file a run writes) is refused unless ``--overwrite_output_dir``. An unfinished run
+  (any other file of ``layout.RUN_FOLDER``: it crashed, was killed, or died in its final
+  evaluation) is refused unless ``--resume_from_checkpoint`` or ``--overwrite_output_dir``: a new
+  run there would report the old run's ``best/`` as its own.
+- **Overwrite.** Every file of ``layout.RUN_FOLDER`` is moved into ``.replaced_run/`` and deleted
+  only once the new run has written its first complete checkpoint (or its results, with
+  checkpoints off). If the new run fails before that, the old run is moved back. A
+  ``.replaced_run/`` left by a killed process is resolved the same way at the next start.
 - **Complete checkpoints.** ``checkpoint-N/llava_df_complete.json`` is written after the Trainer
   has written everything else (``on_save``), with each file's size. Resuming takes the newest
   checkpoint whose marker is there and whose files still have those sizes; partial ones (a
@@ -38,19 +47,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from transformers import TrainerCallback
 
 from .errors import RunError
+from .io import write_json
+from .layout import ASIDE, LOCK, LOCK_INFO, is_finished, run_artifacts
 
 logger = logging.getLogger(__name__)
 
-LOCK = ".llava_df.lock"
-ASIDE = ".replaced_run"
 MARKER = "llava_df_complete.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# What a run writes; anything else in the folder is the user's and is never moved or deleted.
-RUN_FILES = ("final", "best", "runs", "training_history.json", "results.json", "run_config.json", "config.yaml", "env.json")  # fmt: skip
-RUN_GLOBS = ("checkpoint-*", "eval_*.json")
 
 
 def is_main_process() -> bool:
@@ -59,73 +66,62 @@ def is_main_process() -> bool:
 
 
 # ---- lock -----------------------------------------------------------------------------------
-def _process_start(pid: int) -> float | None:
+def _holder(out: Path) -> dict:
     try:
-        import psutil
-
-        return psutil.Process(pid).create_time()
-    except Exception:
-        return None
+        return json.loads((out / LOCK_INFO).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
 
 
-def _lock_owner_alive(info: dict) -> bool:
-    if info.get("host") != socket.gethostname():
-        return True  # cannot check another machine's processes: assume alive, say how to clear it
-    started = _process_start(int(info.get("pid", -1)))
-    # A recycled pid belongs to a process that started after the lock was written.
-    return started is not None and started <= float(info.get("process_started", started)) + 1
-
-
-def acquire_lock(out: Path) -> Path:
-    """Create ``out/.llava_df.lock`` atomically; RunError if a live run holds it."""
-    path = out / LOCK
-    me = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "process_started": _process_start(os.getpid()),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
-    }
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                info = json.loads(path.read_text() or "{}")
-            except (OSError, ValueError):
-                info = {}
-            if info and _lock_owner_alive(info):
-                where = "" if info.get("host") == me["host"] else f" on host {info.get('host')}"
-                raise RunError(
-                    f"--output_dir {out} is in use by a live run: pid {info.get('pid')}{where}, started "
-                    f"{info.get('started')}, command `{info.get('command')}`. Wait for it to finish, or choose another "
-                    f"--output_dir. (If that process is gone, delete {path}.)"
-                ) from None
-            logger.warning(
-                "taking over a stale lock in %s (pid %s, started %s, is not running)",
-                out, info.get("pid"), info.get("started"),
-            )  # fmt: skip
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        return path
-    raise RunError(
-        f"Could not lock --output_dir {out}: another run keeps taking it. Choose another --output_dir."
+def _live_message(out: Path, info: dict) -> str:
+    if not info:
+        return (
+            f"--output_dir {out} is in use by a live run (it holds {out / LOCK} and has not named itself yet). "
+            "Wait for it to finish, or choose another --output_dir."
+        )
+    where = "" if info.get("host") == socket.gethostname() else f" on host {info.get('host')}"
+    return (
+        f"--output_dir {out} is in use by a live run: pid {info.get('pid')}{where}, started {info.get('started')}, "
+        f"command `{info.get('command')}`. Wait for it to finish, or choose another --output_dir."
     )
 
 
+def live_run(out: Path) -> dict | None:
+    """Who holds ``out``'s lock right now ({} when it has not named itself), or None when nobody does."""
+    if not (Path(out) / LOCK).exists():
+        return None
+    probe = FileLock(str(Path(out) / LOCK))
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return _holder(Path(out))
+    probe.release()
+    return None
+
+
+def acquire_lock(out: Path) -> FileLock:
+    """Hold ``out/.llava_df.lock`` (the OS releases it if this process dies); RunError if a live run holds it."""
+    lock = FileLock(str(Path(out) / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunError(_live_message(out, _holder(Path(out)))) from None
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+    }
+    write_json(Path(out) / LOCK_INFO, me)
+    return lock
+
+
+def release_lock(out: Path, lock: FileLock) -> None:
+    (Path(out) / LOCK_INFO).unlink(missing_ok=True)
+    lock.release()
+
+
 # ---- folder state ---------------------------------------------------------------------------
-def run_artifacts(out: Path) -> list[Path]:
-    """The files and folders of a run in ``out`` (not the lock, not the user's own files)."""
-    if not out.is_dir():
-        return []
-    found = [out / n for n in RUN_FILES if (out / n).exists()]
-    for pattern in RUN_GLOBS:
-        found += sorted(p for p in out.glob(pattern) if p not in found)
-    return found
-
-
 def checkpoint_dirs(out: Path) -> list[Path]:
     """checkpoint-N folders, newest (highest N) first."""
     if not out.is_dir():
@@ -219,7 +215,7 @@ class Claim:
     out: Path
     resume: str | None = None
     aside: Path | None = None  # the replaced run, until the new run has a complete checkpoint
-    lock: Path | None = None
+    lock: FileLock | None = None
     notes: list[str] = field(default_factory=list)
 
     def discard_aside(self) -> None:
@@ -266,7 +262,7 @@ def _resolve_leftover_aside(out: Path) -> None:
     aside = out / ASIDE
     if not aside.exists():
         return
-    if (out / "final").exists() or any(checkpoint_problem(c) is None for c in checkpoint_dirs(out)):
+    if (out / "final").exists() or is_finished(out) or any(checkpoint_problem(c) is None for c in checkpoint_dirs(out)):
         shutil.rmtree(aside)  # the replacing run got far enough; it was killed just before deleting this
         logger.warning("deleted %s: the run that replaced it has a complete checkpoint", aside)
     else:
@@ -294,28 +290,60 @@ def _check_state(out: Path, artifacts: list[Path], *, overwrite: bool, resume: s
     """RunError when the folder's state and the flags disagree (every process checks the same)."""
     names = sorted(p.name for p in artifacts)
     wants_resume = resume_request(resume) is not None
-    if (out / "final").exists():
+    if is_finished(out):
         if not overwrite:
             raise RunError(
-                f"--output_dir {out} holds a finished run (final/ exists). Pass --overwrite_output_dir True to "
+                f"--output_dir {out} holds a finished run (results.json exists). Pass --overwrite_output_dir True to "
                 "replace it, or choose another --output_dir."
             )
         if wants_resume:
             raise RunError(f"--resume_from_checkpoint with --overwrite_output_dir on finished run {out}: pick one.")
     elif artifacts and not (overwrite or wants_resume):
         raise RunError(
-            f"--output_dir {out} holds an unfinished run ({', '.join(names)}; no final/): it crashed or was "
-            "stopped. Pass --resume_from_checkpoint last to continue it, --overwrite_output_dir True to replace "
-            "it, or choose another --output_dir."
+            f"--output_dir {out} holds an unfinished run ({', '.join(names)}; no results.json): it crashed, was "
+            "stopped, or died in its final evaluation. Pass --resume_from_checkpoint last to continue it, "
+            "--overwrite_output_dir True to replace it, or choose another --output_dir."
         )
+
+
+def _check_path(out: Path) -> None:
+    """RunError when ``out`` cannot become a run folder: a file, a path under a file, or unwritable."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--output_dir {out} is a file, expected a folder. Choose another --output_dir.")
+    existing = out
+    while not existing.exists():  # the nearest folder that exists: mkdir starts there
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise RunError(
+            f"--output_dir {out}: {existing} is a file, so no folder can be made under it. Choose another --output_dir."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "" if existing == out else f": {existing} (where it would be made)"
+        raise RunError(
+            f"--output_dir {out} is not writable by this user{what}. Choose a folder you can write to, or fix its "
+            "permissions."
+        )
+
+
+def check_output_dir(out: Path, *, overwrite: bool, resume: str | None) -> None:
+    """Read-only, before anything else of a run: RunError when ``out`` cannot take this run (see the module doc)."""
+    out = Path(out)
+    _check_path(out)
+    if not out.is_dir():
+        return
+    holder = live_run(out)
+    if holder is not None:  # first: a live run is neither crashed nor finished
+        raise RunError(_live_message(out, holder))
+    _check_state(out, run_artifacts(out), overwrite=overwrite, resume=resume)
 
 
 @contextlib.contextmanager
 def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
     """Lock ``out``, check its state against the flags, set a replaced run aside; see the module doc."""
     out = Path(out)
-    if out.is_dir():  # every process checks the same state before the main one changes anything
-        _check_state(out, run_artifacts(out), overwrite=overwrite, resume=resume)
+    check_output_dir(out, overwrite=overwrite, resume=resume)  # every process, before the main one changes anything
     _wait_for_everyone()
     if not is_main_process():  # rank 0 owns the folder; the others only read it
         yield Claim(out, resume=resolve_resume(out, resume, remove_partial=False) if resume else None)
@@ -343,4 +371,4 @@ def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
         else:
             claim.restore_aside()
         if claim.lock is not None:
-            claim.lock.unlink(missing_ok=True)
+            release_lock(out, claim.lock)

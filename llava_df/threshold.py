@@ -67,7 +67,7 @@ def choose_threshold(rule: str, val_scores: dict) -> tuple[float, str]:
 
 
 def write_threshold(run_dir: str | Path, value: float, rule: str, weights: str) -> Path:
-    from .callbacks import write_json
+    from .io import write_json
 
     path = Path(run_dir) / THRESHOLD_FILE
     write_json(path, {"value": value, "rule": rule, "split": "val", "weights": weights})

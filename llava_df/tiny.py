@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import string
-import tempfile
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from transformers import (
 )
 
 from .errors import ArgumentParser, cli_entry
+from .io import build_once
 
 ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tiny_tokenizer"
@@ -268,8 +268,8 @@ def materialize_tiny(seed: int = TINY_SEED, cache_dir: str | os.PathLike | None 
     """Save the tiny model (+ processor) once and return its folder, a regular HF checkpoint.
 
     The folder name hashes the config, the seed, the tokenizer, the vision weights and the
-    transformers version, so a change to any of them builds a new one. Written to a temporary
-    folder and renamed, so parallel test processes never see a half-written checkpoint.
+    transformers version, so a change to any of them builds a new one. Built once across processes
+    (test workers, torchrun ranks, sweep workers): see :func:`materialize_folder`.
     """
     key = {
         "config": tiny_config().to_dict(),
@@ -287,23 +287,23 @@ def materialize_tiny(seed: int = TINY_SEED, cache_dir: str | os.PathLike | None 
     return materialize_folder(_cache_root(cache_dir) / f"tiny-{digest}", write)
 
 
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a loadable checkpoint (None: it is): a config.json and weights must be there.
+
+    Under torchrun, transformers 5 writes a model's weights on rank 0 only while every rank writes
+    configs and processors, so a folder written by another rank can hold everything but the weights.
+    """
+    if not (folder / "config.json").is_file():
+        return "no config.json was written"
+    if not any(folder.glob("*.safetensors")):
+        return "no weights (*.safetensors) were written"
+    return None
+
+
 def materialize_folder(target: Path, write) -> Path:
-    """``target`` if it holds a config.json, else ``write(tmp)`` into a temporary sibling renamed to
-    ``target``: parallel processes (test workers, torchrun ranks) never see a half-written checkpoint."""
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: theirs is identical
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """``target``, written once by ``write(tmp)`` across processes (llava_df.io.build_once): one process
+    builds under a file lock, the others wait; a folder without its completeness marker is rebuilt."""
+    return build_once(target, write, verify=checkpoint_problem, what="cached checkpoint")
 
 
 def example_batch(processor: LlavaProcessor | None = None, batch_size: int = 4, seed: int = 0) -> dict:

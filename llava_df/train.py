@@ -43,18 +43,19 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import set_seed
+from transformers import TrainerState, set_seed
 
-from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states, write_json, write_text
+from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states
 from .checkpointing import export_mm_projector, load_trainable_weights, save_trainable
 from .cli import ParsedArgs, parse_args, run_env
 from .errors import DataError, RunError, UsageError, cli_entry
 from .evaluate import AnswerMetrics, AnswerScores, load_data, predict_split, split_of
+from .io import write_json, write_text
 from .llava_layout import projector as projector_of
 from .llava_layout import unwrap
 from .memory import PeakMemory
 from .memory.plan import compact
-from .outdir import claim_output_dir, is_main_process, resume_request
+from .outdir import check_output_dir, claim_output_dir, is_main_process, resume_request
 from .resume import add_segment, check_resume_config
 from .runinfo import write_environment
 from .threshold import choose_threshold, write_threshold
@@ -142,12 +143,19 @@ def train(parsed: ParsedArgs, callbacks: tuple = ()) -> dict:
     ``callbacks``: extra TrainerCallbacks, added after ours (tests use one to interrupt a run).
     """
     t = parsed.training
+    out = Path(t.output_dir)
+    if not t.plan_only:  # first: seconds of validation and planning must not end at a folder we cannot use
+        check_output_dir(out, overwrite=t.overwrite_output_dir, resume=t.resume_from_checkpoint)
     checks = validate_inputs(parsed)
     data = prepare_data(parsed)
     plan = memory_plan(parsed, data)
     if t.plan_only:
         return {"memory_plan": plan}
-    out = Path(t.output_dir)
+    # Shared caches (the tiny preset, an assembled LLaVA) are built before a launcher's process group
+    # starts: once it has, transformers writes weights on rank 0 only (llava_df.modeling.materialize_base).
+    from .modeling import materialize_base
+
+    materialize_base(parsed.model, torch_dtype=_torch_dtype(t))
     _ = t.world_size  # sets up the process group under torchrun / accelerate (claim_output_dir synchronizes on it)
     with (
         claim_output_dir(out, overwrite=t.overwrite_output_dir, resume=t.resume_from_checkpoint) as claim,
@@ -282,7 +290,15 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     if resume:
         restored = restore_callback_states([plateau, history], resume)
         logger.warning("resuming from %s (restored %s)", resume, ", ".join(restored) or "no callback state")
-    train_output = trainer.train(resume_from_checkpoint=resume)
+    epochs_changed = "training.num_train_epochs" in run_config["segments"][-1]["changes"]
+    done = completed_state(resume, t) if resume and not epochs_changed else None
+    if done is None:
+        train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
+    else:  # the run had trained to its end (it died in its final evaluation): evaluate, train no more
+        logger.warning("resume: %s is step %d of %d, training is complete; evaluating only", resume, done.global_step, done.max_steps)
+        load_trainable_weights(trainer.model, resume)
+        trainer.state = done
+        train_metrics = {"train_runtime": 0.0}
 
     if trainer.args.should_save:
         save_trainable(trainer.model, out / "final", run_config | {"step": trainer.state.global_step})
@@ -316,7 +332,9 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     trainer.log({f"peak_{k}": v for k, v in peak.items() if isinstance(v, float)})
 
     best_entry = _best_entry(history.entries, plateau.schedule.best)
-    steps = trainer.state.global_step - resumed_step(resume)  # optimizer steps this process ran
+    # Read when the run started (segments), never again: the Trainer's rotation (save_total_limit) may
+    # have deleted the checkpoint this run resumed from by now.
+    steps = trainer.state.global_step - run_config["segments"][-1]["from_step"]  # optimizer steps this segment ran
     results = {
         "task": parsed.data.task,
         "strategy": strategy,
@@ -335,9 +353,9 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "peak_memory": peak,
         "memory_plan": checks.get("memory_plan"),  # predicted before launch (llava_df.memory), beside the measured peak
         "time": {
-            "train_s": train_output.metrics.get("train_runtime"),
+            "train_s": train_metrics.get("train_runtime"),
             "steps_this_segment": steps,
-            "s_per_step": train_output.metrics.get("train_runtime", 0.0) / max(steps, 1),
+            "s_per_step": train_metrics.get("train_runtime", 0.0) / max(steps, 1),
         },
         "trainable": report,
         "paths": {
@@ -356,6 +374,19 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         write_json(out / "results.json", results)
         print(summary_line(results), flush=True)
     return results
+
+
+def completed_state(resume: str, training_args) -> TrainerState | None:
+    """The checkpoint's TrainerState when it already holds every step this run asks for, else None.
+
+    transformers 5.24's Trainer checks max_steps only at the end of a step, so resuming from the
+    last checkpoint of a finished training (a run that died in its final evaluation) would train
+    one step more than asked; such a resume must only evaluate. The number of steps asked for is
+    --max_steps, or with the same epochs (the caller checks) the checkpoint's own max_steps.
+    """
+    state = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json"))
+    wanted = training_args.max_steps if training_args.max_steps > 0 else state.max_steps
+    return state if state.max_steps and state.global_step >= wanted else None
 
 
 def resumed_step(resume: str | None) -> int:

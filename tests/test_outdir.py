@@ -14,10 +14,19 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from llava_df.callbacks import write_json
 from llava_df.cli import parse_args
 from llava_df.errors import RunError
-from llava_df.outdir import ASIDE, LOCK, MARKER, acquire_lock, checkpoint_problem, resolve_resume
+from llava_df.io import write_json
+from llava_df.layout import ASIDE, LOCK, LOCK_INFO
+from llava_df.outdir import (
+    MARKER,
+    acquire_lock,
+    check_output_dir,
+    checkpoint_problem,
+    live_run,
+    release_lock,
+    resolve_resume,
+)
 from llava_df.train import main, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,26 +51,45 @@ class FailAt(TrainerCallback):
 
 # ---- lock -----------------------------------------------------------------------------------
 def test_a_folder_held_by_a_live_run_is_refused_naming_its_process(tmp_path):
-    acquire_lock(tmp_path)  # this test's own process: alive
+    held = acquire_lock(tmp_path)  # this test's own process: alive
     with pytest.raises(RunError, match=rf"in use by a live run: pid {os.getpid()}"):
         acquire_lock(tmp_path)
+    release_lock(tmp_path, held)
+    release_lock(tmp_path, acquire_lock(tmp_path))  # free again
 
 
-def test_a_stale_lock_from_a_dead_process_is_taken_over_with_a_warning(tmp_path, caplog):
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (tmp_path / LOCK).write_text(
-        json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started": "then"})
-    )
-    path = acquire_lock(tmp_path)
-    assert json.loads(path.read_text())["pid"] == os.getpid()
-    assert "taking over a stale lock" in caplog.text
+def test_a_live_run_is_named_as_live_before_the_folder_state_is_judged(tmp_path):
+    (tmp_path / "checkpoint-2").mkdir()  # looks like a crashed run...
+    held = acquire_lock(tmp_path)  # ...but its run is alive
+    with pytest.raises(RunError, match="in use by a live run") as info:
+        check_output_dir(tmp_path, overwrite=False, resume=None)
+    assert "crashed" not in str(info.value)
+    release_lock(tmp_path, held)
+    with pytest.raises(RunError, match="holds an unfinished run"):
+        check_output_dir(tmp_path, overwrite=False, resume=None)
+
+
+def test_a_lock_of_a_killed_process_is_free_at_once(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from llava_df.outdir import acquire_lock; "
+         "lock = acquire_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(600)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunError, match=rf"in use by a live run: pid {holder.pid}"):
+        check_output_dir(tmp_path, overwrite=False, resume=None)
+    holder.kill()  # SIGKILL: no cleanup runs, the OS drops the lock
+    holder.wait()
+    assert (tmp_path / LOCK_INFO).exists() and live_run(tmp_path) is None
+    lock = acquire_lock(tmp_path)
+    assert json.loads((tmp_path / LOCK_INFO).read_text())["pid"] == os.getpid()
+    release_lock(tmp_path, lock)
 
 
 @pytest.mark.slow
 def test_the_lock_is_released_when_the_run_ends(tmp_path):
     run(tmp_path / "o", "--save_strategy", "no", "--eval_strategy", "no")
-    assert not (tmp_path / "o" / LOCK).exists()
+    assert live_run(tmp_path / "o") is None and not (tmp_path / "o" / LOCK_INFO).exists()
 
 
 # ---- states ---------------------------------------------------------------------------------
@@ -116,6 +144,84 @@ def test_a_replaced_run_left_by_a_killed_process_is_restored(tmp_path):
     ):
         pass
     assert (out / "final").is_dir() and (out / "results.json").is_file() and not (out / ASIDE).exists()
+
+
+def test_overwrite_moves_every_file_of_the_run_aside_and_nothing_else(tmp_path):
+    from llava_df.layout import RUN_FOLDER
+    from llava_df.outdir import claim_output_dir
+
+    out = tmp_path / "o"
+    out.mkdir()
+    for entry in RUN_FOLDER:  # one of everything a run writes, an old threshold.json included
+        name = entry.name.replace("*", "7")
+        (out / name).mkdir() if entry.folder else (out / name).write_text("old")
+    (out / "my_notes.txt").write_text("keep me")
+    with claim_output_dir(out, overwrite=True, resume=None) as claim:
+        left = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+        moved = sorted(p.name for p in claim.aside.iterdir())
+    assert left == ["my_notes.txt"]
+    assert moved == sorted(e.name.replace("*", "7") for e in RUN_FOLDER)
+
+
+@pytest.mark.parametrize("case", ["a file", "under a file", "unwritable"])
+def test_a_bad_output_dir_is_one_error_line_before_anything_is_validated(case, tmp_path, capsys, monkeypatch):
+    import llava_df.train as train_module
+
+    if case == "unwritable" and os.geteuid() == 0:
+        pytest.skip("root writes anywhere: no unwritable folder to test with")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    out = {"a file": blocker, "under a file": blocker / "run", "unwritable": locked / "run"}[case]
+
+    def never(*args, **kwargs):
+        raise AssertionError("validation ran before the output folder was checked")
+
+    monkeypatch.setattr(train_module, "validate_inputs", never)
+    with pytest.raises(SystemExit) as info:
+        main([*RUN, "--output_dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 1 and len(err) == 1 and err[0].startswith("error: --output_dir")
+    assert {"a file": "is a file, expected a folder", "under a file": "is a file, so no folder",
+            "unwritable": "not writable"}[case] in err[0]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_resumed_run_finishes_after_the_rotation_deleted_its_checkpoint(tmp_path):
+    out = tmp_path / "o"
+    args = ("--max_steps", "8", "--save_total_limit", "1")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(out, *args, callbacks=(FailAt(3),))
+    assert (out / "checkpoint-2").is_dir()
+    results = run(out, *args, "--resume_from_checkpoint", "last")
+    assert not (out / "checkpoint-2").exists()  # rotated away while the resumed run trained
+    assert results["steps"] == 8 and results["time"]["steps_this_segment"] == 6
+    assert (out / "results.json").is_file() and (out / "threshold.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_that_dies_in_its_final_evaluation_is_unfinished_and_resumable(tmp_path, monkeypatch, capsys):
+    import llava_df.train as train_module
+
+    out = tmp_path / "o"
+    real = train_module.predict_split
+
+    def dies_on_test(trainer, dataset, prefix, **kwargs):
+        if prefix == "test":
+            raise RuntimeError("out of memory in the final evaluation")
+        return real(trainer, dataset, prefix, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict_split", dies_on_test)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run(out)
+    monkeypatch.setattr(train_module, "predict_split", real)
+    assert (out / "final").is_dir() and not (out / "results.json").exists() and not (out / "threshold.json").exists()
+    with pytest.raises(SystemExit):
+        main([*RUN, "--output_dir", str(out)])
+    assert "holds an unfinished run" in capsys.readouterr().err
+    results = run(out, "--resume_from_checkpoint", "last")
+    assert results["steps"] == 4 and (out / "results.json").is_file() and (out / "threshold.json").is_file()
 
 
 # ---- partial checkpoints --------------------------------------------------------------------
@@ -173,7 +279,7 @@ main({[*RUN, "--output_dir", str(out)]!r})
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert (out / "checkpoint-4").is_dir() and not (out / "checkpoint-4" / MARKER).exists()
-    assert (out / LOCK).exists()  # left by the killed process: stale, taken over below
+    assert (out / LOCK).exists() and live_run(out) is None  # left by the killed process, released by the OS
     resumed = run(out, "--resume_from_checkpoint", "last")
     assert resumed["steps"] == 4
     final = load_file(out / "final" / "mm_projector.safetensors")

@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..callbacks import write_json
+from ..io import write_json
 from ..runinfo import package_versions
 from .cells import PACKAGE, Cell
 

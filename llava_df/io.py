@@ -1,0 +1,161 @@
+"""Files that several processes may write or read at once: atomic writes, and folders built once.
+
+How to call::
+
+    write_text(path, text)            # temporary name in the same folder, then rename: never half a file
+    write_json(path, payload)         # the same, JSON (NaN/inf as null)
+    build_once(target, write)         # a folder that one process builds and every other one waits for
+
+``build_once`` is for shared caches (the tiny preset, its parts, an assembled LLaVA): any number
+of processes (test workers, sweep workers, torchrun / accelerate ranks) may ask for the same
+folder at the same time. One builds it, under a file lock next to it; the others wait on that
+lock. The builder writes into a temporary sibling, checks it (``verify``), writes the completeness
+marker LAST and only then renames it into place. A folder without the marker (a crash, a killed
+process, an older llava_df that wrote no marker, a rank whose ``save_pretrained`` skipped the
+weights) is never used: it is rebuilt, with a warning naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .errors import RunError
+
+logger = logging.getLogger(__name__)
+
+COMPLETE = ".llava_df_complete.json"  # written last into a folder built by build_once
+_WAIT_NOTICE_S = 10.0  # say once that we wait for another process after this long
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read the process umask (the only way is to set it and put it back)
+
+
+# ---- atomic files ---------------------------------------------------------------------------
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a uniquely named temporary file in the same folder, then rename: a killed run or a
+    second process never leaves or reads half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared like any file
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, payload) -> None:
+    """JSON (NaN/inf as null) written atomically, see write_text."""
+    write_text(path, json.dumps(_finite_or_none(payload), indent=2, default=_json_default, allow_nan=False))
+
+
+def _finite_or_none(value):
+    """NaN/inf -> null: strict JSON readers (jq, JavaScript) reject NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _json_default(value):
+    if isinstance(value, float | int):
+        return value
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return str(value)
+
+
+# ---- folders built once ---------------------------------------------------------------------
+def is_complete(folder: Path) -> bool:
+    """True when ``folder`` was finished by build_once: its marker is there and every file it lists
+    still has the size it had when the marker was written."""
+    try:
+        listed = json.loads((folder / COMPLETE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    for name, size in listed.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
+
+
+def _mark_complete(folder: Path) -> None:
+    files = {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != COMPLETE
+    }
+    write_json(folder / COMPLETE, {"files": files, "written": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid()})
+
+
+def _remove(folder: Path) -> None:
+    """Move ``folder`` out of the way (one rename, atomic), then delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}-stale-", dir=folder.parent))
+    os.replace(folder, trash / folder.name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def build_once(
+    target: str | os.PathLike,
+    write: Callable[[Path], None],
+    *,
+    verify: Callable[[Path], str | None] | None = None,
+    what: str = "folder",
+) -> Path:
+    """``target``, built by ``write(tmp)`` once across processes; see the module docstring.
+
+    ``verify(tmp)`` returns why a freshly written folder is unusable (None: fine); the build then
+    fails with that reason instead of leaving a broken folder for every later run.
+    """
+    target = Path(target)
+    if is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / f".{target.name}.lock"))
+    try:
+        lock.acquire(timeout=_WAIT_NOTICE_S)
+    except Timeout:
+        logger.warning("waiting for another process that is building %s %s", what, target)
+        lock.acquire()
+    try:
+        if is_complete(target):  # the other process finished it while we waited
+            return target
+        if target.exists():
+            logger.warning(
+                "%s %s is incomplete (no %s: a crash, a killed process or an older llava_df); rebuilding it",
+                what, target, COMPLETE,
+            )  # fmt: skip
+            _remove(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            write(tmp)
+            problem = verify(tmp) if verify is not None else None
+            if problem is not None:
+                raise RunError(f"building {what} {target} failed: {problem}. Nothing was kept; run again.")
+            _mark_complete(tmp)  # last: a folder without it is never used
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        lock.release()
+    return target
