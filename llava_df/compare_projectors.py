@@ -209,10 +209,20 @@ def cell_argv(args, train_flags: list[str], cell: Cell) -> list[str]:
 
 
 # ---- running one cell (in a worker process) -------------------------------------------------
+_stopping = False  # in a worker: the sweep asked it to stop (SIGINT); a queued cell then does not start
+
+
+def _stop_worker(signum, frame):
+    global _stopping
+    _stopping = True
+    raise KeyboardInterrupt
+
+
 def _init_worker(gpus) -> None:
     import torch
 
     _die_with_parent()
+    signal.signal(signal.SIGINT, _stop_worker)
     torch.set_num_threads(1)  # one core per worker; the tiny preset gains nothing from more
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
@@ -244,6 +254,8 @@ def _die_with_parent() -> None:
 
 def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
     """Train one cell, write its record; returns a short summary for the progress bar."""
+    if _stopping:  # already queued to this worker when the sweep was stopped
+        raise KeyboardInterrupt
     from .cli import parse_args
     from .projectors import create_projector
     from .projectors.profile import macs_per_token
@@ -388,18 +400,26 @@ def run_sweep(args, todo) -> list[str]:
             done += 1
             bar.update()
     except _Stop as stop:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)  # no new cell starts
+        # SIGINT first: the run in a worker stops with KeyboardInterrupt, the worker hands it back and exits
+        # like a finished one, so the pool frees its queues (a terminated worker leaks a semaphore). A
+        # worker that does not stop in time is terminated.
         workers = multiprocessing.active_children()
         for worker in workers:
-            worker.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGINT)
         for worker in workers:
             worker.join(timeout=30)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(timeout=10)
+        pool.shutdown(wait=True)
         bar.close()
         name = signal.Signals(stop.signum).name
         raise SweepInterrupted(
-            f"{name}: stopped the sweep after {done} of {len(todo)} runs ({len(failures)} failed); the "
-            f"{len(workers)} running were stopped (their folders keep their last complete checkpoint). Rerun the "
-            "same command to continue: finished cells are kept and skipped.",
+            f"{name}: stopped the sweep after {done} of {len(todo)} runs ({len(failures)} failed); {len(workers)} "
+            "worker(s) stopped mid-run (their run folders keep their last complete checkpoint). Rerun the same "
+            "command to continue: finished cells are kept and skipped.",
             stop.signum,
         ) from None
     finally:

@@ -238,3 +238,61 @@ def test_stage1_data_without_stage1_is_refused(tmp_path, capsys):
             ]
         )
     assert info.value.code == 2 and "add --stage1" in capsys.readouterr().err
+
+
+# ---- stopping the sweep ---------------------------------------------------------------------
+def _sweep_process(tmp_path):
+    """A sweep (one long cell at a time) in its own process, and the worker it started."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    argv = ["--quick", "--skip_probes", "--projectors", "mlp2x_gelu", "--strategies", "projector_only",
+            "--seeds", "0,1", "--max_steps", "400", "--results_dir", str(tmp_path / "r"),
+            "--runs_dir", str(tmp_path / "o")]  # fmt: skip
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "llava_df.compare_projectors", *argv],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the worker trains (its run folder has its lock)
+        workers = psutil.Process(sweep.pid).children(recursive=True)
+        if workers and list((tmp_path / "o").glob("*/.llava_df.lock.json")):
+            return sweep, [w for w in workers if "spawn" in " ".join(w.cmdline())]
+        time.sleep(0.5)
+    sweep.kill()
+    raise AssertionError(f"the sweep never started a worker: {sweep.communicate()[1][-2000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_the_sweep_and_its_workers_and_says_how_to_continue(sig, tmp_path):
+    import signal
+
+    import psutil
+
+    sweep, workers = _sweep_process(tmp_path)
+    assert workers
+    sweep.send_signal(getattr(signal, sig))
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 128 + getattr(signal, sig)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {sig}: stopped the sweep after 0 of 2 runs") and "Rerun the same command" in last
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"workers outlived the sweep: {alive}"
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_killed_sweep(tmp_path):
+    import signal
+
+    import psutil
+
+    sweep, workers = _sweep_process(tmp_path)
+    sweep.send_signal(signal.SIGKILL)  # nothing of the sweep runs: its workers must notice on their own
+    sweep.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"orphaned workers: {alive}"
