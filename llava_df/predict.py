@@ -9,14 +9,20 @@ How to call::
 
 One row per image (a table on stdout; ``--output x.csv`` or ``x.jsonl`` for a file): path,
 P(Fake) (the score ``evaluate`` uses: softmax over the first answer token of Real vs Fake), the
-label at the threshold, the threshold and where it came from, the image's size and mode and
-whether it was converted to RGB. ``--generate`` adds the model's free-text answer, parsed to
-Real / Fake / unparseable, with how often parsing failed and how often the parsed answer
-disagrees with the score.
+label at the threshold, the threshold and where it came from, the image's size and mode,
+whether it was converted to RGB, a ``warning`` for an image far from what the model sees (a side
+under half its input size, or an aspect ratio beyond 4:1) and, for a file that was not scored,
+the ``skipped`` reason (its P(Fake) and label empty). ``--generate`` adds the model's free-text
+answer, parsed to Real / Fake / unparseable, with how often parsing failed and how often the
+parsed answer disagrees with the score.
 
-The image pipeline is training's: the run's processor, prompt, template and
-``--image_aspect_ratio``; batched through the same Trainer scoring as ``evaluate``. Unreadable
-images are named and skipped; when none is left, nothing is written. The threshold is the
+Folders are searched recursively, into symlinked folders too, each real folder once (a link loop
+or a second link to the same folder is walked once, and counted on stderr). The image pipeline
+is training's: ``data.images`` reads each file (an image above ``MAX_PIXELS`` is skipped from
+its header, never decoded), then the run's processor, prompt, template and
+``--image_aspect_ratio``; batched through the same Trainer scoring as ``evaluate``. Every
+argument, ``--output`` included (a file name in a folder that exists and takes files), is checked
+before the model loads; when no image is readable, nothing is written. The threshold is the
 run's ``threshold.json`` (chosen on validation by ``--threshold_rule``) unless ``--threshold``.
 """
 
@@ -24,23 +30,32 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import logging
 import math
+import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from .data.images import ImageLoadError, load_rgb, load_rgb_with_info
 from .errors import ArgumentParser, RunError, UsageError, cli_entry
+from .io import write_text
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DETECTOR_FILE = "llava_df_detector.json"  # written by merge: what predict needs besides the weights
+# An image whose side is under this fraction of the model's input, or whose long side is more than
+# MAX_ASPECT times its short one, is scored but flagged: upscaled from a few pixels, or squeezed /
+# padded until the face is a sliver, it is not what the detector learnt from.
+MIN_SIDE_FRACTION = 0.5
+MAX_ASPECT = 4.0
 
 
 @dataclass
@@ -69,13 +84,46 @@ class Detector:
 
 
 # ---- inputs ---------------------------------------------------------------------------------
-def expand_inputs(items: list[str]) -> list[str]:
-    """Files, folders (searched recursively) and globs -> image paths, in order, each once."""
+def _images_under(folder: Path, walked: set[str]) -> tuple[list[str], int, list[str]]:
+    """(image files under ``folder``, sorted; folders not walked again; folders that could not be listed).
+
+    Symlinked folders are followed (a glob's ``**`` follows them too, and a user who links a
+    folder in means it), each real folder once: ``walked`` holds the real paths seen so far, so a
+    link loop ends and a folder linked twice is scored once.
+    """
+    found, repeats, unlisted = [], 0, []
+
+    def unreadable(err: OSError) -> None:  # os.walk drops these silently unless told
+        unlisted.append(f"{err.filename} ({err.strerror})")
+
+    for top, dirs, files in os.walk(folder, followlinks=True, onerror=unreadable):
+        keep = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(top, name))
+            if real in walked:
+                repeats += 1
+            else:
+                walked.add(real)
+                keep.append(name)
+        dirs[:] = keep
+        found += [
+            os.path.join(top, f)
+            for f in files
+            if Path(f).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(top, f))
+        ]
+    return sorted(found), repeats, unlisted
+
+
+def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
+    """Files, folders (searched recursively) and globs -> (image paths, in order, each once; notes for
+    stderr: folders walked once though reached twice, folders that could not be listed)."""
     if not items:
         raise UsageError(
             "no images given: pass image files, folders or globs, e.g. face.jpg faces/ 'dir/*.png'."
         )
     out: list[str] = []
+    notes: list[str] = []
+    walked: set[str] = set()
     for item in items:
         path = Path(item)
         if any(c in item for c in "*?["):
@@ -85,9 +133,20 @@ def expand_inputs(items: list[str]) -> list[str]:
                     f"{item!r} matches no file. Check the pattern (quote it so the shell does not expand it)."
                 )
         elif path.is_dir():
-            found = sorted(
-                str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            real = os.path.realpath(path)
+            if real in walked:
+                notes.append(f"{item}: already searched (the same folder, or one inside it, given before)")
+                continue
+            walked.add(real)
+            found, repeats, unlisted = _images_under(path, walked)
+            if repeats:
+                notes.append(
+                    f"{item}: {repeats} folder{'s' if repeats > 1 else ''} already searched (a symlink loop, a folder "
+                    "linked twice, or given before) not searched again"
+                )
+            notes += [f"{item}: folder {u} could not be listed; its images are not scored" for u in unlisted]
+            if not found and unlisted:
+                raise UsageError(f"folder {unlisted[0]} could not be listed. Pass a folder you can read.")
             if not found:
                 raise UsageError(
                     f"folder {item} has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, in subfolders too). "
@@ -98,24 +157,55 @@ def expand_inputs(items: list[str]) -> list[str]:
         else:
             raise UsageError(f"{item}: no such file or folder. Pass image files, folders or globs.")
         out.extend(found)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(out)), notes
 
 
 def read_images(paths: list[str]) -> tuple[list[ImageInput], list[tuple[str, str]]]:
-    """(readable images, skipped (path, reason)); decoding is training's (images.load_rgb)."""
-    from .data.images import ImageLoadError, load_rgb
-
+    """(readable images, skipped (path, reason)): each file decoded once, as training decodes it
+    (images.load_rgb_with_info: MAX_PIXELS checked from the header first), then let go."""
     good, skipped = [], []
     for path in paths:
         try:
-            load_rgb(path)  # a full decode: truncated or corrupt files are caught here, not mid-batch
-            with Image.open(path) as raw:
-                mode, (w, h) = raw.mode, raw.size
+            # a full decode: truncated or corrupt files are caught here, not mid-batch
+            _, info = load_rgb_with_info(path)
         except ImageLoadError as err:
             skipped.append((path, err.reason))
             continue
-        good.append(ImageInput(path, w, h, mode, converted=mode != "RGB"))
+        good.append(ImageInput(path, info.width, info.height, info.mode, converted=info.mode != "RGB"))
     return good, skipped
+
+
+def model_input_size(processor) -> tuple[int, int] | None:
+    """(width, height) of the image the model sees: the image processor's crop size, else its resize size."""
+    ip = getattr(processor, "image_processor", processor)
+    for attr in ("crop_size", "size"):
+        size = getattr(ip, attr, None)
+        if size is None:
+            continue
+        height, width = size.get("height"), size.get("width")  # a dict or transformers' SizeDict
+        if height and width:
+            return int(width), int(height)
+        if size.get("shortest_edge"):
+            return int(size["shortest_edge"]), int(size["shortest_edge"])
+    return None
+
+
+def size_warning(width: int, height: int, input_size: tuple[int, int] | None) -> str | None:
+    """Why an image of width x height is a poor input for a model that sees ``input_size``, or None."""
+    problems = []
+    if input_size is not None:
+        in_w, in_h = input_size
+        if width < MIN_SIDE_FRACTION * in_w or height < MIN_SIDE_FRACTION * in_h:
+            problems.append(
+                f"{width}x{height} is under half the model's {in_w}x{in_h} input on a side: upscaled, the score says "
+                "little; use a larger face crop"
+            )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        problems.append(
+            f"{width}x{height} has an aspect ratio beyond {MAX_ASPECT:.0f}:1: the model sees a squeezed or mostly "
+            "padded strip; crop to the face"
+        )
+    return "; ".join(problems) or None
 
 
 # ---- the detector ---------------------------------------------------------------------------
@@ -240,7 +330,6 @@ def generate_answers(
 ) -> list[str]:
     """The model's free-text answer per image, from generate() with the run's conversation template."""
     from .data.conversation import get_template
-    from .data.images import load_rgb
 
     d = detector
     template = get_template(d.data_args.conv_template)
@@ -291,6 +380,7 @@ def predict(
             f"{len(bad)} images got a non-finite P(Fake) (e.g. {bad[0]}): the model's answer logits overflowed. Use "
             "another checkpoint of the run (--weights), or retrain with a lower learning rate."
         )
+    input_size = model_input_size(d.processor)
     rows = []
     for im, p in zip(images, p_fake, strict=True):
         rows.append(
@@ -304,6 +394,8 @@ def predict(
                 "height": im.height,
                 "mode": im.mode,
                 "converted": im.converted,
+                "warning": size_warning(im.width, im.height, input_size),
+                "skipped": None,
             }
         )
     summary: dict = {"n": len(rows), "fake": sum(r["label"] == d.data_args.answer_fake for r in rows)}
@@ -322,24 +414,58 @@ def predict(
 
 
 # ---- output ---------------------------------------------------------------------------------
+def check_output(path: Path) -> None:
+    """UsageError now, before any image is read or the model loads, unless ``path`` can be written:
+    a .csv or .jsonl name, not a folder, in an existing folder that takes new files."""
+    if path.is_dir():
+        raise UsageError(
+            f"--output {path} is a folder: expected a .csv or .jsonl file name, e.g. {path / 'predictions.csv'}."
+        )
+    if path.suffix not in (".csv", ".jsonl"):
+        raise UsageError(f"--output {path}: expected a .csv or .jsonl file name.")
+    parent = path.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())  # "/" or "." always exists
+    if not existing.is_dir():
+        raise UsageError(f"--output {path}: {existing} is a file, not a folder. Pass a path inside a folder.")
+    if existing != parent:
+        raise UsageError(f"--output {path}: folder {parent} does not exist; create it first.")
+    try:  # the write itself renames a new file into this folder; an anonymous one tests that and leaves nothing
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"--output {path}: cannot create files in {parent} ({err.strerror}). Pass a path in a folder you can "
+            "write to."
+        ) from None
+
+
+def skipped_row(path: str, reason: str, columns: list[str]) -> dict:
+    """The output row of a file that was not scored: the scored rows' columns, empty but path and reason."""
+    return {**dict.fromkeys(columns), "path": path, "skipped": reason}
+
+
 def write_rows(rows: list[dict], path: Path) -> None:
     """CSV or JSONL by suffix, written to a temporary name and renamed: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".csv":
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
     else:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    write_text(path, text)
 
 
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'P(fake)':>8}  {'label':<6} {'size':>9}  path"]
     for r in rows:
+        if r["skipped"]:
+            lines.append(f"{'-':>8}  {'-':<6} {'-':>9}  {r['path']}  [skipped: {r['skipped']}]")
+            continue
         size = f"{r['width']}x{r['height']}"
         extra = f"  [{r['mode']} -> RGB]" if r["converted"] else ""
+        extra += f"  [warning: {r['warning']}]" if r["warning"] else ""
         lines.append(f"{r['p_fake']:8.4f}  {r['label']:<6} {size:>9}  {r['path']}{extra}")
         if "answer" in r:
             lines.append(f"{'':8}  answer ({r['answer_parsed']}): {r['answer']!r}")
@@ -389,11 +515,11 @@ def main(argv: list[str]) -> list[dict]:
         raise UsageError(f"--prompt {args.prompt!r}: expected exactly one <image> (where the image goes).")
     output = Path(args.output) if args.output else None
     if output is not None:
-        if output.suffix not in (".csv", ".jsonl"):
-            raise UsageError(f"--output {output}: expected a .csv or .jsonl file name.")
-        if not output.parent.is_dir():
-            raise UsageError(f"--output {output}: folder {output.parent} does not exist; create it first.")
-    images, skipped = read_images(expand_inputs(args.images))
+        check_output(output)
+    paths, notes = expand_inputs(args.images)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    images, skipped = read_images(paths)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not images:
@@ -404,15 +530,24 @@ def main(argv: list[str]) -> list[dict]:
     detector = load_detector(
         args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold
     )
-    rows, summary = predict(
+    scored, summary = predict(
         detector, images, batch_size=args.batch_size, generate=args.generate, prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
     )  # fmt: skip
+    # One row per input file, in input order: the skipped ones too, with their reason.
+    rows = {r["path"]: r for r in scored}
+    rows.update((path, skipped_row(path, reason, list(scored[0]))) for path, reason in skipped)
+    rows = [rows[p] for p in paths]
     print(format_table(rows), flush=True)
+    for row in scored:
+        if row["warning"]:
+            print(f"warning {row['path']}: {row['warning']}", file=sys.stderr)
     line = f"{summary['n']} images, {summary['fake']} labelled {detector.data_args.answer_fake} at threshold "
     line += f"{detector.threshold:.4f} ({detector.threshold_source})"
     if skipped:
         line += f"; {len(skipped)} unreadable, skipped"
+    if warned := sum(bool(r["warning"]) for r in scored):
+        line += f"; {warned} with a size warning"
     if args.generate:
         rate = summary["disagreement_rate"]
         line += f"; generated answers: {summary['unparseable_rate']:.0%} unparseable, " + (
@@ -420,7 +555,13 @@ def main(argv: list[str]) -> list[dict]:
         )
     print(line, file=sys.stderr)
     if output is not None:
-        write_rows(rows, output)
+        try:
+            write_rows(rows, output)
+        except OSError as err:  # checked before scoring; the folder changed since (removed, disk full)
+            raise RunError(
+                f"could not write --output {output} ({err.strerror}); every row is printed above. Free the space "
+                "or pass another --output."
+            ) from None
         print(f"wrote {output}", file=sys.stderr)
     return rows
 

@@ -84,9 +84,15 @@ def read_threshold(folder: str | Path, weights: str | None = None) -> dict:
         )
     try:
         saved = json.loads(path.read_text())
-        check_threshold(saved["value"])
-    except (ValueError, KeyError, TypeError, UsageError) as err:
+        value = saved["value"]
+    except (ValueError, KeyError, TypeError) as err:
         raise RunError(f"{path} is unreadable ({type(err).__name__}); pass --threshold P.") from None
+    # bool is an int to Python, and json reads NaN/Infinity: a probability is a finite real in [0, 1].
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise RunError(
+            f"{path}: value {json.dumps(value)} is not a probability in [0, 1]; pass --threshold P, or re-run "
+            "training to write it again."
+        )
     if weights is not None and saved.get("weights") not in (None, weights):
         raise RunError(
             f"{path} holds the threshold chosen for the {saved['weights']}/ weights, not {weights}/. Use --weights "

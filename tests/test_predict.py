@@ -119,14 +119,43 @@ def test_threshold_rules():
 
 
 @pytest.mark.slow
-def test_unreadable_images_are_named_and_skipped(run, tmp_path, capsys):
+def test_skipped_files_and_size_warnings_are_rows_of_the_output_and_on_stderr(run, tmp_path, capsys):
+    from PIL import Image
+
     out, images = run
     mixed = tmp_path / "mixed"
     shutil.copytree(images, mixed)
     (mixed / "broken.png").write_bytes(b"not a png")
-    rows = predict_main(["--run_dir", str(out), str(mixed)])
-    assert len(rows) == len(list(images.glob("*.png")))
-    assert f"skipped {mixed / 'broken.png'}" in capsys.readouterr().err
+    Image.new("RGB", (1, 1), (128, 100, 90)).save(mixed / "tiny.png")
+    Image.new("RGB", (4000, 2), (128, 100, 90)).save(mixed / "strip.png")
+    rows = predict_main(["--run_dir", str(out), str(mixed), "--output", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    n_good = len(list(images.glob("*.png")))
+    assert len(rows) == n_good + 3 and sum(r["skipped"] is None for r in rows) == n_good + 2
+    with open(tmp_path / "p.csv") as f:
+        written = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    broken = written["broken.png"]
+    assert (
+        broken["p_fake"] == "" and broken["label"] == "" and "no image format PIL reads" in broken["skipped"]
+    )
+    assert f"skipped {mixed / 'broken.png'}: no image format PIL reads" in err
+    assert "under half the model's 64x64 input" in written["tiny.png"]["warning"]
+    assert "aspect ratio beyond 4:1" in written["strip.png"]["warning"]
+    assert float(written["strip.png"]["p_fake"]) >= 0 and written["strip.png"]["skipped"] == ""
+    assert f"warning {mixed / 'tiny.png'}: 1x1 is under half" in err
+    assert f"warning {mixed / 'strip.png'}: 4000x2" in err and "2 with a size warning" in err
+    assert all(r["warning"] == "" for name, r in written.items() if name not in ("tiny.png", "strip.png"))
+
+
+@pytest.mark.slow
+def test_a_symlinked_folder_is_scored_once(run, tmp_path):
+    out, images = run
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    (faces / "linked").symlink_to(images, target_is_directory=True)
+    (faces / "loop").symlink_to(faces, target_is_directory=True)
+    rows = predict_main(["--run_dir", str(out), str(faces)])
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(p.name for p in images.glob("*.png"))
 
 
 @pytest.mark.parametrize(
@@ -195,54 +224,99 @@ def test_merged_checkpoint_predicts_like_its_run(run, tmp_path):
         assert abs(a["p_fake"] - b["p_fake"]) < 1e-4
 
 
-# ---- the demo page, in a real browser --------------------------------------------------------
+# ---- the demo page: predict's numbers, for any image mode --------------------------------------
+def _non_rgb_copies(image: Path, folder: Path) -> list[Path]:
+    """The same face as RGBA (half transparent), 16-bit grayscale, float (mode F TIFF) and CMYK files."""
+    from PIL import Image
+
+    folder.mkdir()
+    rgb = Image.open(image).convert("RGB")
+    gray = np.asarray(rgb.convert("L"), dtype=np.float64)
+    alpha = Image.fromarray(
+        np.linspace(40, 255, rgb.width * rgb.height).reshape(rgb.height, rgb.width).astype(np.uint8)
+    )
+    rgba = rgb.copy()
+    rgba.putalpha(alpha)
+    files = {
+        "rgba.png": rgba,
+        "gray16.png": Image.fromarray((gray * 257).astype(np.uint16)),  # I;16
+        "float.tif": Image.fromarray((gray / 255.0).astype(np.float32), mode="F"),
+        "cmyk.jpg": rgb.convert("CMYK"),
+    }
+    for name, im in files.items():
+        im.save(folder / name)
+    return [folder / name for name in files]
+
+
+@pytest.fixture(scope="module")
+def detector(run):
+    from llava_df.predict import load_detector
+
+    return load_detector(str(run[0]))
+
+
+@pytest.mark.slow
+def test_the_demo_shows_predicts_p_fake_for_rgba_16_bit_float_and_cmyk_uploads(run, detector, tmp_path):
+    from PIL import Image
+    from test_demo import demo_server, detect, files_under, upload
+
+    from llava_df.data.images import load_rgb
+
+    out, images = run
+    files = _non_rgb_copies(sorted(images.glob("*.png"))[0], tmp_path / "files")
+    assert {Image.open(f).mode for f in files} == {"RGBA", "I;16", "F", "CMYK"}
+    # Gradio's image preprocessing converted with a plain convert("RGB"): other pixels for these three
+    # (CMYK converts alike, but Gradio re-encoded its converted copy, a second lossy JPEG).
+    for f in files[:3]:
+        assert not np.array_equal(np.asarray(Image.open(f).convert("RGB")), np.asarray(load_rgb(f)))
+    expected = {Path(r["path"]).name: r for r in predict_main(["--run_dir", str(out), *map(str, files)])}
+    uploads = tmp_path / "gradio"
+    with demo_server(detector, uploads) as base:
+        for f in files:
+            [stored] = upload(base, f).json()
+            kind, shown = detect(base, stored, f.name)
+            assert kind == "complete", shown
+            p_fake, label, threshold, _, warning = shown
+            assert math.isclose(float(p_fake), expected[f.name]["p_fake"], abs_tol=1e-6), f.name
+            assert label == expected[f.name]["label"] and warning == ""
+            assert float(threshold.split()[0]) == pytest.approx(expected[f.name]["threshold"])
+    assert files_under(uploads) == []  # every upload deleted once answered
+
+
 def _browser() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.mark.slow
-def test_demo_page_shows_predicts_probability_in_a_real_browser(run, tmp_path):
-    gradio = pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[dev]')")
+def test_demo_page_shows_predicts_probability_in_a_real_browser(run, detector, tmp_path):
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[dev]')")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     executable = _browser()
     if executable is None:
         pytest.skip("no Chromium on this machine (Debian: apt-get install chromium); .ci/run installs it")
-    from llava_df.demo import build_app
-    from llava_df.predict import load_detector
+    from test_demo import demo_server, files_under
 
     out, images = run
-    image = sorted(images.glob("*.png"))[0]
-    expected = predict_main(["--run_dir", str(out), str(image)])[0]
-    upload = (
-        tmp_path / "upload.png"
-    )  # the browser uploads a copy; Gradio caches its own copy and we delete it
-    shutil.copyfile(image, upload)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = build_app(load_detector(str(out)))
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False)
-    cache = Path(gradio.utils.get_upload_folder())
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-            page.set_input_files("#image input[type=file]", str(upload))
-            page.wait_for_timeout(500)
-            page.click("#detect")
-            page.wait_for_function(
-                "() => document.querySelector('#p_fake textarea, #p_fake input').value !== ''", timeout=60_000
-            )
-            shown = page.locator("#p_fake textarea, #p_fake input").first.input_value()
-            label = page.locator("#label textarea, #label input").first.input_value()
-            browser.close()
-    finally:
-        app.close()
+    # RGBA: a mode Gradio's image preprocessing used to convert its own way before predict's code saw it.
+    upload = _non_rgb_copies(sorted(images.glob("*.png"))[0], tmp_path / "files")[0]
+    expected = predict_main(["--run_dir", str(out), str(upload)])[0]
+    uploads = tmp_path / "gradio"
+    with demo_server(detector, uploads) as base, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{base}/", wait_until="networkidle")
+        page.set_input_files("#image input[type=file]", str(upload))
+        page.wait_for_timeout(500)
+        page.click("#detect")
+        page.wait_for_function(
+            "() => document.querySelector('#p_fake textarea, #p_fake input').value !== ''", timeout=60_000
+        )
+        shown = page.locator("#p_fake textarea, #p_fake input").first.input_value()
+        label = page.locator("#label textarea, #label input").first.input_value()
+        browser.close()
     assert math.isclose(float(shown), expected["p_fake"], abs_tol=1e-6)
     assert label == expected["label"]
-    kept = [p for p in cache.rglob("*") if p.is_file() and p.name == upload.name] if cache.is_dir() else []
-    assert kept == []  # the upload is deleted once answered
+    assert files_under(uploads) == []  # the upload is deleted once answered, the original included
 
 
 def test_a_bad_threshold_rule_is_refused_at_parse_time():

@@ -7,25 +7,37 @@ Conversions (done, not refused, because real face datasets contain all of these)
 - 16-bit and 32-bit grayscale (I;16*, I, F): scaled to 0..255 (``// 257`` for 16 bit);
 - CMYK / YCbCr / LAB: PIL's own conversion; EXIF orientation applied.
 
-Corrupt or truncated files raise :class:`ImageLoadError` naming the file. Loaders that prefer
-skipping record the file in a :class:`LoadSummary` (logged and returned), never drop it silently.
+Corrupt or truncated files raise :class:`ImageLoadError` naming the file; so does a file of more
+than :data:`MAX_PIXELS` pixels, refused from its header before any pixel is decoded. The reason
+never holds the file's path (the demo shows it to a browser; callers name the file themselves).
+Loaders that prefer skipping record the file in a :class:`LoadSummary` (logged and returned),
+never drop it silently.
 
 >>> img = load_rgb("face.png")  # PIL.Image.Image, mode "RGB"
+>>> img, info = load_rgb_with_info("face.tif")  # info: ImageInfo(width, height, mode) as stored
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
 # Shown in summaries; the full lists stay in the LoadSummary object.
 _MAX_NAMED = 20
+
+# Larger images are refused from the header, before decoding: a face needs a few hundred pixels a
+# side (the model sees 224-336), while a 12000x12000 PNG of 420 KB decodes to 432 MB of RGB (more in
+# 16-bit or float) -- a decompression bomb for predict, the demo and training. 64 MP holds any
+# camera photo up to 8000x8000.
+MAX_PIXELS = 64_000_000
 
 
 class ImageLoadError(ValueError):
@@ -60,18 +72,61 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully (so truncation is caught now, not mid-training) and convert to RGB."""
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image file as stored: its size before EXIF rotation and its PIL mode before conversion."""
+
+    width: int
+    height: int
+    mode: str
+
+
+def _too_large(width: int, height: int) -> str | None:
+    if width * height <= MAX_PIXELS:
+        return None
+    return (
+        f"{width}x{height} is {width * height / 1e6:.0f} megapixels, above the limit of {MAX_PIXELS / 1e6:.0f} "
+        "(llava_df.data.images.MAX_PIXELS); not decoded. Downscale it first: the model sees a few hundred pixels a side"
+    )
+
+
+def load_rgb_with_info(path: str | Path) -> tuple[Image.Image, ImageInfo]:
+    """(8-bit RGB image, the file's ImageInfo): one full decode (so truncation is caught now, not
+    mid-training), the size checked against MAX_PIXELS from the header first."""
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(path, "no such file")
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img).copy()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageLoadError(path, f"{type(err).__name__}: {err}") from err
+        # From bytes, not the file: nothing stays open, and a closed PIL image is never returned
+        # (closing destroys its pixels), so no defensive copy of a large image is needed.
+        with warnings.catch_warnings():
+            # PIL warns above 89 MP; MAX_PIXELS is lower and refuses those below, with a reason.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(path.read_bytes()))
+        info = ImageInfo(img.width, img.height, img.mode)
+        too_large = _too_large(img.width, img.height)
+        if too_large:
+            raise ImageLoadError(path, too_large)
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)
+        return to_rgb(img), info
+    except Image.DecompressionBombError as err:  # over 2x PIL's own limit: refused by Image.open
+        raise ImageLoadError(
+            path,
+            f"more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, above the limit of {MAX_PIXELS / 1e6:.0f} "
+            "(llava_df.data.images.MAX_PIXELS); not decoded. Downscale it first",
+        ) from err
+    except UnidentifiedImageError as err:
+        raise ImageLoadError(path, "no image format PIL reads recognises it") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, ImageLoadError):
+            raise
+        raise ImageLoadError(path, f"{type(err).__name__}: {err}".replace(str(path), path.name)) from err
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode ``path`` fully (so truncation is caught now, not mid-training) and convert to RGB."""
+    return load_rgb_with_info(path)[0]
 
 
 @dataclass
