@@ -25,6 +25,7 @@ The frozen base is not saved: it is rebuilt from ``model_args`` (the checkpoint 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -109,6 +110,9 @@ def save_trainable(model: nn.Module, out_dir: str | os.PathLike, run_config: dic
         files.append(UNFROZEN_FILE)
     meta = {
         "format": 1,
+        # What threshold.json names (llava_df.threshold): these exact weights, so a threshold chosen for
+        # another run's or another step's weights is refused instead of labelling with it.
+        "weights": {"step": (run_config or {}).get("step"), "sha256": files_sha256(out, files)},
         "model_args": args,
         "base": getattr(base, "llava_df_base", None),  # name + revision: never loaded onto another base
         "strategy": args.get("strategy"),
@@ -119,6 +123,22 @@ def save_trainable(model: nn.Module, out_dir: str | os.PathLike, run_config: dic
     }
     (out / CHECKPOINT_JSON).write_text(json.dumps(meta, indent=2, default=str))
     return out
+
+
+def files_sha256(folder: Path, names: list[str]) -> str:
+    """One SHA-256 over the named files' names and bytes (the trained weights of a checkpoint)."""
+    h = hashlib.sha256()
+    for name in sorted(names):
+        h.update(name.encode() + b"\0")
+        with open(Path(folder) / name, "rb") as f:
+            while chunk := f.read(1 << 24):  # 16 MiB at a time: a 7B run's unfrozen layers are GBs
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_identity(ckpt_dir: str | os.PathLike) -> dict:
+    """{"step", "sha256"} of a checkpoint's trained weights ({} for checkpoints from before it was recorded)."""
+    return dict(read_checkpoint(ckpt_dir).get("weights") or {})
 
 
 LLAVA_PREFIX = "model.mm_projector."  # the key prefix of LLaVA's stage-1 mm_projector.bin

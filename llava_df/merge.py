@@ -100,7 +100,11 @@ def _write_detector_spec(ckpt: Path, out: Path) -> None:
     run_config = read_checkpoint(ckpt).get("run_config") or {}
     if not run_config.get("data"):
         return
+    from .checkpointing import weights_identity
+
+    identity = weights_identity(ckpt)
     spec = {
+        "weights": identity,  # the trained weights merged in: threshold.json must be theirs
         "data": run_config["data"],
         "model_max_length": run_config["training"]["model_max_length"],
         "info": {
@@ -112,8 +116,15 @@ def _write_detector_spec(ckpt: Path, out: Path) -> None:
     }
     (out / DETECTOR_FILE).write_text(json.dumps(spec, indent=2))
     saved = ckpt.parent / THRESHOLD_FILE
-    if saved.is_file() and json.loads(saved.read_text()).get("weights") == ckpt.name:
-        shutil.copyfile(saved, out / THRESHOLD_FILE)
+    if saved.is_file():
+        chosen = json.loads(saved.read_text())
+        # The run's threshold belongs to these weights when it names them (hash), or, for runs from before the
+        # hash was recorded, the same checkpoint folder.
+        same = chosen.get("weights_sha256") == identity.get("sha256") if chosen.get("weights_sha256") else (
+            chosen.get("weights") == ckpt.name
+        )
+        if same:
+            shutil.copyfile(saved, out / THRESHOLD_FILE)
 
 
 def merge_run(

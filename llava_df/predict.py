@@ -241,6 +241,7 @@ def load_detector(
     folder = Path(run_dir or model_dir)
     if not folder.is_dir():
         raise UsageError(f"{folder}: no such folder. Pass a run's --output_dir or a merged checkpoint.")
+    merged_from: dict = {}
     if run_dir is not None:
         settings = _run_settings(folder)
         ckpt = folder / weights
@@ -269,13 +270,19 @@ def load_detector(
             )
         spec = json.loads(spec_file.read_text())
         data, model_max_length, info = spec["data"], spec["model_max_length"], spec["info"]
+        merged_from = spec.get("weights") or {}  # the checkpoint's weights identity, when merge recorded it
     data_args = DataArguments(**data)
     if data_args.task == "caption":
         raise RunError(
             f"{folder} is a caption run (stage 1): it aligns a projector and does not score faces."
         )
     if threshold is None:
-        saved = read_threshold(folder, weights if run_dir is not None else None)
+        if run_dir is not None:
+            from .checkpointing import weights_identity
+
+            saved = read_threshold(folder, weights, weights_identity(folder / weights))
+        else:  # a merge output: the weights it was merged from
+            saved = read_threshold(folder, identity=merged_from)
         value, source = float(saved["value"]), f"{saved['rule']} on val ({folder / 'threshold.json'})"
     else:
         value, source = float(threshold), "--threshold"

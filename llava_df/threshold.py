@@ -66,16 +66,33 @@ def choose_threshold(rule: str, val_scores: dict) -> tuple[float, str]:
     return float(min(thresholds[i], 1.0)), rule  # roc_curve's first threshold is inf
 
 
-def write_threshold(run_dir: str | Path, value: float, rule: str, weights: str) -> Path:
+def write_threshold(run_dir: str | Path, value: float, rule: str, weights: str, identity: dict | None = None) -> Path:
+    """threshold.json for the weights in ``run_dir/weights``; ``identity`` ({"step", "sha256"}:
+    llava_df.checkpointing.weights_identity) names those exact weights, so it is never applied to others."""
     from .io import write_json
 
     path = Path(run_dir) / THRESHOLD_FILE
-    write_json(path, {"value": value, "rule": rule, "split": "val", "weights": weights})
+    identity = identity or {}
+    write_json(
+        path,
+        {"value": value, "rule": rule, "split": "val", "weights": weights, "step": identity.get("step"),
+         "weights_sha256": identity.get("sha256")},
+    )  # fmt: skip
     return path
 
 
-def read_threshold(folder: str | Path, weights: str | None = None) -> dict:
-    """The saved threshold of a run (or merged checkpoint) folder; RunError saying what to do otherwise."""
+def _named(identity: dict) -> str:
+    sha = identity.get("sha256") or identity.get("weights_sha256")
+    return f"step {identity.get('step')}, weights sha256 {str(sha)[:12]}"
+
+
+def read_threshold(folder: str | Path, weights: str | None = None, identity: dict | None = None) -> dict:
+    """The saved threshold of a run (or merged checkpoint) folder; RunError saying what to do otherwise.
+
+    ``identity``: the {"step", "sha256"} of the weights about to be used. A threshold chosen for other
+    weights (an old run's threshold.json beside a new run's best/, as an interrupted
+    --overwrite_output_dir could leave) is refused naming both, never applied.
+    """
     path = Path(folder) / THRESHOLD_FILE
     if not path.is_file():
         raise RunError(
@@ -97,5 +114,12 @@ def read_threshold(folder: str | Path, weights: str | None = None) -> dict:
         raise RunError(
             f"{path} holds the threshold chosen for the {saved['weights']}/ weights, not {weights}/. Use --weights "
             f"{saved['weights']}, or pass --threshold P for {weights}/."
+        )
+    chosen_for = saved.get("weights_sha256")
+    if identity and identity.get("sha256") and chosen_for and chosen_for != identity["sha256"]:
+        raise RunError(
+            f"{path} was chosen for other weights ({_named(saved)}) than {Path(folder) / (weights or '')} holds "
+            f"({_named(identity)}): it belongs to another run or checkpoint. Re-run training (or "
+            "--resume_from_checkpoint last) to choose it for these weights, or pass --threshold P."
         )
     return saved

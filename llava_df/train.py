@@ -46,7 +46,7 @@ import yaml
 from transformers import TrainerState, set_seed
 
 from .callbacks import HistoryCallback, PlateauCallback, restore_callback_states
-from .checkpointing import export_mm_projector, load_trainable_weights, save_trainable
+from .checkpointing import export_mm_projector, load_trainable_weights, save_trainable, weights_identity
 from .cli import ParsedArgs, parse_args, run_env
 from .errors import DataError, RunError, UsageError, cli_entry
 from .evaluate import AnswerMetrics, AnswerScores, load_data, predict_split, split_of
@@ -348,7 +348,9 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
         "test": {k.removeprefix("test_"): v for k, v in test.items()},
         "heldout": {k.removeprefix("heldout_"): v for k, v in evaluated.get("heldout", {}).items()} or None,
         "val_at_test_weights": {k.removeprefix("val_"): v for k, v in val_metrics.items()},
-        "threshold": None if caption else {"value": threshold, "rule": rule, "split": "val", "weights": best_dir.name},
+        "threshold": None if caption else {
+            "value": threshold, "rule": rule, "split": "val", "weights": best_dir.name, **weights_identity(best_dir)
+        },
         "test_weights": best_dir.name,
         "peak_memory": peak,
         "memory_plan": checks.get("memory_plan"),  # predicted before launch (llava_df.memory), beside the measured peak
@@ -370,7 +372,7 @@ def _train(parsed: ParsedArgs, out: Path, claim, data: Data, checks: dict, callb
     if trainer.is_world_process_zero():
         if scores:
             write_json(out / "scores.json", scores)
-            write_threshold(out, threshold, rule, weights=best_dir.name)
+            write_threshold(out, threshold, rule, weights=best_dir.name, identity=weights_identity(best_dir))
         write_json(out / "results.json", results)
         print(summary_line(results), flush=True)
     return results
