@@ -4,6 +4,7 @@ How to call (``cli.parse_args`` does)::
 
     check_ranges(parsed)          # raises ConfigError naming the flag, its value, the range, the fix
     check_projector_size(parsed)  # parameter count of --mm_projector_type before building it
+    check_config_sizes(json.loads(Path("config.json").read_text()), "config.json")  # a model's sizes
 
 Each row: (section, field, test, what is expected). A check that needs two flags lives in
 ``cli.validate``; this table holds the single-flag ones so there is one place to read them.
@@ -96,6 +97,62 @@ RANGES: list[tuple[str, str, Callable, str]] = [
 # LLaVA-1.5's mlp2x_gelu has 21.0M at 7B widths (1024 -> 4096), 31.5M at 13B widths (5120);
 # 500M is larger than any connector in the literature and still fits a 24 GB card in fp32 with AdamW.
 MAX_PROJECTOR_PARAMETERS = 500_000_000
+
+
+# Sizes in a model's config.json, checked before a model (or a memory plan) is built from it:
+# (lowest, highest, the largest value a released model has). The lower bound: a zero width, count
+# or vocabulary ends in a division by zero or an empty weight deep inside transformers. The upper
+# bound is well above the largest released model's (1.6x for positions, 4-8x for the rest), so no
+# real checkpoint is refused, while a typo of a few extra digits is refused before it costs minutes
+# and gigabytes (num_hidden_layers 100000: 200 s and 7 GB of module objects; hidden_size 1000000:
+# a 4.5 GB projector). References:
+# Llama-3.1-405B (hidden 16384, MLP 53248, 126 layers, 128 heads), Gemma's 256k vocabulary,
+# Llama-4-Scout's 10M positions, vision towers of 336-1024 px with 14-16 px patches.
+CONFIG_SIZES: dict[str, tuple[int, int, str]] = {
+    "hidden_size": (1, 65536, "16384 in Llama-3.1-405B"),
+    "intermediate_size": (1, 262144, "53248 in Llama-3.1-405B"),
+    "num_hidden_layers": (1, 1024, "126 in Llama-3.1-405B"),
+    "num_attention_heads": (1, 1024, "128 in Llama-3.1-405B"),
+    "num_key_value_heads": (1, 1024, "at most num_attention_heads"),
+    "head_dim": (1, 1024, "128 or 256 in released LLMs"),
+    "vocab_size": (1, 2**20, "256k in Gemma"),
+    "max_position_embeddings": (1, 2**24, "10M in Llama-4-Scout"),
+    "image_size": (1, 4096, "336-1024 px in released towers"),
+    "patch_size": (1, 1024, "14-16 px in released towers"),
+    "num_channels": (1, 64, "3 for RGB"),
+    "image_seq_length": (1, 2**16, "576 in LLaVA-1.5"),
+}
+# A LLaVA config.json holds its two models' fields under these keys.
+CONFIG_PARTS = ("text_config", "vision_config")
+
+
+def check_config_sizes(config: dict, where: str) -> None:
+    """Raise ConfigError for the first size in ``config`` (a config.json's dict, or a config's
+    ``to_dict()``; its text_config / vision_config included) that is not an integer in range.
+    ``where`` names the file; a field that is absent or null is transformers' default and not checked."""
+    parts = [("", config)] + [(f"{k}.", config[k]) for k in CONFIG_PARTS if isinstance(config.get(k), dict)]
+    for prefix, part in parts:
+        for name, (lo, hi, largest) in CONFIG_SIZES.items():
+            value = part.get(name)
+            if value is None:
+                continue
+            if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+                raise ConfigError(
+                    f"{where}: {prefix}{name} {value!r}: expected an integer in [{lo}, {hi}] ({largest}). Fix the "
+                    "config.json, or pass another checkpoint."
+                )
+        heads, kv = part.get("num_attention_heads"), part.get("num_key_value_heads")
+        if heads is not None and kv is not None and heads % kv:
+            raise ConfigError(
+                f"{where}: {prefix}num_key_value_heads {kv} does not divide num_attention_heads {heads} (each key/value "
+                "head serves a whole group of query heads). Fix the config.json, or pass another checkpoint."
+            )
+        size, patch = part.get("image_size"), part.get("patch_size")
+        if size is not None and patch is not None and patch > size:
+            raise ConfigError(
+                f"{where}: {prefix}patch_size {patch} is larger than image_size {size}: the image would have no "
+                "patches. Fix the config.json, or pass another checkpoint."
+            )
 
 
 def check_ranges(parsed) -> None:

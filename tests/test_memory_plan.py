@@ -216,6 +216,10 @@ def test_plain_llama_config_is_planned_with_a_clip_tower(tmp_path):
     [
         (["--model_name_or_path", "{bert}"], "model_type 'bert'"),
         (["--model_name_or_path", "{badllava}"], "cannot build a config"),  # transformers refuses the file
+        (
+            ["--model_name_or_path", "{badsize}"],
+            "text_config.hidden_size -5: expected an integer in [1, 65536]",
+        ),
         (["--model_name_or_path", "/nonexistent/x"], "no weights needed"),
         (["--model_name_or_path", "tiny", "--optim", "adamw_nonsense"], "adamw_nonsense"),
         (["--model_name_or_path", "tiny", "--budget", "lots"], "--budget 'lots'"),
@@ -237,11 +241,23 @@ def test_plain_llama_config_is_planned_with_a_clip_tower(tmp_path):
 def test_bad_input_is_one_error_line(args, expected, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     bad = tmp_path / "bad_llava"
-    bad.mkdir()
+    bad.mkdir()  # sizes in range, but the width is no multiple of the heads
     (bad / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llava",
+                "text_config": {"model_type": "llama", "hidden_size": 250, "num_attention_heads": 4},
+            }
+        )
+    )
+    badsize = tmp_path / "bad_size"
+    badsize.mkdir()  # checked by the planner before transformers reads it
+    (badsize / "config.json").write_text(
         json.dumps({"model_type": "llava", "text_config": {"model_type": "llama", "hidden_size": -5}})
     )
-    args = [{"{bert}": str(tmp_path), "{badllava}": str(bad)}.get(a, a) for a in args]
+    args = [
+        {"{bert}": str(tmp_path), "{badllava}": str(bad), "{badsize}": str(badsize)}.get(a, a) for a in args
+    ]
     res = _run_cli("plan", *args)
     assert res.returncode in (1, 2), res.stdout
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]

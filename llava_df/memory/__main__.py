@@ -11,7 +11,9 @@ Every training flag is accepted (``python -m llava_df.train --help``); the plann
 ``--target cuda|cpu`` (whose kernels to predict; default cuda), ``--json``, ``--budget SIZE``,
 ``--margin F``, ``--top N``, ``--text_tokens N`` (prompt + answer tokens per sample, default 48),
 ``--no_dry_run`` (closed form only). No GPU, no weights, no network: shapes come from the
-config (``llava_df.memory.shapes``).
+config (``llava_df.memory.shapes``), every size in it checked first. Without ``--model_max_length``
+the plan takes the checkpoint's (``shapes.checkpoint_max_length``: 2048 for LLaVA-1.5), not
+training's default of 512, and says so in a note.
 """
 
 from __future__ import annotations

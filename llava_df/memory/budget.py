@@ -142,6 +142,8 @@ def candidate_yaml(explicit: dict, argv: list[str], c: dict, plan: dict, budget:
         gradient_checkpointing=c["gradient_checkpointing"] != "off",
         optim=c["optim"],
     )
+    if "model_max_length" not in explicit:  # the plan's (the checkpoint's); training's default may be shorter
+        body["model_max_length"] = plan["settings"]["model_max_length"]
     if plan["settings"]["strategy"] != "projector_only":
         body["lora_r"] = c["lora_r"]
     if c["gradient_checkpointing"] != "off":
@@ -174,7 +176,8 @@ def search(argv: list[str], *, budget_bytes: int, margin: float = 0.1, target: s
     scored = []
     for c in _candidates(settings, strategy):  # the closed form on edited copies: no parsing per candidate
         est = estimate(_with(parsed, c), config, target=target, seq_len=settings["seq_len"])
-        scored.append((c, {"estimate": est}))
+        # a plan of the closed form alone, as make_plan(dry=False) would return it (--no_dry_run keeps it)
+        scored.append((c, base | {"settings": settings | c, "estimate": est, "dry_run": None}))
     smallest_c, smallest = min(scored, key=lambda cp: cp[1]["estimate"]["peak_bytes"])
     fitting = [(c, p) for c, p in scored if p["estimate"]["peak_bytes"] <= limit]
     if not fitting:

@@ -134,7 +134,14 @@ def build_meta_model(parsed, config, *, verbose: bool = False) -> nn.Module:
     if bits < 16:
         skip = skip_modules(config, m.num_unfreeze_early_layers if strategy == "unfreeze_early" else 0)
         _quantize_linears(model, bits, skip, m, dtype)
-    swap_projector(model, m.mm_projector_type)  # built (and initialised) on CPU, then moved to meta
+    try:  # on meta: nothing allocated at any width
+        with torch.device("meta"):
+            swap_projector(model, m.mm_projector_type)
+    except (RuntimeError, NotImplementedError):
+        # A KAN fits its spline coefficients to values when it is built (least squares), which
+        # meta tensors cannot compute: built on CPU, then moved to meta. Its size is bounded by
+        # training's cap (validation.check_projector_size), which plan_parsed checks first.
+        swap_projector(model, m.mm_projector_type)
     model = apply_strategy(model, m, gradient_checkpointing=bool(t.activation_checkpointing), verbose=verbose)
     if t.activation_checkpointing:  # what Trainer.train() then does with the run's kwargs
         enable_checkpointing(model, t.activation_checkpointing_kwargs or {"use_reentrant": False})

@@ -13,7 +13,9 @@ parses them as for a CPU run, which transformers allows, and predicts for ``targ
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from pathlib import Path
 
 from ..errors import UsageError
 
@@ -49,21 +51,30 @@ def plan_parsed(parsed, *, target: str = "cuda", seq_len: int | None = None, tex
     ``seq_len``: tokens per sample (image + text), e.g. the collator's length on the real data;
     default: the config's image tokens + ``text_tokens``.
     """
+    from ..modeling import projector_dims
+    from ..validation import check_projector_size
     from .dryrun import TARGETS, dry_run
     from .estimate import estimate
-    from .shapes import plan_config
+    from .shapes import checkpoint_max_length, plan_config
 
     if target not in TARGETS:
         raise UsageError(f"--target {target!r}: expected one of {', '.join(TARGETS)}.")
-    config, notes = plan_config(parsed.model)
+    config, notes = plan_config(parsed.model)  # every size checked, nothing built yet
+    # The projector's size cap of training (--allow_large_projector lifts it), from a formula: before
+    # the dry run builds anything.
+    check_projector_size(parsed, projector_dims(config))
     n_image = config.image_seq_length
     if seq_len is None:
         seq_len = n_image + text_tokens
+        given = "model_max_length" in parsed.explicit
+        if not given:  # the checkpoint's length, as it was trained (training passes seq_len: its own)
+            parsed = _with_max_length(parsed, *checkpoint_max_length(config, _folder(parsed.model)), notes)
         if parsed.training.model_max_length < seq_len:
+            source = "" if given else " (not given: the checkpoint's default)"
             raise UsageError(
-                f"--model_max_length {parsed.training.model_max_length} is shorter than the {n_image} image tokens + "
-                f"{text_tokens} text tokens of a sample; training would cut the answer off. Use --model_max_length "
-                f">= {seq_len} (LLaVA-1.5 uses 2048)."
+                f"--model_max_length {parsed.training.model_max_length}{source} is shorter than the {n_image} image "
+                f"tokens + {text_tokens} text tokens of a sample; training would cut the answer off. Use "
+                f"--model_max_length >= {seq_len} (LLaVA-1.5 uses 2048)."
             )
     if seq_len <= n_image:
         raise UsageError(f"sequence length {seq_len}: expected more than the {n_image} image tokens.")
@@ -79,6 +90,26 @@ def plan_parsed(parsed, *, target: str = "cuda", seq_len: int | None = None, tex
         run = dry_run(parsed, config, target=target, text_tokens=seq_len - n_image)
         result["dry_run"] = dataclasses.asdict(run) | {"weights_bytes": run.weights_bytes}
     return result
+
+
+def _folder(model_args) -> Path | None:
+    """The local checkpoint (or LLM) folder --model_name_or_path names, if it is one."""
+    path = Path(model_args.model_name_or_path).expanduser()
+    return path if path.is_dir() else None
+
+
+def _with_max_length(parsed, tokens: int, why: str, notes: list[str]):
+    """``parsed`` with --model_max_length ``tokens`` (a copy; the caller's is unchanged), noted."""
+    default = type(parsed.training).model_max_length
+    if tokens == default:
+        return parsed
+    training = copy.copy(parsed.training)
+    training.model_max_length = tokens
+    notes.append(
+        f"--model_max_length not given: planned with {tokens} ({why}); training's default is {default}, so "
+        f"pass --model_max_length {tokens} to train as planned (--budget's YAML carries it)"
+    )
+    return dataclasses.replace(parsed, training=training)
 
 
 def predicted_peak(plan: dict) -> tuple[int, str]:
@@ -123,6 +154,7 @@ def _settings(parsed, config, seq_len: int) -> dict:
         "batch_size": t.per_device_train_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "seq_len": seq_len,
+        "model_max_length": t.model_max_length,
         "gradient_checkpointing": (
             (
                 "reentrant"

@@ -25,6 +25,7 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 from ..assemble import KNOWN_TOWERS, SUPPORTED_LLMS
 from ..errors import UsageError, UserError
 from ..llava_flags import SELECT_FEATURES
+from ..validation import check_config_sizes
 
 DEFAULT_TOWER = "openai/clip-vit-large-patch14-336"  # LLaVA-1.5's
 
@@ -62,6 +63,34 @@ KNOWN_MODELS = {
 }
 
 
+# LLaVA-1.5 trains at 2048 tokens (its scripts pass --model_max_length 2048) although Vicuna's
+# position table holds 4096: the plan's default cap, as the checkpoint was trained.
+LLAVA_MAX_LENGTH = 2048
+
+
+def checkpoint_max_length(config, folder: str | Path | None = None) -> tuple[int, str]:
+    """(tokens, why): the --model_max_length to assume when none was given.
+
+    The rule: LLaVA-1.5's 2048, but never more than the LLM's position table
+    (``text_config.max_position_embeddings``) nor, when ``folder`` has a tokenizer_config.json with
+    a real ``model_max_length`` (not transformers' 1e30 "unset"), what the tokenizer says. The tiny
+    preset (512 positions) gets 512, the training default.
+    """
+    limits = {"LLaVA-1.5's training length": LLAVA_MAX_LENGTH}
+    positions = getattr(config.text_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits["text_config.max_position_embeddings"] = positions
+    if folder is not None and Path(folder, "tokenizer_config.json").is_file():
+        try:
+            tokens = json.loads(Path(folder, "tokenizer_config.json").read_text()).get("model_max_length")
+        except (OSError, ValueError, AttributeError):
+            tokens = None  # the tokenizer is not the plan's to check; training's loader reports it
+        if isinstance(tokens, int) and 0 < tokens <= 2**24:
+            limits["tokenizer_config.json's model_max_length"] = tokens
+    why, tokens = min(limits.items(), key=lambda kv: kv[1])
+    return tokens, why
+
+
 def _read_config_json(path: Path) -> dict:
     try:
         return json.loads((path / "config.json").read_text())
@@ -89,7 +118,9 @@ def _tower(model_args, notes: list[str]) -> CLIPVisionConfig:
         return CLIPVisionConfig(
             **KNOWN_TOWERS[name]
         )  # shapes are all a plan needs: no hub lookup, no retries
-    return tower_config(name, model_args.cache_dir)
+    tower = tower_config(name, model_args.cache_dir)
+    check_config_sizes(tower.to_dict(), f"--vision_tower {name}: its config.json")  # before its patch count
+    return tower
 
 
 def _from_llm(text, model_args, notes: list[str]) -> LlavaConfig:
@@ -108,7 +139,19 @@ def _from_llm(text, model_args, notes: list[str]) -> LlavaConfig:
 
 
 def plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
-    """(config, notes) for ``model_args``; see the module docstring."""
+    """(config, notes) for ``model_args``; see the module docstring. Every size is checked
+    (``validation.check_config_sizes``) before anything is built from it."""
+    config, notes = _plan_config(model_args)
+    # Defaults transformers filled in, a cached hub config, the presets: the same check as the file's.
+    check_config_sizes(
+        config.to_dict(),
+        f"--model_name_or_path {model_args.model_name_or_path} (as transformers reads it, defaults and derived values "
+        "included)",
+    )
+    return config, notes
+
+
+def _plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
     from ..modeling import _apply_vision_flags, model_config
 
     name, notes = model_args.model_name_or_path, []
@@ -128,6 +171,13 @@ def plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
             f"Download the config first (`hf download {name} config.json --local-dir DIR`) and pass DIR."
         )
     raw = _read_config_json(path)
+    if not isinstance(raw, dict):
+        raise UsageError(
+            f"--model_name_or_path {name}: {path / 'config.json'} holds a {type(raw).__name__}, not a JSON object. "
+            "Pass a folder with a LLaVA or Llama-architecture config.json."
+        )
+    # The file's own values, before transformers builds (or trips over) them: the error names the file.
+    check_config_sizes(raw, str(path / "config.json"))
     kind = raw.get("model_type")
     if kind == "llava":
         return _apply_vision_flags(_auto_config(path), model_args, name), notes
