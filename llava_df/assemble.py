@@ -71,7 +71,7 @@ SUPPORTED_LLMS = ("llama", "mistral", "qwen2")
 def materialize_tiny_part(name: str) -> Path:
     """``tiny_llm`` (LlamaForCausalLM + the shipped tokenizer) or ``tiny_clip`` (CLIPVisionModel +
     image processor), cut out of the tiny preset and saved as their own checkpoints (cached)."""
-    from .tiny import load_tiny_processor, materialize_folder, materialize_tiny
+    from .tiny import load_tiny_processor, materialize_folder, materialize_tiny, save_model_files
 
     root = materialize_tiny()
 
@@ -82,12 +82,12 @@ def materialize_tiny_part(name: str) -> Path:
             llm = AutoModelForCausalLM.from_config(llava.config.text_config)
             llm.model.load_state_dict(llava.model.language_model.state_dict())
             llm.lm_head.load_state_dict(llava.lm_head.state_dict())
-            llm.save_pretrained(tmp)
+            save_model_files(llm, tmp)
             processor.tokenizer.save_pretrained(tmp)
         else:
             tower = CLIPVisionModel(llava.config.vision_config)
             tower.load_state_dict(llava.model.vision_tower.state_dict())
-            tower.save_pretrained(tmp)
+            save_model_files(tower, tmp)
             processor.image_processor.save_pretrained(tmp)
 
     return materialize_folder(root / "parts" / name, write)
@@ -238,7 +238,7 @@ def _listing(path: str, cache_dir: str | None) -> dict:
 
 def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype | None = None) -> Path:
     """Save LLM ``llm`` + tower ``tower`` + a new projector as one LLaVA checkpoint; return its folder."""
-    from .tiny import _cache_root, materialize_folder
+    from .tiny import _cache_root, materialize_folder, save_model_files
 
     cache_dir = getattr(model_args, "cache_dir", None)
     llm_path = resolve_part(llm, "--model_name_or_path")
@@ -269,7 +269,7 @@ def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype |
         if config.text_config.vocab_size > language.config.vocab_size:  # <image> was added
             model.resize_token_embeddings(config.text_config.vocab_size, mean_resizing=True)
         model.config.llava_df = {"assembled_from": {"llm": llm, "vision_tower": tower}}
-        model.save_pretrained(tmp)
+        save_model_files(model, tmp)
         assembled_processor(llm, tower, model_args).save_pretrained(tmp)
 
     return materialize_folder(target, write)

@@ -197,6 +197,9 @@ def parse_args(argv: list[str] | None = None) -> ParsedArgs:
             "--bf16 and --fp16 are both True; pick one (bf16 on Ampere+ GPUs, fp16 on older ones)."
         )
     _check_backends(namespace)
+    launcher_note = _data_parallel_on_cpu(namespace)
+    if launcher_note:
+        notes.append(launcher_note)
     outputs = []
     for dtype in (ModelArguments, DataArguments, TrainingArguments):
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
@@ -218,6 +221,22 @@ def parse_args(argv: list[str] | None = None) -> ParsedArgs:
     _resolve(parsed)
     validate(parsed)
     return parsed
+
+
+def _data_parallel_on_cpu(namespace) -> str | None:
+    """Under a launcher (WORLD_SIZE > 1) on a machine without CUDA, train data parallel on gloo: set
+    --use_cpu True (and say so). Without it transformers sets up no process group on CPU, so each
+    process would train alone, the same run twice into the same folder."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1 or namespace.use_cpu or torch.cuda.is_available():
+        return None
+    namespace.use_cpu = True
+    return (
+        f"launched as {world} processes on a machine without CUDA: --use_cpu True (data parallel on gloo, one "
+        "run); pass --use_cpu True yourself to silence this"
+    )
 
 
 def _check_backends(namespace) -> None:

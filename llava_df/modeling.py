@@ -309,9 +309,8 @@ def materialize_base(model_args, *, torch_dtype: torch.dtype | None = None) -> s
     """The local folder (or cached hub id) ``build_model`` loads weights from; the tiny preset and a
     LLaVA assembled from LLM + --vision_tower are written to the cache first (once, across processes).
 
-    Training calls it before a launcher's process group starts: transformers 5 writes a model's
-    weights only on rank 0 of an initialized group, so a cache written after that by another rank
-    would hold no weights (llava_df.io.build_once then refuses it instead of keeping it).
+    Any process may build it (torchrun ranks, sweep workers, test workers): one does, under a lock,
+    the others wait (llava_df.io.build_once), and it is written rank-independently (tiny.save_model_files).
     """
     kind, path = _source(model_args)
     if kind == "assembled":  # LLM + --vision_tower: saved once as a LLaVA checkpoint, then loaded like one

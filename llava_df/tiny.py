@@ -281,17 +281,33 @@ def materialize_tiny(seed: int = TINY_SEED, cache_dir: str | os.PathLike | None 
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     def write(tmp: Path) -> None:
-        build_tiny_model(seed).save_pretrained(tmp)
+        save_model_files(build_tiny_model(seed), tmp)
         load_tiny_processor().save_pretrained(tmp)
 
     return materialize_folder(_cache_root(cache_dir) / f"tiny-{digest}", write)
 
 
+def save_model_files(model, folder: Path) -> None:
+    """config.json (+ generation_config.json) and model.safetensors: what from_pretrained loads.
+
+    Written by this process whatever its rank: under torchrun, transformers 5's ``save_pretrained``
+    writes nothing on a rank other than 0 once the process group is up (config included), and
+    TrainingArguments starts that group at parse time. The cache is shared, so whichever process
+    builds it must write all of it.
+    """
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    model.config.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None and model.can_generate():
+        model.generation_config.save_pretrained(folder)
+    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # shared tensors kept once
+
+
 def checkpoint_problem(folder: Path) -> str | None:
     """Why ``folder`` is not a loadable checkpoint (None: it is): a config.json and weights must be there.
 
-    Under torchrun, transformers 5 writes a model's weights on rank 0 only while every rank writes
-    configs and processors, so a folder written by another rank can hold everything but the weights.
+    A check of what the builder wrote (see save_model_files): a folder without them is never kept.
     """
     if not (folder / "config.json").is_file():
         return "no config.json was written"

@@ -83,7 +83,7 @@ def validate_inputs(parsed: ParsedArgs) -> dict:
     """Checks that need the model's config.json (never its weights); returns what they found."""
     from .modeling import load_projector_weights, model_config, projector_dims
     from .projectors import create_projector
-    from .validation import check_projector_size
+    from .validation import check_config_sizes, check_projector_size
 
     m, t = parsed.model, parsed.training
     resume = resume_request(t.resume_from_checkpoint)
@@ -92,7 +92,10 @@ def validate_inputs(parsed: ParsedArgs) -> dict:
             f"--resume_from_checkpoint {resume}: no such folder. Pass a checkpoint-N folder, or 'last' for the "
             "newest complete one in --output_dir."
         )
-    dims = projector_dims(model_config(m))
+    config = model_config(m)
+    # Sizes no real model has (0, a million-wide layer) end here in one line, not in a build of gigabytes.
+    check_config_sizes(config.to_dict(), f"--model_name_or_path {m.model_name_or_path}")
+    dims = projector_dims(config)
     n_params = check_projector_size(parsed, dims)
     if t.kan_reg_weight and not hasattr(create_projector(m.mm_projector_type, 8, 8), "regularization_loss"):
         raise UsageError(
@@ -151,8 +154,8 @@ def train(parsed: ParsedArgs, callbacks: tuple = ()) -> dict:
     plan = memory_plan(parsed, data)
     if t.plan_only:
         return {"memory_plan": plan}
-    # Shared caches (the tiny preset, an assembled LLaVA) are built before a launcher's process group
-    # starts: once it has, transformers writes weights on rank 0 only (llava_df.modeling.materialize_base).
+    # Shared caches (the tiny preset, an assembled LLaVA) are built (once, by whichever process comes
+    # first) before the output folder is claimed, so the claim's barrier never waits on a build.
     from .modeling import materialize_base
 
     materialize_base(parsed.model, torch_dtype=_torch_dtype(t))

@@ -40,9 +40,9 @@ def _run_fails(argv: list[str], nproc: int) -> subprocess.CompletedProcess:
 
 
 def _run(
-    argv: list[str], nproc: int, ok: bool = True, launcher: str = "torchrun"
+    argv: list[str], nproc: int, ok: bool = True, launcher: str = "torchrun", env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     if (
         launcher == "accelerate"
     ):  # --multi_gpu starts the processes; --use_cpu True in argv makes them gloo on CPU
@@ -148,6 +148,31 @@ def test_accelerate_launch_runs_the_same_training(runs, tmp_path):
     assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= LOSS_ATOL, (a, b)
     assert len(list((tmp_path / "acc").glob("checkpoint-4/rng_state_*.pth"))) == 2  # two processes ran
     assert done.stdout.count("done: best val AUC") == 1
+
+
+@pytest.mark.slow
+def test_plain_torchrun_on_a_fresh_machine_is_one_data_parallel_run_and_builds_the_cache_once(tmp_path):
+    """No --use_cpu and an empty cache, as a new user's first torchrun: the tiny preset is built once
+    (no half-written cache for later runs), and the two processes train one run, not two."""
+    from llava_df.io import is_complete
+
+    cache = tmp_path / "cache"
+    argv = list(COMMON)
+    del argv[argv.index("--use_cpu") : argv.index("--use_cpu") + 2]
+    argv[argv.index("--max_steps") + 1] = "-1"  # by epochs: the step count shows how many processes share it
+    argv += ["--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--save_strategy", "no",
+             "--eval_strategy", "no", "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    done = _run(argv, 2, env={"LLAVA_DF_CACHE": str(cache)})
+    folders = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert [p.name[:5] for p in folders] == ["tiny-"] and is_complete(folders[0])
+    assert (folders[0] / "config.json").is_file() and list(folders[0].glob("*.safetensors"))
+    assert not [p for p in cache.iterdir() if p.is_dir() and p.name.startswith(".")]  # no temporary left
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    n_train = results["data"]["splits"]["train"]
+    assert results["steps"] == -(-n_train // 8)  # global batch 2 x 4: both processes trained one run
+    assert done.stdout.count("done: best val AUC") == 1 and "data parallel on gloo" in done.stderr
+    # and the cache serves the next run
+    _run([*argv[:-1], str(tmp_path / "again")], 1, env={"LLAVA_DF_CACHE": str(cache)})
 
 
 # ---- launcher configs and refusals ----------------------------------------------------------

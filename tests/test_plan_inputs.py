@@ -180,3 +180,18 @@ def test_the_checkpoint_default_leaves_the_callers_arguments_alone():
     parsed = parse_plan_args(["--model_name_or_path", SEVEN_B])
     plan = plan_parsed(parsed, dry=False)
     assert plan["settings"]["model_max_length"] == 2048 and parsed.training.model_max_length == 512
+
+
+@pytest.mark.parametrize(("field", "value"), [("hidden_size", 1_000_000), ("vocab_size", 0)])
+def test_training_checks_the_same_sizes_before_it_builds_anything(tmp_path, capsys, field, value):
+    from llava_df.tiny import tiny_config
+    from llava_df.train import main as train_main
+
+    config = tiny_config().to_dict()
+    config["text_config"][field] = value
+    folder = _folder(tmp_path, config)
+    with pytest.raises(SystemExit) as info:
+        train_main(["--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err[-1].startswith("error: ") and f"text_config.{field} {value}" in err[-1]
+    assert not (tmp_path / "o").exists()
