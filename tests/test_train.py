@@ -114,7 +114,7 @@ def test_finished_output_dir_is_refused(finished_run, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*RECIPE, "--output_dir", str(out)])
     assert exit_info.value.code == 1
-    assert "holds a finished run (final/ exists)" in capsys.readouterr().err
+    assert "holds a finished run (results.json exists)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
