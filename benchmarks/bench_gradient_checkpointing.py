@@ -3,7 +3,7 @@
     python benchmarks/bench_gradient_checkpointing.py            # writes results/gradient_checkpointing.md
 
 Question: which ``gradient_checkpointing_kwargs={"use_reentrant": ...}`` keeps the low-VRAM recipe
-low? Answer, used as the default by llava_df.cli: reentrant for --bits 8, non-reentrant otherwise.
+low? Answer, used as the default by llava_df.spec.parse: reentrant for --bits 8, non-reentrant otherwise.
 bitsandbytes' int8 autograd Functions (MatMul8bitFp on CPU, MatMul8bitLt on CUDA) keep their input
 on the autograd ``ctx`` as a plain attribute, not through ``save_for_backward``. Non-reentrant
 checkpointing (the transformers 5 default) frees activations through saved_tensors_hooks, which
@@ -11,8 +11,8 @@ never see that attribute, so every int8 matmul's input stays alive anyway. Reent
 checkpointing runs the forward under no_grad, so no ctx is kept until the recompute in backward.
 (NF4's MatMul4Bit keeps only the weight on its ctx, so 4-bit is unaffected.)
 
-Measure: the tiny preset (``--model_name_or_path tiny``) built by llava_df.modeling, LoRA
-strategy applied by llava_df.strategies exactly as train.py does, then checkpointing enabled the
+Measure: the tiny preset (``--model_name_or_path tiny``) built by llava_df.model.build, LoRA
+strategy applied by llava_df.model.strategies exactly as train.py does, then checkpointing enabled the
 way the Trainer enables it; one forward + backward of a real prompt batch. Figure: the peak bytes
 of tensor storage alive at once during that step (llava_df.memory.LiveTensorPeak: every op
 output counted until its storage is freed, whoever holds it: autograd, a ctx attribute, .grad).
@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from llava_df.config import ModelArguments
-from llava_df.llava_layout import unwrap
 from llava_df.memory import LiveTensorPeak
-from llava_df.modeling import build_model
-from llava_df.strategies import apply_strategy
+from llava_df.model.anatomy import unwrap
+from llava_df.model.build import build_model
+from llava_df.model.strategies import apply_strategy
+from llava_df.spec.args import ModelArguments
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"off": None, "non-reentrant": {"use_reentrant": False}, "reentrant": {"use_reentrant": True}}
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
         "autograd ctx (bitsandbytes' MatMul8bitFp on CPU and MatMul8bitLt on CUDA keep it as a ctx attribute, out of reach of "
         "saved_tensors_hooks), so it frees only part of what checkpointing should; reentrant runs the forward "
         "under no_grad and frees it. With NF4 and at 16 bits the two are within a few percent. "
-        "`llava_df.cli.default_checkpointing_kwargs` therefore picks `use_reentrant=True` for `--bits 8` and "
+        "`llava_df.spec.parse.default_checkpointing_kwargs` therefore picks `use_reentrant=True` for `--bits 8` and "
         "transformers' default (`False`) otherwise; an explicit `--gradient_checkpointing_kwargs` always wins. "
         "Gradients are identical in every mode.",
     ]

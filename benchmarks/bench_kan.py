@@ -32,7 +32,7 @@ from llava_df.projectors.profile import (
     saved_tensor_bytes,
     time_forward_backward,
 )
-from llava_df.runinfo import cpu_model, run_environment
+from llava_df.provenance import cpu_model, run_environment
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 IN, HIDDEN, OUT, TOKENS = 1024, 256, 4096, 1152

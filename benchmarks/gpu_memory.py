@@ -84,7 +84,7 @@ def save_random_checkpoint(shape: str, folder: Path, device: str) -> Path:
         LlavaProcessor,
     )
 
-    from llava_df.tiny import _image_processor, load_tiny_tokenizer
+    from llava_df.model.tiny import _image_processor, load_tiny_tokenizer
 
     tok = load_tiny_tokenizer()  # any tokenizer with <image>: the step feeds random ids, not text
     target = folder / f"random-{shape}"
@@ -119,9 +119,9 @@ def one_step(
     """Build through llava_df, run one step, measure. Runs in its own process (see main)."""
     import torch
 
-    from llava_df.config import ModelArguments
-    from llava_df.modeling import build_model
-    from llava_df.strategies import apply_strategy
+    from llava_df.model.build import build_model
+    from llava_df.model.strategies import apply_strategy
+    from llava_df.spec.args import ModelArguments
 
     args = ModelArguments(model_name_or_path=checkpoint, bits=bits, lora_r=lora_r, lora_alpha=2 * lora_r,
                           lora_dropout=0.05, **STRATEGY_FLAGS[strategy])  # fmt: skip

@@ -69,12 +69,12 @@ def measure(argv: list[str]) -> dict:
     from torch.profiler import ProfilerActivity, profile
     from transformers import Trainer
 
-    from llava_df.cli import parse_args
-    from llava_df.evaluate import split_of
-    from llava_df.modeling import build_model
-    from llava_df.quantization import enable_checkpointing
-    from llava_df.strategies import apply_strategy
-    from llava_df.train import prepare_data
+    from llava_df.data.pipeline import split_of
+    from llava_df.model.build import build_model
+    from llava_df.model.quantization import enable_checkpointing
+    from llava_df.model.strategies import apply_strategy
+    from llava_df.spec.parse import parse_args
+    from llava_df.train.workflow import prepare_data
 
     torch.manual_seed(0)
     parsed = parse_args(argv)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import RunError
+from llava_df.errors import RunError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ How to call::
     is_finished(out)           # results.json is there: the run wrote its last file
     describe(RUN_FOLDER)       # the text block README's "A run writes" shows (a test keeps them equal)
 
-``llava_df.outdir`` moves exactly these aside on ``--overwrite_output_dir`` and counts them to tell
+``llava_df.train.outdir`` moves exactly these aside on ``--overwrite_output_dir`` and counts them to tell
 an empty folder from a run; a file missing here would survive a replacement and be read as the
 new run's (an old threshold.json labelling the new weights' scores, say).
 """
@@ -39,7 +39,7 @@ RUN_FOLDER: tuple[Entry, ...] = (
     Entry("mm_projector.bin", "the same in LLaVA's torch pickle, with --mm_projector_bin True"),
     Entry("scores.json", "P(Fake) per image of val, test (+ heldout): what paired comparisons resample"),
     Entry("threshold.json", "the cut on P(Fake) chosen on validation, naming the weights (step + hash) it is for"),
-    Entry("eval_*.json", "metrics written by `python -m llava_df.evaluate` for this run"),
+    Entry("eval_*.json", "metrics written by `llava-df evaluate` for this run"),
     Entry("results.json", "every metric, peak memory, the plan, data skipped; written LAST: the run is finished"),
 )
 FINISHED = "results.json"  # a run is finished only once its last file is written
@@ -54,7 +54,7 @@ CHECKPOINT_FOLDER: tuple[Entry, ...] = (
     Entry("llava_df_complete.json", "checkpoint-N/ only: written after the Trainer's own files, with each size"),
 )
 
-# Bookkeeping of the folder contract itself (llava_df.outdir): never part of a run's results.
+# Bookkeeping of the folder contract itself (llava_df.train.outdir): never part of a run's results.
 LOCK = ".llava_df.lock"  # held (filelock, fcntl) by the live run; the OS releases it when that process dies
 LOCK_INFO = ".llava_df.lock.json"  # who holds the lock: pid, host, start time, command
 ASIDE = ".replaced_run"  # the replaced run, until the new one has a complete checkpoint

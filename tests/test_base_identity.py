@@ -7,9 +7,9 @@ import json
 import pytest
 from tiny_training import train
 
-from llava_df.base_identity import base_identity
-from llava_df.checkpointing import CHECKPOINT_JSON, load_trained, save_trainable
 from llava_df.errors import WeightsError
+from llava_df.model.base_identity import base_identity
+from llava_df.model.checkpoint import CHECKPOINT_JSON, load_trained, save_trainable
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import TrainerControl, TrainerState, get_scheduler
 
-from llava_df.callbacks import (
+from llava_df.train.callbacks import (
     HistoryCallback,
     PlateauCallback,
     PlateauSchedule,

@@ -8,7 +8,7 @@ import os
 import pytest
 import yaml
 
-from llava_df.cli import ConfigError, known_flags, parse_args, run_env
+from llava_df.spec.parse import ConfigError, known_flags, parse_args, run_env
 
 
 def test_users_lora_lowvram_flags_parse():

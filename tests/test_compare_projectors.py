@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llava_df.compare_projectors import main
-from llava_df.comparison.stats import mean_ci, minimum_detectable_difference, paired_auc_difference
+from llava_df.sweep.compare import main
+from llava_df.sweep.stats import mean_ci, minimum_detectable_difference, paired_auc_difference
 
 REPO = Path(__file__).resolve().parent.parent
 

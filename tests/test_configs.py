@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llava_df.cli import ConfigError, parse_args
+from llava_df.spec.parse import ConfigError, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

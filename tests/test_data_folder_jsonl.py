@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava_df.config import DataArguments
 from llava_df.data import load_splits
 from llava_df.data.dataset import assign_splits
 from llava_df.data.folder import load_folder_records
 from llava_df.data.jsonl import load_jsonl_records
 from llava_df.data.sbi import heuristic_face_ellipse, sbi_fake
 from llava_df.data.sbi import main as sbi_main
+from llava_df.spec.args import DataArguments
 
 RNG = np.random.default_rng(0)
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava_df.config import DataArguments
 from llava_df.data import load_splits
 from llava_df.data.folder import load_folder_records
 from llava_df.errors import DataError
+from llava_df.spec.args import DataArguments
 
 RNG = np.random.default_rng(0)
 
@@ -128,8 +128,8 @@ def test_llava_image_folder_roots_a_json_list(tmp_path):
 
 @pytest.mark.slow
 def test_results_json_names_every_skipped_file_with_its_reason(tmp_path):
-    from llava_df.cli import parse_args
-    from llava_df.train import train
+    from llava_df.spec.parse import parse_args
+    from llava_df.train.workflow import train
 
     root = _folder(tmp_path / "d", n=8)
     (root / "fake" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava_df.config import DataArguments
 from llava_df.data import load_splits
 from llava_df.data.faces import add_sensor_noise, attributes, render_face, sample_face_params
 from llava_df.data.manipulations import (
@@ -21,6 +20,7 @@ from llava_df.data.manipulations import (
     register_manipulation,
 )
 from llava_df.data.synthetic import SyntheticConfig, generate, main, plan
+from llava_df.spec.args import DataArguments
 
 FAMILIES = available_manipulations()
 

@@ -20,7 +20,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[dev]')")
 httpx = pytest.importorskip("httpx", reason="httpx (a gradio dependency) is not installed")
 
-from llava_df.demo import answer, build_app, serve  # noqa: E402
+from llava_df.apps.demo import answer, build_app, serve  # noqa: E402
 
 API = "gradio_api"
 

@@ -7,15 +7,15 @@ import shlex
 
 import pytest
 
-from llava_df.cli import parse_args
+from llava_df.apps.evaluate import main as evaluate_main
+from llava_df.apps.merge import main as merge_main
 from llava_df.data.sbi import main as sbi_main
 from llava_df.data.synthetic import main as synthetic_main
 from llava_df.errors import RunError, UsageError
-from llava_df.evaluate import main as evaluate_main
-from llava_df.merge import main as merge_main
 from llava_df.projectors.__main__ import main as projectors_main
-from llava_df.train import main as train_main
-from llava_df.train import train
+from llava_df.spec.parse import parse_args
+from llava_df.train.workflow import main as train_main
+from llava_df.train.workflow import train
 
 RUN = shlex.split(
     "--tune_mm_mlp_adapter True --synthetic_n 24 --per_device_train_batch_size 4 --max_steps 2 --eval_strategy no "
@@ -80,12 +80,12 @@ def test_evaluate_prints_then_writes_to_output_and_leaves_no_scratch(finished, t
 
 @pytest.mark.slow
 def test_evaluate_on_a_read_only_run_prints_the_metrics_and_says_to_use_output(finished, capsys, monkeypatch):
-    import llava_df.evaluate
+    import llava_df.apps.evaluate
 
     def read_only(path, payload):  # as on a read-only mount (root ignores chmod, so simulate it)
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(llava_df.evaluate, "write_json", read_only)
+    monkeypatch.setattr(llava_df.apps.evaluate, "write_json", read_only)
     with pytest.raises(SystemExit) as info:
         evaluate_main(["--run_dir", str(finished), "--weights", "final"])
     out = capsys.readouterr()

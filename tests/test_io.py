@@ -79,7 +79,7 @@ def test_a_poisoned_tiny_cache_is_rebuilt_and_loads(tmp_path, monkeypatch):
     """The first torchrun on a fresh machine used to leave tiny-<digest> with the processor only."""
     from transformers import LlavaForConditionalGeneration
 
-    from llava_df.tiny import materialize_tiny
+    from llava_df.model.tiny import materialize_tiny
 
     monkeypatch.setenv("LLAVA_DF_CACHE", str(tmp_path))
     folder = materialize_tiny()

@@ -19,12 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llava_df.cli import parse_args
-from llava_df.config import ModelArguments
 from llava_df.data.synthetic import SyntheticConfig, generate
 from llava_df.errors import ConfigError, UsageError
-from llava_df.train import main as train_main
-from llava_df.train import train
+from llava_df.spec.args import ModelArguments
+from llava_df.spec.parse import parse_args
+from llava_df.train.workflow import main as train_main
+from llava_df.train.workflow import train
 
 SCRIPTS = Path(__file__).parent / "data" / "llava_scripts"
 LLAVA_CHECKPOINTS = (
@@ -178,7 +178,7 @@ def test_original_llava_qlora_script(prompt_version, tiny_data, pretrained, tmp_
 
 @pytest.mark.slow
 def test_stage2_projector_starts_equal_to_stage1_output(pretrained):
-    from llava_df.modeling import build_model
+    from llava_df.model.build import build_model
 
     _, out = pretrained
     args = ModelArguments(
@@ -214,8 +214,8 @@ def test_image_aspect_ratio_pad_is_llava_expand2square(size):
     import numpy as np
     from PIL import Image
 
-    from llava_df.llava_flags import apply_image_aspect_ratio, image_aspect_ratio
-    from llava_df.tiny import load_tiny_processor
+    from llava_df.model.tiny import load_tiny_processor
+    from llava_df.spec.llava_flags import apply_image_aspect_ratio, image_aspect_ratio
 
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     square = load_tiny_processor()
@@ -235,8 +235,8 @@ def test_image_aspect_ratio_pad_is_llava_expand2square(size):
 
 @pytest.mark.parametrize("layer", [-1, -2, 1])
 def test_mm_vision_select_layer_picks_that_hidden_state(layer):
-    from llava_df.modeling import build_model
-    from llava_df.tiny import example_batch
+    from llava_df.model.build import build_model
+    from llava_df.model.tiny import example_batch
 
     model, processor = build_model(ModelArguments(mm_vision_select_layer=layer))
     assert model.config.vision_feature_layer == layer
@@ -291,7 +291,7 @@ def test_version_is_the_conv_template_registry(tiny_data):
 
 
 def test_vision_tower_must_be_the_checkpoints_own():
-    from llava_df.modeling import model_config
+    from llava_df.model.build import model_config
 
     assert model_config(ModelArguments(vision_tower="tiny_clip")).vision_config.hidden_size == 128
     with pytest.raises(UsageError) as err:
@@ -305,7 +305,7 @@ def test_vision_tower_must_be_the_checkpoints_own():
 
 
 def test_plain_llm_plus_tower_is_a_llava_with_llavas_defaults():
-    from llava_df.modeling import load_processor, model_config
+    from llava_df.model.build import load_processor, model_config
 
     args = ModelArguments(model_name_or_path="tiny_llm", vision_tower="tiny_clip")
     config = model_config(args)

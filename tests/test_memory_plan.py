@@ -300,7 +300,7 @@ def test_train_plan_only_prints_the_plan_and_writes_nothing(tmp_path):
         [
             sys.executable,
             "-m",
-            "llava_df.train",
+            "llava_df.train.workflow",
             "--config",
             "configs/tiny_lora_lowvram.yaml",
             "--synthetic_n",

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_training import FLAGS, logits, train
 
-from llava_df.checkpointing import (
+from llava_df.model.checkpoint import (
     ADAPTER_FILE,
     CHECKPOINT_JSON,
     PROJECTOR_FILE,
@@ -68,8 +68,8 @@ def test_missing_checkpoint_names_what_exists(tmp_path):
 def test_save_needs_to_know_how_the_model_was_built(tmp_path):
     from transformers import LlavaForConditionalGeneration
 
-    from llava_df.tiny import materialize_tiny
+    from llava_df.model.tiny import materialize_tiny
 
     plain = LlavaForConditionalGeneration.from_pretrained(materialize_tiny())
-    with pytest.raises(ValueError, match="build it with llava_df.modeling.build_model"):
+    with pytest.raises(ValueError, match="build it with llava_df.model.build.build_model"):
         save_trainable(plain, tmp_path)

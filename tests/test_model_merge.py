@@ -1,4 +1,4 @@
-"""python -m llava_df.merge: LoRA folded into a 16-bit base; the result loads standalone."""
+"""python -m llava_df.apps.merge: LoRA folded into a 16-bit base; the result loads standalone."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import torch
 from tiny_training import logits, train
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from llava_df.checkpointing import load_trained, save_trainable
-from llava_df.merge import main
-from llava_df.modeling import load_merged
+from llava_df.apps.merge import main
+from llava_df.model.build import load_merged
+from llava_df.model.checkpoint import load_trained, save_trainable
 
 
 @pytest.mark.parametrize(

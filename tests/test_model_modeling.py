@@ -5,13 +5,13 @@ import torch
 from safetensors.torch import save_file
 from transformers import GPT2Config, LlamaConfig, LlavaForConditionalGeneration
 
-from llava_df.config import ModelArguments
-from llava_df.modeling import build_model, load_projector_weights, resolve_checkpoint
+from llava_df.model.build import build_model, load_projector_weights, resolve_checkpoint
+from llava_df.model.tiny import example_batch, materialize_tiny
 from llava_df.projectors import create_projector
 from llava_df.projectors.mlp import MLPProjector
-from llava_df.tiny import example_batch, materialize_tiny
+from llava_df.spec.args import ModelArguments
 
-VISION, TEXT = 128, 128  # tiny preset widths (llava_df.tiny.VISION / TEXT)
+VISION, TEXT = 128, 128  # tiny preset widths (llava_df.model.tiny.VISION / TEXT)
 
 
 @pytest.fixture(scope="module")

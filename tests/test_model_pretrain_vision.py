@@ -11,7 +11,7 @@ import torch
 import vision_pretext as pretext
 from safetensors.torch import load_file
 
-from llava_df import tiny
+from llava_df.model import tiny
 
 
 def test_patchify_follows_clip_token_order():

@@ -8,11 +8,11 @@ import torch
 from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
 from transformers.quantizers.quantizers_utils import should_convert_module
 
-from llava_df.config import ModelArguments
-from llava_df.modeling import build_model
-from llava_df.quantization import quantized_module_names, skip_modules
-from llava_df.strategies import apply_strategy
-from llava_df.tiny import example_batch, materialize_tiny, tiny_config
+from llava_df.model.build import build_model
+from llava_df.model.quantization import quantized_module_names, skip_modules
+from llava_df.model.strategies import apply_strategy
+from llava_df.model.tiny import example_batch, materialize_tiny, tiny_config
+from llava_df.spec.args import ModelArguments
 
 N_LAYERS = 4  # tiny preset
 LINEARS = (

@@ -5,11 +5,9 @@ import json
 import pytest
 import torch
 
-from llava_df.config import STRATEGIES as CONFIG_STRATEGIES
-from llava_df.config import ModelArguments
-from llava_df.llava_layout import unwrap
-from llava_df.modeling import build_model
-from llava_df.strategies import (
+from llava_df.model.anatomy import unwrap
+from llava_df.model.build import build_model
+from llava_df.model.strategies import (
     STRATEGIES,
     apply_strategy,
     param_groups,
@@ -17,7 +15,9 @@ from llava_df.strategies import (
     resolve_strategy,
     trainable_report,
 )
-from llava_df.tiny import example_batch
+from llava_df.model.tiny import example_batch
+from llava_df.spec.args import STRATEGIES as CONFIG_STRATEGIES
+from llava_df.spec.args import ModelArguments
 
 N_LAYERS = 4
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -14,11 +14,11 @@ import pytest
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from llava_df.cli import parse_args
 from llava_df.errors import RunError
 from llava_df.io import write_json
 from llava_df.layout import ASIDE, LOCK, LOCK_INFO
-from llava_df.outdir import (
+from llava_df.spec.parse import parse_args
+from llava_df.train.outdir import (
     MARKER,
     acquire_lock,
     check_output_dir,
@@ -27,7 +27,7 @@ from llava_df.outdir import (
     release_lock,
     resolve_resume,
 )
-from llava_df.train import main, train
+from llava_df.train.workflow import main, train
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = shlex.split(
@@ -71,7 +71,7 @@ def test_a_live_run_is_named_as_live_before_the_folder_state_is_judged(tmp_path)
 
 def test_a_lock_of_a_killed_process_is_free_at_once(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from llava_df.outdir import acquire_lock; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from llava_df.train.outdir import acquire_lock; "
          "lock = acquire_lock(Path(sys.argv[1])); print('held', flush=True); time.sleep(600)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -136,7 +136,7 @@ def test_a_replaced_run_left_by_a_killed_process_is_restored(tmp_path):
     out = tmp_path / "o"
     (out / ASIDE / "final").mkdir(parents=True)
     (out / ASIDE / "results.json").write_text("{}")
-    from llava_df.outdir import claim_output_dir
+    from llava_df.train.outdir import claim_output_dir
 
     with (
         pytest.raises(RunError, match="holds a finished run"),
@@ -148,7 +148,7 @@ def test_a_replaced_run_left_by_a_killed_process_is_restored(tmp_path):
 
 def test_overwrite_moves_every_file_of_the_run_aside_and_nothing_else(tmp_path):
     from llava_df.layout import RUN_FOLDER
-    from llava_df.outdir import claim_output_dir
+    from llava_df.train.outdir import claim_output_dir
 
     out = tmp_path / "o"
     out.mkdir()
@@ -165,7 +165,7 @@ def test_overwrite_moves_every_file_of_the_run_aside_and_nothing_else(tmp_path):
 
 @pytest.mark.parametrize("case", ["a file", "under a file", "unwritable"])
 def test_a_bad_output_dir_is_one_error_line_before_anything_is_validated(case, tmp_path, capsys, monkeypatch):
-    import llava_df.train as train_module
+    import llava_df.train.workflow as train_module
 
     if case == "unwritable" and os.geteuid() == 0:
         pytest.skip("root writes anywhere: no unwritable folder to test with")
@@ -202,7 +202,7 @@ def test_a_resumed_run_finishes_after_the_rotation_deleted_its_checkpoint(tmp_pa
 
 @pytest.mark.slow
 def test_a_run_that_dies_in_its_final_evaluation_is_unfinished_and_resumable(tmp_path, monkeypatch, capsys):
-    import llava_df.train as train_module
+    import llava_df.train.workflow as train_module
 
     out = tmp_path / "o"
     real = train_module.predict_split
@@ -264,14 +264,14 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_
     # The real process is SIGKILLed after checkpoint-4's weights but before the Trainer's state is written.
     script = f"""
 import os, signal, sys
-import llava_df.trainer as trainer_module
+import llava_df.train.trainer as trainer_module
 real = trainer_module.save_trainable
 def save_then_die(model, out_dir, *a, **k):
     real(model, out_dir, *a, **k)
     if str(out_dir).endswith("checkpoint-4"):
         os.kill(os.getpid(), signal.SIGKILL)
 trainer_module.save_trainable = save_then_die
-from llava_df.train import main
+from llava_df.train.workflow import main
 main({[*RUN, "--output_dir", str(out)]!r})
 """
     proc = subprocess.run(

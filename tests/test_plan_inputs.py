@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-import llava_df.modeling
+import llava_df.model.build
 from llava_df.memory.__main__ import main as plan_main
 from llava_df.memory.dryrun import build_meta_model
 from llava_df.memory.plan import make_plan, parse_plan_args, plan_parsed
 from llava_df.memory.shapes import KNOWN_MODELS, LLAVA_MAX_LENGTH, plan_config
-from llava_df.validation import MAX_PROJECTOR_PARAMETERS, ConfigError, check_config_sizes
+from llava_df.spec.ranges import MAX_PROJECTOR_PARAMETERS, ConfigError, check_config_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
 SEVEN_B = "llava-hf/llava-1.5-7b-hf"
@@ -117,14 +117,14 @@ def test_projector_size_cap_of_training_applies_to_the_plan(tmp_path, capsys):
 
 def test_the_dry_run_builds_the_projector_on_meta(monkeypatch):
     built = []
-    original = llava_df.modeling.create_projector
+    original = llava_df.model.build.create_projector
 
     def spy(*args, **kwargs):
         module = original(*args, **kwargs)
         built.append({p.device.type for p in module.parameters()})
         return module
 
-    monkeypatch.setattr(llava_df.modeling, "create_projector", spy)
+    monkeypatch.setattr(llava_df.model.build, "create_projector", spy)
     parsed = parse_plan_args(["--model_name_or_path", "tiny", "--mm_projector_type", "mlp2x_gelu"])
     config, _ = plan_config(parsed.model)
     build_meta_model(parsed, config)
@@ -184,8 +184,8 @@ def test_the_checkpoint_default_leaves_the_callers_arguments_alone():
 
 @pytest.mark.parametrize(("field", "value"), [("hidden_size", 1_000_000), ("vocab_size", 0)])
 def test_training_checks_the_same_sizes_before_it_builds_anything(tmp_path, capsys, field, value):
-    from llava_df.tiny import tiny_config
-    from llava_df.train import main as train_main
+    from llava_df.model.tiny import tiny_config
+    from llava_df.train.workflow import main as train_main
 
     config = tiny_config().to_dict()
     config["text_config"][field] = value

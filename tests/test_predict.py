@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llava_df.config import DataArguments
+from llava_df.apps.predict import main as predict_main
+from llava_df.apps.predict import parse_answer
 from llava_df.data import load_splits
 from llava_df.errors import UsageError
-from llava_df.predict import main as predict_main
-from llava_df.predict import parse_answer
-from llava_df.threshold import choose_threshold, parse_rule, read_threshold
-from llava_df.train import main as train_main
+from llava_df.eval.threshold import choose_threshold, parse_rule, read_threshold
+from llava_df.spec.args import DataArguments
+from llava_df.train.workflow import main as train_main
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_the_run_saves_its_threshold_and_reports_accuracy_at_it_and_at_half(run)
 
 @pytest.mark.slow
 def test_the_threshold_names_the_weights_it_was_chosen_for_and_other_weights_refuse_it(run, tmp_path, capsys):
-    from llava_df.checkpointing import weights_identity
+    from llava_df.model.checkpoint import weights_identity
 
     out, images = run
     saved, best = read_threshold(out, "best"), weights_identity(out / "best")
@@ -221,7 +221,7 @@ def test_bad_input_is_one_error_line_and_nothing_is_written(make, message, tmp_p
 
 
 def test_a_port_in_use_is_refused_before_the_model_loads():
-    from llava_df.demo import check_port
+    from llava_df.apps.demo import check_port
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -233,7 +233,7 @@ def test_a_port_in_use_is_refused_before_the_model_loads():
 
 @pytest.mark.slow
 def test_merged_checkpoint_predicts_like_its_run(run, tmp_path):
-    from llava_df.merge import main as merge_main
+    from llava_df.apps.merge import main as merge_main
 
     out, images = run
     merge_main(["--run_dir", str(out), "--output_dir", str(tmp_path / "merged")])
@@ -271,7 +271,7 @@ def _non_rgb_copies(image: Path, folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def detector(run):
-    from llava_df.predict import load_detector
+    from llava_df.apps.predict import load_detector
 
     return load_detector(str(run[0]))
 
@@ -341,7 +341,7 @@ def test_demo_page_shows_predicts_probability_in_a_real_browser(run, detector, t
 
 
 def test_a_bad_threshold_rule_is_refused_at_parse_time():
-    from llava_df.cli import ConfigError, parse_args
+    from llava_df.spec.parse import ConfigError, parse_args
 
     with pytest.raises(ConfigError, match="--threshold_rule 'median': expected eer"):
         parse_args(["--threshold_rule", "median"])

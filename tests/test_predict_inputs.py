@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
+from llava_df.apps.predict import expand_inputs, read_images, size_warning
+from llava_df.apps.predict import main as predict_main
 from llava_df.data.images import MAX_PIXELS, ImageLoadError, load_rgb
 from llava_df.errors import RunError, UsageError
-from llava_df.predict import expand_inputs, read_images, size_warning
-from llava_df.predict import main as predict_main
-from llava_df.threshold import read_threshold
+from llava_df.eval.threshold import read_threshold
 
 
 def _fake_run(folder: Path) -> Path:
@@ -147,7 +147,7 @@ def test_a_saved_threshold_that_is_unreadable_or_valid(tmp_path):
 
 # ---- the demo's --host ----------------------------------------------------------------------
 def test_an_invalid_host_is_named_not_blamed_on_the_port():
-    from llava_df.demo import check_port
+    from llava_df.apps.demo import check_port
 
     with pytest.raises(UsageError, match="--host 999.1.1.1: not a valid IP address"):
         check_port("999.1.1.1", 7860)
@@ -162,7 +162,7 @@ def _free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
 
 
 def test_ipv6_loopback_is_accepted_and_a_busy_ipv6_port_is_refused():
-    from llava_df.demo import check_port
+    from llava_df.apps.demo import check_port
 
     try:
         port = _free_port(socket.AF_INET6, "::1")
@@ -179,7 +179,7 @@ def test_ipv6_loopback_is_accepted_and_a_busy_ipv6_port_is_refused():
 
 def test_demo_main_ends_a_bad_host_in_one_error_line(tmp_path, capsys):
     pytest.importorskip("gradio", reason="gradio is not installed (pip install -e '.[dev]')")
-    from llava_df.demo import main as demo_main
+    from llava_df.apps.demo import main as demo_main
 
     with pytest.raises(SystemExit) as info:
         demo_main(["--run_dir", str(_fake_run(tmp_path / "run")), "--host", "999.1.1.1"])

@@ -8,10 +8,10 @@ import shlex
 import pytest
 from transformers import TrainerCallback
 
-from llava_df.cli import parse_args
 from llava_df.errors import RunError
-from llava_df.resume import check_resume_config
-from llava_df.train import train
+from llava_df.spec.parse import parse_args
+from llava_df.train.resume import check_resume_config
+from llava_df.train.workflow import train
 
 RUN = shlex.split(
     "--tune_mm_mlp_adapter True --synthetic_n 24 --per_device_train_batch_size 2 --max_steps 4 --eval_strategy steps "

@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from llava_df.cli import parse_args
 from llava_df.errors import UsageError
-from llava_df.llava_layout import decoder_layers, unwrap
-from llava_df.llava_layout import projector as projector_of
-from llava_df.train import NonFiniteLossError, main, train
+from llava_df.model.anatomy import decoder_layers, unwrap
+from llava_df.model.anatomy import projector as projector_of
+from llava_df.spec.parse import parse_args
+from llava_df.train.workflow import NonFiniteLossError, main, train
 
 # The low-VRAM LoRA recipe in miniature: INT8, LoRA (with dropout, so RNG restore matters),
 # 8-bit AdamW, checkpointing, batch 1 x accumulation 2; evaluations and checkpoints every 2 steps.
@@ -119,7 +119,7 @@ def test_finished_output_dir_is_refused(finished_run, capsys):
 
 @pytest.mark.slow
 def test_evaluate_cli_matches_the_runs_test_metrics(finished_run):
-    from llava_df.evaluate import main as evaluate_main
+    from llava_df.apps.evaluate import main as evaluate_main
 
     out, results, _ = finished_run
     metrics = evaluate_main(["--run_dir", str(out), "--weights", "best", "--split", "test"])

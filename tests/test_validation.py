@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import llava_df.modeling
-from llava_df.cli import ConfigError, parse_args
-from llava_df.train import main
+import llava_df.model.build
+from llava_df.spec.parse import ConfigError, parse_args
+from llava_df.train.workflow import main
 
 FAST = shlex.split("--synthetic_n 24 --max_steps 1 --eval_strategy no --save_strategy no --report_to none")
 
@@ -22,7 +22,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("build_model was called before validation finished")
 
-    monkeypatch.setattr(llava_df.modeling, "build_model", refuse)
+    monkeypatch.setattr(llava_df.model.build, "build_model", refuse)
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from llava_df.config import ModelArguments
-from llava_df.modeling import build_model
-from llava_df.strategies import apply_strategy
+from llava_df.model.build import build_model
+from llava_df.model.strategies import apply_strategy
+from llava_df.spec.args import ModelArguments
 
 
 def test_a_deprecated_call_of_ours_is_an_error():
@@ -21,7 +21,7 @@ def test_a_deprecated_call_of_ours_is_an_error():
 
 def test_a_librarys_own_deprecated_call_stays_a_warning():
     # PEFT 0.21 reads transformers' deprecated is_gradient_checkpointing inside PeftModel.__init__.
-    # When this stops warning, PEFT has fixed it: drop llava_df.compat.quiet_peft_checkpointing_probe.
+    # When this stops warning, PEFT has fixed it: drop llava_df.model.compat.quiet_peft_checkpointing_probe.
     from peft import LoraConfig, get_peft_model
 
     model, _ = build_model(ModelArguments())

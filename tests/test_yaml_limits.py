@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from llava_df.cli import COMMA_LIST_FLAGS, MAX_YAML_LIST, ConfigError, parse_args
-from llava_df.config import DataArguments, ModelArguments, TrainingArguments
+from llava_df.spec.args import DataArguments, ModelArguments, TrainingArguments
+from llava_df.spec.parse import COMMA_LIST_FLAGS, MAX_YAML_LIST, ConfigError, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = "abcdefghi"

@@ -2,10 +2,10 @@
 
 import torch
 
-from llava_df.config import ModelArguments
-from llava_df.modeling import build_model
-from llava_df.strategies import apply_strategy
-from llava_df.tiny import example_batch
+from llava_df.model.build import build_model
+from llava_df.model.strategies import apply_strategy
+from llava_df.model.tiny import example_batch
+from llava_df.spec.args import ModelArguments
 
 FLAGS = {
     "projector_only": {"tune_mm_mlp_adapter": True},

@@ -38,9 +38,9 @@ def _set(text: str, key: str, value: str) -> str:
 
 
 def derive(path: str, budget: int) -> dict:
-    from llava_df.cli import default_checkpointing_kwargs
     from llava_df.memory.budget import search
     from llava_df.memory.plan import make_plan
+    from llava_df.spec.parse import default_checkpointing_kwargs
 
     found = search(["--config", path], budget_bytes=budget * GIB, margin=0.1, target="cuda", top=1)
     c = found["candidates"][0]["settings"]

@@ -29,7 +29,7 @@ AFTER training, for a linear probe (logistic regression on the frozen features' 
 over patches, benchmark seed 0 at difficulty 0.5: train split -> test split, also per family)
 comparing random and pretrained towers; the result goes to the json, never into the weights.
 
-The tiny preset loads the file automatically (``llava_df.tiny.build_tiny_model``) and records
+The tiny preset loads the file automatically (``llava_df.model.tiny.build_tiny_model``) and records
 its sha256 in the model config (``config.llava_df["vision_weights"]``), so new weights
 invalidate cached tiny models.
 """
@@ -50,7 +50,7 @@ from torch import nn
 from vision_pretext import OPS, processed_reals  # tools/, beside this file
 
 from llava_df.errors import ArgumentParser, cli_entry
-from llava_df.tiny import PATCH_SIZE, VISION_WEIGHTS, build_tiny_model, load_tiny_processor
+from llava_df.model.tiny import PATCH_SIZE, VISION_WEIGHTS, build_tiny_model, load_tiny_processor
 
 
 @dataclass

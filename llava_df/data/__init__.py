@@ -5,11 +5,11 @@ Entry points: ``load_splits(data_args, seed)`` (train/val/test FaceDatasets),
 ``labels.label_mapping(...)`` (save it with the run), and the collator in ``collator.py``.
 """
 
-from .collator import DeepfakeCollator, answer_token_ids, make_collator
-from .dataset import FaceDataset, Record
-from .labels import FAKE, REAL, label_mapping
-from .load import load_splits
-from .synthetic import Sample, SyntheticConfig, generate
+from llava_df.data.collator import DeepfakeCollator, answer_token_ids, make_collator
+from llava_df.data.dataset import FaceDataset, Record
+from llava_df.data.labels import FAKE, REAL, label_mapping
+from llava_df.data.load import load_splits
+from llava_df.data.synthetic import Sample, SyntheticConfig, generate
 
 __all__ = [
     "FAKE",

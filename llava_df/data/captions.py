@@ -21,8 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .faces import _HAIR, HAIR_STYLES, FaceParams, add_sensor_noise, render_face, sample_face_params
-from .synthetic import _jpeg  # the benchmark's camera: the same JPEG round trip
+from llava_df.data.faces import (
+    _HAIR,
+    HAIR_STYLES,
+    FaceParams,
+    add_sensor_noise,
+    render_face,
+    sample_face_params,
+)
+from llava_df.data.synthetic import _jpeg  # the benchmark's camera: the same JPEG round trip
 
 _CAPTION_STREAM = 4  # after synthetic.py's _PLAN, _FACE, _CAMERA, _FORGE: other faces than the benchmark's
 HAIR_NAMES = ("black", "dark brown", "light brown", "blond", "red", "grey")

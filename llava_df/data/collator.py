@@ -29,9 +29,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import DataError
-from .conversation import get_template
-from .labels import answer_for
+from llava_df.data.conversation import get_template
+from llava_df.data.labels import answer_for
+from llava_df.errors import DataError
 
 IGNORE_INDEX = -100
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError
-from .images import LoadSummary, load_rgb
-from .labels import CLASS_NAMES
+from llava_df.data.images import LoadSummary, load_rgb
+from llava_df.data.labels import CLASS_NAMES
+from llava_df.errors import DataError
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}

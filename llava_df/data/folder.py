@@ -26,10 +26,10 @@ from pathlib import Path
 
 import datasets
 
-from ..errors import DataError, DataNotFoundError
-from .dataset import REAL_MANIPULATION, UNKNOWN_MANIPULATION, Record, normalize_split
-from .images import ImageLoadError, LoadSummary, load_rgb
-from .labels import LABEL_STRINGS, is_fake_from_class_label, parse_is_fake, parse_label
+from llava_df.data.dataset import REAL_MANIPULATION, UNKNOWN_MANIPULATION, Record, normalize_split
+from llava_df.data.images import ImageLoadError, LoadSummary, load_rgb
+from llava_df.data.labels import LABEL_STRINGS, is_fake_from_class_label, parse_is_fake, parse_label
+from llava_df.errors import DataError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 
-from ..errors import DataError
-from .dataset import Record
-from .images import LoadSummary
-from .labels import CLASS_NAMES
+from llava_df.data.dataset import Record
+from llava_df.data.images import LoadSummary
+from llava_df.data.labels import CLASS_NAMES
+from llava_df.errors import DataError
 
 
 def content_hash(record: Record) -> str:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import DataError, DataNotFoundError
-from .dataset import REAL_MANIPULATION, UNKNOWN_MANIPULATION, Record, normalize_split
-from .images import ImageLoadError, LoadSummary, load_rgb
-from .labels import NO_LABEL, label_from_answer, parse_label
+from llava_df.data.dataset import REAL_MANIPULATION, UNKNOWN_MANIPULATION, Record, normalize_split
+from llava_df.data.images import ImageLoadError, LoadSummary, load_rgb
+from llava_df.data.labels import NO_LABEL, label_from_answer, parse_label
+from llava_df.errors import DataError, DataNotFoundError
 
 REQUIRED_KEYS = ("image", "conversations")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import DataError
+from llava_df.errors import DataError
 
 REAL, FAKE = 0, 1
 CLASS_NAMES = {REAL: "real", FAKE: "fake"}

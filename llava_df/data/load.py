@@ -5,7 +5,7 @@ incl. folders written by the synthetic and SBI CLIs) > the in-memory synthetic b
 (``synthetic_n``, ``synthetic_seed``, ``image_size``, ``difficulty``). ``holdout_manipulation``
 applies to all three (it needs a manipulation column for real data).
 
->>> from llava_df.config import DataArguments
+>>> from llava_df.spec.args import DataArguments
 >>> splits = load_splits(DataArguments(), seed=0)
 >>> splits["train"][0]  # {"image": PIL RGB, "is_fake": 0/1, "manipulation": ..., "id": ..., ...}
 """
@@ -15,13 +15,13 @@ from __future__ import annotations
 import functools
 import logging
 
-from ..errors import DataError
-from .dataset import FaceDataset, Record, apply_holdout, parse_fractions, split_records
-from .folder import load_folder_records
-from .images import LoadSummary
-from .index import dedupe
-from .jsonl import load_jsonl_records
-from .synthetic import SyntheticConfig, generate
+from llava_df.data.dataset import FaceDataset, Record, apply_holdout, parse_fractions, split_records
+from llava_df.data.folder import load_folder_records
+from llava_df.data.images import LoadSummary
+from llava_df.data.index import dedupe
+from llava_df.data.jsonl import load_jsonl_records
+from llava_df.data.synthetic import SyntheticConfig, generate
+from llava_df.errors import DataError
 
 logger = logging.getLogger(__name__)
 CAPTIONS_NEED_DATA_PATH = (

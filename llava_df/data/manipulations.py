@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .faces import FaceParams, Landmarks, add_sensor_noise, render_face, resample_identity
+from llava_df.data.faces import FaceParams, Landmarks, add_sensor_noise, render_face, resample_identity
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ArgumentParser, DataError, DataNotFoundError, cli_entry
-from .images import ImageLoadError, LoadSummary, load_rgb
-from .manipulations import check_difficulty, self_blend_array
+from llava_df.data.images import ImageLoadError, LoadSummary, load_rgb
+from llava_df.data.manipulations import check_difficulty, self_blend_array
+from llava_df.errors import ArgumentParser, DataError, DataNotFoundError, cli_entry
 
 logger = logging.getLogger(__name__)
 

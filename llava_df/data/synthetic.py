@@ -46,11 +46,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import ArgumentParser, DataError, cli_entry
-from .dataset import REAL_MANIPULATION, SPLITS, parse_fractions, split_sizes
-from .faces import add_sensor_noise, attributes, render_face, sample_face_params
-from .labels import CLASS_NAMES, label_mapping
-from .manipulations import ManipulationContext, apply_manipulation, available_manipulations, check_difficulty
+from llava_df.data.dataset import REAL_MANIPULATION, SPLITS, parse_fractions, split_sizes
+from llava_df.data.faces import add_sensor_noise, attributes, render_face, sample_face_params
+from llava_df.data.labels import CLASS_NAMES, label_mapping
+from llava_df.data.manipulations import (
+    ManipulationContext,
+    apply_manipulation,
+    available_manipulations,
+    check_difficulty,
+)
+from llava_df.errors import ArgumentParser, DataError, cli_entry
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +252,7 @@ def main(argv: list[str]) -> Path:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.captions:
-        from .captions import write_captions
+        from llava_df.data.captions import write_captions
 
         if args.n < 3:
             raise DataError(f"--n {args.n}: stage 1 needs at least 3 captions (train, val, test); e.g. --n 1000.")

@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ..errors import ArgumentParser, UsageError, cli_entry
-from .plan import format_plan, make_plan
+from llava_df.errors import ArgumentParser, UsageError, cli_entry
+from llava_df.memory.plan import format_plan, make_plan
 
 GIB = 2**30
 
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> dict:
     if opts.top < 1:
         raise UsageError(f"--top {opts.top}: expected at least 1.")
     if opts.budget is not None:
-        from .budget import parse_size, search
+        from llava_df.memory.budget import parse_size, search
 
         found = search(
             train_argv, budget_bytes=parse_size(opts.budget), margin=opts.margin, target=opts.target,

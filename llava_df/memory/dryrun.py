@@ -2,7 +2,7 @@
 
 How to call::
 
-    plan = dry_run(parsed, target="cuda")     # parsed: llava_df.cli.ParsedArgs; no GPU, no weights
+    plan = dry_run(parsed, target="cuda")     # parsed: llava_df.spec.parse.ParsedArgs; no GPU, no weights
     plan.peak_bytes, plan.breakdown, plan.peak_phase
 
 What runs is what ``python -m llava_df.train`` builds, in the same order: transformers'
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..llava_layout import component_paths, unwrap
-from .tracker import MetaStorageTracker, cuda_dropout, flash_sdpa
+from llava_df.memory.tracker import MetaStorageTracker, cuda_dropout, flash_sdpa
+from llava_df.model.anatomy import component_paths, unwrap
 
 TARGETS = ("cuda", "cpu")
 
@@ -84,7 +84,7 @@ def _quantize_linears(model: nn.Module, bits: int, skip: list[str], model_args, 
     from transformers import BitsAndBytesConfig
     from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
-    from ..quantization import quantization_config
+    from llava_df.model.quantization import quantization_config
 
     q = quantization_config(
         bits,
@@ -118,9 +118,9 @@ def build_meta_model(parsed, config, *, verbose: bool = False) -> nn.Module:
     """The model train would build for ``parsed``, on the meta device, strategy applied."""
     from transformers import LlavaForConditionalGeneration
 
-    from ..modeling import swap_projector
-    from ..quantization import enable_checkpointing, skip_modules, validate_bits
-    from ..strategies import apply_strategy, resolve_strategy
+    from llava_df.model.build import swap_projector
+    from llava_df.model.quantization import enable_checkpointing, skip_modules, validate_bits
+    from llava_df.model.strategies import apply_strategy, resolve_strategy
 
     m, t = parsed.model, parsed.training
     strategy = resolve_strategy(m)

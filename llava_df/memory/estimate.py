@@ -96,10 +96,10 @@ def estimate(
     parsed, config, *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48
 ) -> dict:
     """The closed-form plan, in bytes: the peak, its phase and the same breakdown keys as the dry run."""
-    from ..modeling import projector_dims
-    from ..projectors.registry import count_parameters
-    from ..strategies import _lora_targets, resolve_strategy
-    from .dryrun import model_dtype
+    from llava_df.memory.dryrun import model_dtype
+    from llava_df.model.build import projector_dims
+    from llava_df.model.strategies import _lora_targets, resolve_strategy
+    from llava_df.projectors.registry import count_parameters
 
     m, tr = parsed.model, parsed.training
     strategy = resolve_strategy(m)

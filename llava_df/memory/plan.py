@@ -17,7 +17,7 @@ import copy
 import dataclasses
 from pathlib import Path
 
-from ..errors import UsageError
+from llava_df.errors import UsageError
 
 GIB = 2**30
 MIB = 2**20
@@ -26,7 +26,7 @@ SHORT_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 def parse_plan_args(argv: list[str]):
     """ParsedArgs for a plan: the training parser, on a machine that may not have the target GPU."""
-    from ..cli import parse_args
+    from llava_df.spec.parse import parse_args
 
     argv = list(argv)
     if "--output_dir" not in argv and not any(a.startswith("--output_dir=") for a in argv):
@@ -51,11 +51,11 @@ def plan_parsed(parsed, *, target: str = "cuda", seq_len: int | None = None, tex
     ``seq_len``: tokens per sample (image + text), e.g. the collator's length on the real data;
     default: the config's image tokens + ``text_tokens``.
     """
-    from ..modeling import projector_dims
-    from ..validation import check_projector_size
-    from .dryrun import TARGETS, dry_run
-    from .estimate import estimate
-    from .shapes import checkpoint_max_length, plan_config
+    from llava_df.memory.dryrun import TARGETS, dry_run
+    from llava_df.memory.estimate import estimate
+    from llava_df.memory.shapes import checkpoint_max_length, plan_config
+    from llava_df.model.build import projector_dims
+    from llava_df.spec.ranges import check_projector_size
 
     if target not in TARGETS:
         raise UsageError(f"--target {target!r}: expected one of {', '.join(TARGETS)}.")
@@ -139,9 +139,9 @@ def compact(plan: dict | None) -> dict | None:
 
 
 def _settings(parsed, config, seq_len: int) -> dict:
-    from ..strategies import resolve_strategy
-    from .dryrun import model_dtype
-    from .estimate import _optim_name
+    from llava_df.memory.dryrun import model_dtype
+    from llava_df.memory.estimate import _optim_name
+    from llava_df.model.strategies import resolve_strategy
 
     dtype = model_dtype(parsed, config)
     m, t = parsed.model, parsed.training

@@ -2,7 +2,7 @@
 
 How to call::
 
-    config, notes = plan_config(model_args)   # model_args: llava_df.config.ModelArguments
+    config, notes = plan_config(model_args)   # model_args: llava_df.spec.args.ModelArguments
 
 ``--model_name_or_path`` may be:
 - ``tiny`` / ``tiny_llm`` (+ tower): the offline preset, as training builds it;
@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-from ..assemble import KNOWN_TOWERS, SUPPORTED_LLMS
-from ..errors import UsageError, UserError
-from ..llava_flags import SELECT_FEATURES
-from ..validation import check_config_sizes
+from llava_df.errors import UsageError, UserError
+from llava_df.model.assemble import KNOWN_TOWERS, SUPPORTED_LLMS
+from llava_df.spec.llava_flags import SELECT_FEATURES
+from llava_df.spec.ranges import check_config_sizes
 
 DEFAULT_TOWER = "openai/clip-vit-large-patch14-336"  # LLaVA-1.5's
 
@@ -103,13 +103,13 @@ def _read_config_json(path: Path) -> dict:
 
 
 def _auto_config(path: Path):
-    from ..modeling import read_config
+    from llava_df.model.build import read_config
 
     return read_config(path)
 
 
 def _tower(model_args, notes: list[str]) -> CLIPVisionConfig:
-    from ..assemble import tower_config
+    from llava_df.model.assemble import tower_config
 
     name = model_args.vision_tower or DEFAULT_TOWER
     if not model_args.vision_tower:
@@ -152,7 +152,7 @@ def plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
 
 
 def _plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
-    from ..modeling import _apply_vision_flags, model_config
+    from llava_df.model.build import _apply_vision_flags, model_config
 
     name, notes = model_args.model_name_or_path, []
     if name in ("tiny", "tiny_llm"):

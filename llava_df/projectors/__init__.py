@@ -6,12 +6,12 @@ imported explicitly below (no folder scan, so what exists is visible in one plac
 
 # Import order = registration order = the order of PRESETS and of the CLI table.
 # isort: off
-from . import mlp  # noqa: F401  (registers identity, linear, mlp{depth}x_gelu)
-from . import kan  # noqa: F401
-from . import kan_light  # noqa: F401  (registers kan_light, kan_light_g{groups})
+from llava_df.projectors import mlp  # noqa: F401  (registers identity, linear, mlp{depth}x_gelu)
+from llava_df.projectors import kan  # noqa: F401
+from llava_df.projectors import kan_light  # noqa: F401  (registers kan_light, kan_light_g{groups})
 
 # isort: on
-from .registry import (
+from llava_df.projectors.registry import (
     PRESETS,
     available_projectors,
     count_parameters,

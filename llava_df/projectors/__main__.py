@@ -22,11 +22,16 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ArgumentParser, cli_entry
-from ..runinfo import cpu_model, run_environment
-from . import PRESETS, create_projector, resolve
-from .profile import macs_per_token, num_parameters, saved_tensor_bytes, time_forward_backward
-from .rational import GELU_FIT_RANGE, fit_gelu
+from llava_df.errors import ArgumentParser, cli_entry
+from llava_df.projectors import PRESETS, create_projector, resolve
+from llava_df.projectors.profile import (
+    macs_per_token,
+    num_parameters,
+    saved_tensor_bytes,
+    time_forward_backward,
+)
+from llava_df.projectors.rational import GELU_FIT_RANGE, fit_gelu
+from llava_df.provenance import cpu_model, run_environment
 
 REFERENCE = "mlp2x_gelu"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

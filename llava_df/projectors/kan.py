@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .bspline import dense_bases, is_uniform, kan_linear, uniform_grid
-from .registry import register_projector
+from llava_df.projectors.bspline import dense_bases, is_uniform, kan_linear, uniform_grid
+from llava_df.projectors.registry import register_projector
 
 NORMS = ("layernorm", "none")
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .rational import GroupRational
-from .registry import register_projector
+from llava_df.projectors.rational import GroupRational
+from llava_df.projectors.registry import register_projector
 
 DEFAULT_GROUPS = 8
 

@@ -12,7 +12,7 @@ import re
 
 from torch import nn
 
-from .registry import register_projector
+from llava_df.projectors.registry import register_projector
 
 
 class IdentityProjector(nn.Module):

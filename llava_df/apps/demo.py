@@ -1,0 +1,250 @@
+"""``python -m llava_df.apps.demo``: a local web page that says whether an uploaded face is fake (Gradio).
+
+How to call::
+
+    python -m llava_df.apps.demo --run_dir outputs/run [--weights best] [--port 7860] [--threshold 0.5]
+    python -m llava_df.apps.demo --model_dir outputs/run-merged
+    # then open http://127.0.0.1:7860
+
+The page shows P(Fake) with the label at the run's threshold (``threshold.json``, or
+``--threshold``), the model's generated answer on request, and the run's name, projector and
+strategy. The numbers are ``python -m llava_df.apps.predict``'s: the same detector and scoring code.
+
+Privacy: it binds to 127.0.0.1 unless ``--host`` says otherwise (an IPv4 or IPv6 address of this
+machine, or a name it resolves), never creates a public share link, refuses uploads over
+``--max_upload_mb``, and deletes each upload (the file Gradio stored, in its upload folder) as
+soon as the request is answered; an upload never sent for detection is deleted by Gradio's own
+cache cleaning (every 5 minutes, those older than 5 minutes).
+
+The upload reaches ``llava_df.data.images`` as sent, byte for byte: the click handler runs with
+Gradio's preprocessing off, so Gradio never converts it (its plain ``convert("RGB")`` would differ
+from predict's conversion of RGBA, 16-bit, float and CMYK files) nor decodes it (so a file that is
+not an image, or above ``MAX_PIXELS``, gets the project's own one-line message, and is deleted too).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import os
+import socket
+from pathlib import Path
+
+from llava_df.apps.predict import Detector, load_detector, predict, read_images
+from llava_df.errors import ArgumentParser, UsageError, UserError, cli_entry
+
+logger = logging.getLogger(__name__)
+
+MAX_UPLOAD_MB = 25  # default --max_upload_mb: a camera's full-size JPEG is 5-15 MB; a face crop far less
+HOST_EXAMPLES = "127.0.0.1 (this machine only, the default), ::1 (IPv6) or 0.0.0.0 (every interface)"
+
+
+def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
+    """(family, socket address) that the server will bind for ``host``; UsageError naming it when it is
+    neither an IP address nor a name this machine resolves."""
+    try:
+        ipaddress.ip_address(host)
+        numeric = socket.AI_NUMERICHOST  # an address: no name lookup
+    except ValueError:
+        if host.replace(".", "").isdigit():  # 999.1.1.1 would otherwise go to a DNS server as a name
+            raise UsageError(f"--host {host}: not a valid IP address. Pass {HOST_EXAMPLES}.") from None
+        numeric = 0
+    # The server (uvicorn) binds IPv6 when the host holds a colon, else IPv4: the check does the same.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE | numeric)
+    except socket.gaierror as err:
+        raise UsageError(
+            f"--host {host}: not an address or name this machine can serve on ({err.strerror}). Pass {HOST_EXAMPLES}."
+        ) from None
+    return infos[0][0], infos[0][4]
+
+
+def check_port(host: str, port: int) -> None:
+    """UsageError now, before the model loads, when ``host`` is not valid here or ``port`` cannot be bound."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port}: expected a TCP port in 1..65535, e.g. 7860.")
+    family, address = _address(host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As the server does: a port left in TIME_WAIT by a stopped server is free, a listening one is not.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"--port {port} on {host} is not free ({err.strerror}): another server uses it. Pass --port with a "
+                    f"free port (e.g. {port + 1}) or stop the other server."
+                ) from None
+            if err.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(
+                    f"--host {host} is not an address of this machine ({err.strerror}). Pass {HOST_EXAMPLES}."
+                ) from None
+            if err.errno == errno.EACCES:
+                raise UsageError(
+                    f"--port {port} on {host}: {err.strerror} (ports below 1024 need root). Pass --port 7860 or another "
+                    "port above 1023."
+                ) from None
+            raise UsageError(
+                f"--host {host} --port {port}: cannot serve there ({err.strerror}). Pass {HOST_EXAMPLES}, and a free "
+                "port."
+            ) from None
+
+
+def uploaded_file(upload) -> tuple[str | None, str]:
+    """(the path Gradio stored, the name the user's file had) for an upload as a handler receives it:
+    Gradio's file payload (a dict with ``path`` and ``orig_name``: preprocessing off) or a path."""
+    if not upload:
+        return None, ""
+    if isinstance(upload, dict):
+        path = upload.get("path")
+        return path, upload.get("orig_name") or (Path(path).name if path else "")
+    return str(upload), Path(upload).name
+
+
+def _upload_folder() -> Path:
+    from gradio.utils import get_upload_folder  # GRADIO_TEMP_DIR, else <tmp>/gradio
+
+    return Path(get_upload_folder()).resolve()
+
+
+def is_upload(path: str) -> bool:
+    """True for a file inside Gradio's upload folder. With preprocessing off the handler is handed a path
+    from the request: Gradio refuses paths it did not store, and this second check keeps the handler from
+    reading or deleting anything else on the server even if that ever changes."""
+    try:
+        return Path(path).resolve().is_relative_to(_upload_folder())
+    except (OSError, ValueError):
+        return False
+
+
+def _forget(path: str) -> None:
+    """Delete an uploaded file and its (Gradio per-upload) folder when that is left empty."""
+    if not is_upload(path):
+        return
+    try:
+        os.remove(path)
+        os.rmdir(Path(path).parent)
+    except OSError:
+        pass
+
+
+def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str, str, str, str, str]:
+    """(P(Fake) text, label, threshold text, generated answer, size warning) for one upload (see
+    uploaded_file), read and scored as predict reads and scores it. The uploaded file is deleted."""
+    import gradio as gr
+
+    path, name = uploaded_file(upload)
+    if not path:
+        raise gr.Error("Upload a face image first.")
+    if not is_upload(path):
+        raise gr.Error("Upload the image through this page.")
+    try:
+        if explain and (prompt or "").count("<image>") != 1:
+            raise gr.Error("The question must contain <image> exactly once (where the image goes).")
+        images, skipped = read_images([path])
+        if skipped:  # the reason names no server path (data.images keeps paths out of it)
+            raise gr.Error(
+                f"{name} cannot be read as an image: {skipped[0][1]}. Upload a PNG, JPEG or similar."
+            )
+        try:
+            rows, _ = predict(detector, images, batch_size=1, generate=explain, prompt=prompt or None)
+        except UserError as err:  # e.g. a non-finite score; its message names the file, by its own name here
+            raise gr.Error(str(err).replace(path, name)) from None
+    finally:
+        _forget(path)  # uploads are not kept after the request, readable or not
+    row = rows[0]
+    said = f"{row['answer']!r} (parsed: {row['answer_parsed']})" if explain else ""
+    threshold = f"{detector.threshold:.6f} ({detector.threshold_source})"
+    return f"{row['p_fake']:.6f}", row["label"], threshold, said, row["warning"] or ""
+
+
+def build_app(detector: Detector):
+    import gradio as gr
+
+    info = detector.info
+    d = detector.data_args
+    with gr.Blocks(title="llava_df deepfake detector", delete_cache=(300, 300)) as app:
+        gr.Markdown(
+            f"## llava_df deepfake detector\nRun **{info.get('run')}** · projector **{info.get('projector')}** · "
+            f"strategy **{info.get('strategy')}** · weights **{info.get('weights')}**"
+        )
+        with gr.Row():
+            with gr.Column():
+                # The browser previews the upload; the handler gets the stored file itself (preprocess=False).
+                image = gr.Image(type="filepath", sources=["upload"], label="Face image", elem_id="image")
+                explain = gr.Checkbox(
+                    label="Also generate the model's answer", value=False, elem_id="explain"
+                )
+                prompt = gr.Textbox(
+                    label="Question for the generated answer", value=d.prompt, elem_id="prompt"
+                )
+                run = gr.Button("Detect", variant="primary", elem_id="detect")
+            with gr.Column():
+                p_fake = gr.Textbox(label="P(Fake)", elem_id="p_fake", interactive=False)
+                label = gr.Textbox(label="Label", elem_id="label", interactive=False)
+                threshold = gr.Textbox(label="Threshold", elem_id="threshold", interactive=False)
+                said = gr.Textbox(label="Generated answer", elem_id="answer", interactive=False)
+                note = gr.Textbox(label="Size warning", elem_id="note", interactive=False)
+        run.click(
+            lambda *a: answer(detector, *a),
+            [image, explain, prompt],
+            [p_fake, label, threshold, said, note],
+            # Gradio's Image preprocessing would convert the upload with a plain convert("RGB") (not
+            # predict's conversion) into a second file, or refuse it with its own message; off, the
+            # handler gets the stored upload's payload and reads it with predict's code.
+            preprocess=False,
+            api_name="detect",
+        )
+    return app
+
+
+def serve(app, host: str, port: int, max_upload_mb: float = MAX_UPLOAD_MB, **launch_kwargs):
+    """Launch ``app`` (from build_app) on host:port with the upload limit; no share link, no error details."""
+    # show_error=False: an unexpected exception's text (server paths, Gradio internals) stays in the
+    # server log; the handler's own messages (gr.Error) are shown either way.
+    # Gradio builds its own URL from server_name and strips the brackets to bind: IPv6 goes bracketed.
+    server_name = f"[{host}]" if ":" in host else host
+    return app.launch(
+        server_name=server_name, server_port=port, share=False, show_error=False,
+        max_file_size=int(max_upload_mb * 1024 * 1024), **launch_kwargs,
+    )  # fmt: skip
+
+
+@cli_entry
+def main(argv: list[str]) -> None:
+    parser = ArgumentParser(prog="python -m llava_df.apps.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--run_dir", help="A training run's --output_dir.")
+    parser.add_argument("--model_dir", help="A `python -m llava_df.apps.merge` output, instead of --run_dir.")
+    parser.add_argument("--weights", default="best", choices=("best", "final"))
+    parser.add_argument("--threshold", type=float, default=None, help="Cut on P(Fake) (default: the run's).")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="Interface to serve on (default: this machine only)."
+    )
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--max_upload_mb", type=float, default=MAX_UPLOAD_MB, help="Largest upload accepted, in MiB."
+    )
+    args = parser.parse_args(argv)
+    from importlib.util import find_spec
+
+    if find_spec("gradio") is None:
+        raise UsageError("the demo page needs Gradio, which is not installed: pip install -e '.[demo]'.")
+    if not 0 < args.max_upload_mb <= 4096:
+        raise UsageError(
+            f"--max_upload_mb {args.max_upload_mb}: expected a size in MiB in (0, 4096], e.g. 25."
+        )
+    host = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host  # [::1]
+    check_port(host, args.port)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    detector = load_detector(
+        args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold
+    )
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving on http://{shown}:{args.port} (Ctrl+C stops it)", flush=True)
+    serve(build_app(detector), host, args.port, args.max_upload_mb)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,577 @@
+"""``python -m llava_df.apps.predict``: is this face fake? P(Fake) for your own images from a trained detector.
+
+How to call::
+
+    python -m llava_df.apps.predict --run_dir outputs/run face.jpg faces/ 'more/**/*.png' [--output predictions.csv]
+    python -m llava_df.apps.predict --run_dir outputs/run --weights final --threshold 0.4 faces/
+    python -m llava_df.apps.predict --model_dir outputs/run-merged faces/            # a `python -m llava_df.apps.merge` output
+    python -m llava_df.apps.predict --run_dir outputs/run --generate --prompt "<image>\\nIs this face real or fake? Explain why." face.jpg
+
+One row per image (a table on stdout; ``--output x.csv`` or ``x.jsonl`` for a file): path,
+P(Fake) (the score ``evaluate`` uses: softmax over the first answer token of Real vs Fake), the
+label at the threshold, the threshold and where it came from, the image's size and mode,
+whether it was converted to RGB, a ``warning`` for an image far from what the model sees (a side
+under half its input size, or an aspect ratio beyond 4:1) and, for a file that was not scored,
+the ``skipped`` reason (its P(Fake) and label empty). ``--generate`` adds the model's free-text
+answer, parsed to Real / Fake / unparseable, with how often parsing failed and how often the
+parsed answer disagrees with the score.
+
+Folders are searched recursively, into symlinked folders too, each real folder once (a link loop
+or a second link to the same folder is walked once, and counted on stderr). The image pipeline
+is training's: ``data.images`` reads each file (an image above ``MAX_PIXELS`` is skipped from
+its header, never decoded), then the run's processor, prompt, template and
+``--image_aspect_ratio``; batched through the same Trainer scoring as ``evaluate``. Every
+argument, ``--output`` included (a file name in a folder that exists and takes files), is checked
+before the model loads; when no image is readable, nothing is written. The threshold is the
+run's ``threshold.json`` (chosen on validation by ``--threshold_rule``) unless ``--threshold``.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llava_df.data.images import ImageLoadError, load_rgb, load_rgb_with_info
+from llava_df.errors import ArgumentParser, RunError, UsageError, cli_entry
+from llava_df.io import write_text
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DETECTOR_FILE = "llava_df_detector.json"  # written by merge: what predict needs besides the weights
+# An image whose side is under this fraction of the model's input, or whose long side is more than
+# MAX_ASPECT times its short one, is scored but flagged: upscaled from a few pixels, or squeezed /
+# padded until the face is a sliver, it is not what the detector learnt from.
+MIN_SIDE_FRACTION = 0.5
+MAX_ASPECT = 4.0
+
+
+@dataclass
+class ImageInput:
+    """An image that decoded once (so it is readable); its pixels are read again per batch, as training
+    reads its data, so a folder of large photos is never held in memory at once."""
+
+    path: str
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    converted: bool = False  # not stored as 8-bit RGB: converted like training converts it (images.to_rgb)
+
+
+@dataclass
+class Detector:
+    model: object
+    processor: object
+    collator: object
+    data_args: object
+    fake_id: int
+    real_id: int
+    threshold: float
+    threshold_source: str
+    info: dict = field(default_factory=dict)  # run name, projector, strategy, weights: shown by the demo
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+def _images_under(folder: Path, walked: set[str]) -> tuple[list[str], int, list[str]]:
+    """(image files under ``folder``, sorted; folders not walked again; folders that could not be listed).
+
+    Symlinked folders are followed (a glob's ``**`` follows them too, and a user who links a
+    folder in means it), each real folder once: ``walked`` holds the real paths seen so far, so a
+    link loop ends and a folder linked twice is scored once.
+    """
+    found, repeats, unlisted = [], 0, []
+
+    def unreadable(err: OSError) -> None:  # os.walk drops these silently unless told
+        unlisted.append(f"{err.filename} ({err.strerror})")
+
+    for top, dirs, files in os.walk(folder, followlinks=True, onerror=unreadable):
+        keep = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(top, name))
+            if real in walked:
+                repeats += 1
+            else:
+                walked.add(real)
+                keep.append(name)
+        dirs[:] = keep
+        found += [
+            os.path.join(top, f)
+            for f in files
+            if Path(f).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(top, f))
+        ]
+    return sorted(found), repeats, unlisted
+
+
+def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
+    """Files, folders (searched recursively) and globs -> (image paths, in order, each once; notes for
+    stderr: folders walked once though reached twice, folders that could not be listed)."""
+    if not items:
+        raise UsageError(
+            "no images given: pass image files, folders or globs, e.g. face.jpg faces/ 'dir/*.png'."
+        )
+    out: list[str] = []
+    notes: list[str] = []
+    walked: set[str] = set()
+    for item in items:
+        path = Path(item)
+        if any(c in item for c in "*?["):
+            found = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not found:
+                raise UsageError(
+                    f"{item!r} matches no file. Check the pattern (quote it so the shell does not expand it)."
+                )
+        elif path.is_dir():
+            real = os.path.realpath(path)
+            if real in walked:
+                notes.append(f"{item}: already searched (the same folder, or one inside it, given before)")
+                continue
+            walked.add(real)
+            found, repeats, unlisted = _images_under(path, walked)
+            if repeats:
+                notes.append(
+                    f"{item}: {repeats} folder{'s' if repeats > 1 else ''} already searched (a symlink loop, a folder "
+                    "linked twice, or given before) not searched again"
+                )
+            notes += [f"{item}: folder {u} could not be listed; its images are not scored" for u in unlisted]
+            if not found and unlisted:
+                raise UsageError(f"folder {unlisted[0]} could not be listed. Pass a folder you can read.")
+            if not found:
+                raise UsageError(
+                    f"folder {item} has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, in subfolders too). "
+                    "Pass a folder of images or the files themselves."
+                )
+        elif path.is_file():
+            found = [item]
+        else:
+            raise UsageError(f"{item}: no such file or folder. Pass image files, folders or globs.")
+        out.extend(found)
+    return list(dict.fromkeys(out)), notes
+
+
+def read_images(paths: list[str]) -> tuple[list[ImageInput], list[tuple[str, str]]]:
+    """(readable images, skipped (path, reason)): each file decoded once, as training decodes it
+    (images.load_rgb_with_info: MAX_PIXELS checked from the header first), then let go."""
+    good, skipped = [], []
+    for path in paths:
+        try:
+            # a full decode: truncated or corrupt files are caught here, not mid-batch
+            _, info = load_rgb_with_info(path)
+        except ImageLoadError as err:
+            skipped.append((path, err.reason))
+            continue
+        good.append(ImageInput(path, info.width, info.height, info.mode, converted=info.mode != "RGB"))
+    return good, skipped
+
+
+def model_input_size(processor) -> tuple[int, int] | None:
+    """(width, height) of the image the model sees: the image processor's crop size, else its resize size."""
+    ip = getattr(processor, "image_processor", processor)
+    for attr in ("crop_size", "size"):
+        size = getattr(ip, attr, None)
+        if size is None:
+            continue
+        height, width = size.get("height"), size.get("width")  # a dict or transformers' SizeDict
+        if height and width:
+            return int(width), int(height)
+        if size.get("shortest_edge"):
+            return int(size["shortest_edge"]), int(size["shortest_edge"])
+    return None
+
+
+def size_warning(width: int, height: int, input_size: tuple[int, int] | None) -> str | None:
+    """Why an image of width x height is a poor input for a model that sees ``input_size``, or None."""
+    problems = []
+    if input_size is not None:
+        in_w, in_h = input_size
+        if width < MIN_SIDE_FRACTION * in_w or height < MIN_SIDE_FRACTION * in_h:
+            problems.append(
+                f"{width}x{height} is under half the model's {in_w}x{in_h} input on a side: upscaled, the score says "
+                "little; use a larger face crop"
+            )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        problems.append(
+            f"{width}x{height} has an aspect ratio beyond {MAX_ASPECT:.0f}:1: the model sees a squeezed or mostly "
+            "padded strip; crop to the face"
+        )
+    return "; ".join(problems) or None
+
+
+# ---- the detector ---------------------------------------------------------------------------
+def _run_settings(run_dir: Path) -> dict:
+    config_file = run_dir / "run_config.json"
+    if not config_file.is_file():
+        raise RunError(f"{run_dir} has no run_config.json: pass the --output_dir of a llava_df.train.workflow run.")
+    try:
+        return json.loads(config_file.read_text())
+    except ValueError as err:
+        raise RunError(f"{config_file} is unreadable ({err}); re-run training or restore it.") from None
+
+
+def load_detector(
+    run_dir: str | None = None,
+    *,
+    model_dir: str | None = None,
+    weights: str = "best",
+    threshold: float | None = None,
+    allow_base_mismatch: bool = False,
+) -> Detector:
+    """The model, its processor and collator, the run's data settings and threshold."""
+    from llava_df.data.pipeline import load_data_settings
+    from llava_df.eval.threshold import check_threshold, read_threshold
+    from llava_df.spec.args import DataArguments
+
+    if (run_dir is None) == (model_dir is None):
+        raise UsageError(
+            "pass exactly one of --run_dir (a training run) and --model_dir (a merged checkpoint)."
+        )
+    if threshold is not None:
+        check_threshold(threshold)
+    folder = Path(run_dir or model_dir)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder. Pass a run's --output_dir or a merged checkpoint.")
+    merged_from: dict = {}
+    if run_dir is not None:
+        settings = _run_settings(folder)
+        ckpt = folder / weights
+        if not (ckpt / "llava_df_checkpoint.json").is_file():
+            other = "final" if weights == "best" else "best"
+            hint = (
+                f" Try --weights {other}." if (folder / other / "llava_df_checkpoint.json").is_file() else ""
+            )
+            raise RunError(
+                f"{folder} has no trained weights in {weights}/ (llava_df_checkpoint.json).{hint} A run writes them "
+                "when training ends; an interrupted run can be resumed with --resume_from_checkpoint last."
+            )
+        data, model_max_length = settings["data"], settings["training"]["model_max_length"]
+        info = {
+            "run": folder.name,
+            "projector": settings["model"]["mm_projector_type"],
+            "strategy": settings.get("strategy"),
+            "weights": weights,
+        }
+    else:
+        spec_file = folder / DETECTOR_FILE
+        if not spec_file.is_file():
+            raise RunError(
+                f"{folder} has no {DETECTOR_FILE}: not a `python -m llava_df.apps.merge` output of a detector run. Pass "
+                "--run_dir with the training run instead."
+            )
+        spec = json.loads(spec_file.read_text())
+        data, model_max_length, info = spec["data"], spec["model_max_length"], spec["info"]
+        merged_from = spec.get("weights") or {}  # the checkpoint's weights identity, when merge recorded it
+    data_args = DataArguments(**data)
+    if data_args.task == "caption":
+        raise RunError(
+            f"{folder} is a caption run (stage 1): it aligns a projector and does not score faces."
+        )
+    if threshold is None:
+        if run_dir is not None:
+            from llava_df.model.checkpoint import weights_identity
+
+            saved = read_threshold(folder, weights, weights_identity(folder / weights))
+        else:  # a merge output: the weights it was merged from
+            saved = read_threshold(folder, identity=merged_from)
+        value, source = float(saved["value"]), f"{saved['rule']} on val ({folder / 'threshold.json'})"
+    else:
+        value, source = float(threshold), "--threshold"
+    if run_dir is not None:
+        from llava_df.model.checkpoint import load_trained
+
+        model, processor = load_trained(
+            folder / weights, is_trainable=True, allow_base_mismatch=allow_base_mismatch
+        )
+    else:
+        from llava_df.model.build import load_merged
+
+        model, processor = load_merged(folder)
+    model.eval()
+    collator, fake_id, real_id = load_data_settings(data_args, processor, model_max_length)
+    return Detector(model, collator.processor, collator, data_args, fake_id, real_id, value, source, info)
+
+
+# ---- scoring --------------------------------------------------------------------------------
+def score_images(detector: Detector, images: list[ImageInput], batch_size: int = 8) -> np.ndarray:
+    """P(Fake) per image, through the Trainer scoring that evaluate uses."""
+    from llava_df.data.dataset import FaceDataset, Record
+    from llava_df.eval.scoring import score_dataset, scoring_trainer
+
+    # is_fake is a placeholder: the score is read at the answer position, before the answer token.
+    records = [Record(id=im.path, is_fake=0, manipulation="unknown", path=im.path) for im in images]
+    d = detector
+    with scoring_trainer(d.model, d.collator, d.fake_id, d.real_id, batch_size) as trainer:
+        preds, _ = score_dataset(trainer, FaceDataset(records, name="predict"))
+    return preds[:, 0]
+
+
+def parse_answer(text: str, answer_real: str = "Real", answer_fake: str = "Fake") -> str | None:
+    """'Real' / 'Fake' when the answer names exactly one of them (first word first), else None."""
+    words = ["".join(c for c in w if c.isalnum()).lower() for w in text.split()]
+    real, fake = answer_real.lower(), answer_fake.lower()
+    if words and words[0] in (real, fake):
+        return answer_real if words[0] == real else answer_fake
+    named = {w for w in words if w in (real, fake)}
+    if len(named) == 1:
+        return answer_real if named.pop() == real else answer_fake
+    return None
+
+
+@torch.no_grad()
+def generate_answers(
+    detector: Detector,
+    images: list[ImageInput],
+    prompt: str | None = None,
+    max_new_tokens: int = 48,
+    batch_size: int = 8,
+) -> list[str]:
+    """The model's free-text answer per image, from generate() with the run's conversation template."""
+    from llava_df.data.conversation import get_template
+
+    d = detector
+    template = get_template(d.data_args.conv_template)
+    prefix, _ = template.build(prompt or d.data_args.prompt, "", "")
+    tokenizer = d.processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues every row at its end
+    model = d.model
+    device = next(p for p in model.parameters()).device
+    answers: list[str] = []
+    try:
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            batch = d.processor(
+                images=[load_rgb(im.path) for im in chunk],
+                text=[prefix] * len(chunk),
+                padding="longest",
+                return_tensors="pt",
+            ).to(device)
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new = out[:, batch["input_ids"].shape[1] :]
+            answers += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+    return answers
+
+
+def predict(
+    detector: Detector,
+    images: list[ImageInput],
+    *,
+    batch_size: int = 8,
+    generate: bool = False,
+    prompt: str | None = None,
+    max_new_tokens: int = 48,
+) -> tuple[list[dict], dict]:
+    """(one row per image, a summary with the generation statistics)."""
+    d = detector
+    p_fake = score_images(d, images, batch_size)
+    if not np.isfinite(p_fake).all():
+        bad = [im.path for im, p in zip(images, p_fake, strict=True) if not math.isfinite(p)]
+        raise RunError(
+            f"{len(bad)} images got a non-finite P(Fake) (e.g. {bad[0]}): the model's answer logits overflowed. Use "
+            "another checkpoint of the run (--weights), or retrain with a lower learning rate."
+        )
+    input_size = model_input_size(d.processor)
+    rows = []
+    for im, p in zip(images, p_fake, strict=True):
+        rows.append(
+            {
+                "path": im.path,
+                "p_fake": float(p),
+                "label": d.data_args.answer_fake if p >= d.threshold else d.data_args.answer_real,
+                "threshold": d.threshold,
+                "threshold_source": d.threshold_source,
+                "width": im.width,
+                "height": im.height,
+                "mode": im.mode,
+                "converted": im.converted,
+                "warning": size_warning(im.width, im.height, input_size),
+                "skipped": None,
+            }
+        )
+    summary: dict = {"n": len(rows), "fake": sum(r["label"] == d.data_args.answer_fake for r in rows)}
+    if generate:
+        texts = generate_answers(d, images, prompt, max_new_tokens, batch_size)
+        for row, text in zip(rows, texts, strict=True):
+            parsed = parse_answer(text, d.data_args.answer_real, d.data_args.answer_fake)
+            row.update(answer=text, answer_parsed=parsed or "unparseable")
+            row["answer_agrees"] = None if parsed is None else parsed == row["label"]
+        parsed_rows = [r for r in rows if r["answer_parsed"] != "unparseable"]
+        summary["unparseable_rate"] = 1 - len(parsed_rows) / len(rows)
+        summary["disagreement_rate"] = (
+            sum(not r["answer_agrees"] for r in parsed_rows) / len(parsed_rows) if parsed_rows else math.nan
+        )
+    return rows, summary
+
+
+# ---- output ---------------------------------------------------------------------------------
+def check_output(path: Path) -> None:
+    """UsageError now, before any image is read or the model loads, unless ``path`` can be written:
+    a .csv or .jsonl name, not a folder, in an existing folder that takes new files."""
+    if path.is_dir():
+        raise UsageError(
+            f"--output {path} is a folder: expected a .csv or .jsonl file name, e.g. {path / 'predictions.csv'}."
+        )
+    if path.suffix not in (".csv", ".jsonl"):
+        raise UsageError(f"--output {path}: expected a .csv or .jsonl file name.")
+    parent = path.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())  # "/" or "." always exists
+    if not existing.is_dir():
+        raise UsageError(f"--output {path}: {existing} is a file, not a folder. Pass a path inside a folder.")
+    if existing != parent:
+        raise UsageError(f"--output {path}: folder {parent} does not exist; create it first.")
+    try:  # the write itself renames a new file into this folder; an anonymous one tests that and leaves nothing
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"--output {path}: cannot create files in {parent} ({err.strerror}). Pass a path in a folder you can "
+            "write to."
+        ) from None
+
+
+def skipped_row(path: str, reason: str, columns: list[str]) -> dict:
+    """The output row of a file that was not scored: the scored rows' columns, empty but path and reason."""
+    return {**dict.fromkeys(columns), "path": path, "skipped": reason}
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    """CSV or JSONL by suffix, written to a temporary name and renamed: never a half-written file."""
+    if path.suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    write_text(path, text)
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'P(fake)':>8}  {'label':<6} {'size':>9}  path"]
+    for r in rows:
+        if r["skipped"]:
+            lines.append(f"{'-':>8}  {'-':<6} {'-':>9}  {r['path']}  [skipped: {r['skipped']}]")
+            continue
+        size = f"{r['width']}x{r['height']}"
+        extra = f"  [{r['mode']} -> RGB]" if r["converted"] else ""
+        extra += f"  [warning: {r['warning']}]" if r["warning"] else ""
+        lines.append(f"{r['p_fake']:8.4f}  {r['label']:<6} {size:>9}  {r['path']}{extra}")
+        if "answer" in r:
+            lines.append(f"{'':8}  answer ({r['answer_parsed']}): {r['answer']!r}")
+    return "\n".join(lines)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m llava_df.apps.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("images", nargs="*", help="Image files, folders (recursive) and globs.")
+    parser.add_argument("--run_dir", help="A training run's --output_dir.")
+    parser.add_argument("--model_dir", help="A `python -m llava_df.apps.merge` output, instead of --run_dir.")
+    parser.add_argument(
+        "--weights", default="best", choices=("best", "final"), help="Which weights of the run."
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="Cut on P(Fake) (default: the run's threshold.json)."
+    )
+    parser.add_argument("--output", default=None, help="Also write the rows to this .csv or .jsonl file.")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--generate", action="store_true", help="Also generate the model's free-text answer.")
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        help="The question for --generate (default: the run's prompt); must hold <image>.",
+    )
+    parser.add_argument("--max_new_tokens", type=int, default=48, help="Length limit of a generated answer.")
+    parser.add_argument(
+        "--allow_base_mismatch",
+        action="store_true",
+        help="Load the run's weights even onto another base revision.",
+    )
+    return parser
+
+
+@cli_entry
+def main(argv: list[str]) -> list[dict]:
+    from llava_df.eval.threshold import check_threshold
+
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max_new_tokens {args.max_new_tokens}: expected an integer >= 1.")
+    if args.threshold is not None:
+        check_threshold(args.threshold)
+    if args.prompt is not None and args.prompt.count("<image>") != 1:
+        raise UsageError(f"--prompt {args.prompt!r}: expected exactly one <image> (where the image goes).")
+    output = Path(args.output) if args.output else None
+    if output is not None:
+        check_output(output)
+    paths, notes = expand_inputs(args.images)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    images, skipped = read_images(paths)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not images:
+        raise UsageError(
+            f"none of the {len(skipped)} images could be read (named above). Pass intact images (any format PIL reads)."
+        )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    detector = load_detector(
+        args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold
+    )
+    scored, summary = predict(
+        detector, images, batch_size=args.batch_size, generate=args.generate, prompt=args.prompt,
+        max_new_tokens=args.max_new_tokens,
+    )  # fmt: skip
+    # One row per input file, in input order: the skipped ones too, with their reason.
+    rows = {r["path"]: r for r in scored}
+    rows.update((path, skipped_row(path, reason, list(scored[0]))) for path, reason in skipped)
+    rows = [rows[p] for p in paths]
+    print(format_table(rows), flush=True)
+    for row in scored:
+        if row["warning"]:
+            print(f"warning {row['path']}: {row['warning']}", file=sys.stderr)
+    line = f"{summary['n']} images, {summary['fake']} labelled {detector.data_args.answer_fake} at threshold "
+    line += f"{detector.threshold:.4f} ({detector.threshold_source})"
+    if skipped:
+        line += f"; {len(skipped)} unreadable, skipped"
+    if warned := sum(bool(r["warning"]) for r in scored):
+        line += f"; {warned} with a size warning"
+    if args.generate:
+        rate = summary["disagreement_rate"]
+        line += f"; generated answers: {summary['unparseable_rate']:.0%} unparseable, " + (
+            f"{rate:.0%} of the parsed ones disagree with the score" if math.isfinite(rate) else "none parsed"
+        )
+    print(line, file=sys.stderr)
+    if output is not None:
+        try:
+            write_rows(rows, output)
+        except OSError as err:  # checked before scoring; the folder changed since (removed, disk full)
+            raise RunError(
+                f"could not write --output {output} ({err.strerror}); every row is printed above. Free the space "
+                "or pass another --output."
+            ) from None
+        print(f"wrote {output}", file=sys.stderr)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

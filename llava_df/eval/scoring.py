@@ -1,0 +1,112 @@
+"""Scoring P(Fake) with a Trainer, as training's evaluation does: evaluate, predict, the demo, the probes.
+
+How to call::
+
+    with scoring_trainer(model, collator, fake_id, real_id, batch_size=8) as trainer:
+        preds, _ = score_dataset(trainer, dataset)                  # [N, 2] = (P(Fake), is_fake)
+    metrics, scores = predict_split(trainer, test_ds, "test", threshold=0.42)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score
+from transformers import Trainer
+from transformers import TrainingArguments as HFTrainingArguments
+
+from llava_df.eval.metrics import AnswerScores, binary_metrics, column
+
+
+class AnswerTrainer(Trainer):
+    """transformers' Trainer for models that answer Real/Fake: the collator's bookkeeping columns
+    (``extra_input_keys``) never reach the model, and evaluation hands on only the logits.
+
+    Scoring uses it as it is; training's DeepfakeTrainer (llava_df.train.trainer) adds checkpoints,
+    the projector's learning rate, the KAN loss and the NaN guard on top.
+    """
+
+    def __init__(self, *args, extra_input_keys: tuple[str, ...] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra_input_keys = extra_input_keys  # collator outputs the model must not receive
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = {k: v for k, v in inputs.items() if k not in self.extra_input_keys}
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+        if return_outputs and not model.training:
+            # Evaluation: hand prediction_step only the logits the metrics read. The Trainer pads and
+            # gathers every other output field as if it were logits, and releases add fields it cannot
+            # pad (transformers 5.24: LLaVA's `image_outputs`, with None inside; 5.23 had none).
+            loss, outputs = result
+            return loss, {"logits": outputs["logits"]}
+        return result
+
+
+def predict_split(
+    trainer, dataset, prefix: str, *, threshold: float = 0.5, drop_nonfinite: bool = False
+) -> tuple[dict, dict]:
+    """(metrics named ``<prefix>_*``, scores {"id", "p_fake", "is_fake", "manipulation"}) of ``dataset``.
+
+    The scores are what the comparison's paired tests resample; the metrics use ``threshold``
+    for accuracy (e.g. the validation split's EER threshold) and also report accuracy at 0.5.
+    """
+    preds, output_metrics = score_dataset(trainer, dataset, prefix)
+    ids, families = column(dataset, "id"), column(dataset, "manipulation")
+    kwargs = {"ids": ids, "drop_nonfinite": drop_nonfinite}
+    metrics = binary_metrics(preds[:, 0], preds[:, 1], families, threshold=threshold, **kwargs)
+    finite = np.isfinite(preds[:, 0])  # binary_metrics has refused or dropped the others
+    at_half = (preds[finite, 0] >= 0.5).astype(int)
+    metrics["accuracy_at_0.5"] = (
+        float(accuracy_score(preds[finite, 1].astype(int), at_half)) if finite.any() else math.nan
+    )
+    scores = {
+        "id": [str(i) for i in ids],
+        "p_fake": [float(v) for v in preds[:, 0]],
+        "is_fake": [int(v) for v in preds[:, 1]],
+        "manipulation": [str(f) for f in families],
+    }
+    loss = output_metrics.get(f"{prefix}_loss")
+    return {f"{prefix}_{k}": v for k, v in metrics.items()} | {f"{prefix}_loss": loss}, scores
+
+
+@contextlib.contextmanager
+def scoring_trainer(model, collator, fake_id: int, real_id: int, batch_size: int = 8):
+    """A Trainer that scores P(Fake) in batches, as training's evaluation does (evaluate, predict, demo).
+
+    The Trainer wants an output folder; scoring writes nothing there. A temporary one keeps a
+    read-only run folder usable and leaves no eval_tmp/ behind.
+    """
+
+    with tempfile.TemporaryDirectory(prefix="llava_df_eval_") as scratch:
+        args = HFTrainingArguments(
+            output_dir=scratch,
+            per_device_eval_batch_size=batch_size,
+            report_to="none",
+            remove_unused_columns=False,
+            dataloader_pin_memory=torch.cuda.is_available(),
+        )
+        yield AnswerTrainer(
+            model=model,
+            args=args,
+            data_collator=collator,
+            preprocess_logits_for_metrics=AnswerScores(fake_id, real_id),
+            extra_input_keys=getattr(collator, "extra_keys", ()),
+        )
+
+
+def score_dataset(trainer, dataset, prefix: str = "predict"):
+    """(predictions [N, 2] = (P(Fake), is_fake read from the answer label), the Trainer's metrics)."""
+    saved, trainer.compute_metrics = trainer.compute_metrics, None  # metrics are computed by the caller
+    try:
+        output = trainer.predict(dataset, metric_key_prefix=prefix)
+    finally:
+        trainer.compute_metrics = saved
+    return np.asarray(output.predictions, dtype=np.float64).reshape(-1, 2), output.metrics
+
+

@@ -1,0 +1,303 @@
+"""Save and load what trains: projector, LoRA adapter, unfrozen layers, and the config to rebuild the rest.
+
+Interface::
+
+    save_trainable(model, out_dir, run_config=None) -> Path
+        # callable at every checkpoint (best/, final/, checkpoint-N/); never changes the model
+    load_trained(run_dir, *, torch_dtype=None, device_map=None, bits=None, is_trainable=False)
+        -> (model, processor)     # fresh base (same --bits unless overridden) + the saved weights, eval mode
+    load_trainable_weights(model, ckpt_dir) -> model
+        # into a model already built + strategy-applied (resuming): projector, unfrozen layers, LoRA
+    find_checkpoint(run_dir) -> Path ; read_checkpoint(ckpt_dir) -> dict
+
+A checkpoint folder holds::
+
+    llava_df_checkpoint.json     model arguments (+ resolved strategy), projector name/dims, files, run_config
+    mm_projector.safetensors     projector state dict (+ mm_projector.json: name, in/out dims, class)
+    adapter_config.json          PEFT LoRA adapter (save_pretrained), lora / unfreeze_early only
+    adapter_model.safetensors
+    unfrozen_layers.safetensors  the first N decoder layers (unfreeze_early only), full parameter names
+
+The frozen base is not saved: it is rebuilt from ``model_args`` (the checkpoint name, or the
+``tiny`` preset, deterministic by seed), quantized the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from llava_df.errors import WeightsError
+from llava_df.model.anatomy import decoder_layers, layers_path, unwrap
+from llava_df.model.anatomy import projector as projector_of
+from llava_df.model.base_identity import check_base
+from llava_df.model.build import PROJECTOR_JSON_KEY, load_projector_weights, projector_dims
+from llava_df.model.compat import quiet_peft_checkpointing_probe
+from llava_df.model.quantization import make_fp32_island
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_JSON = "llava_df_checkpoint.json"
+PROJECTOR_FILE = "mm_projector.safetensors"
+PROJECTOR_JSON = "mm_projector.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_FILE = "adapter_model.safetensors"
+UNFROZEN_FILE = "unfrozen_layers.safetensors"
+
+
+def _versions() -> dict:
+    import peft
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def _cpu_state(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    # safetensors wants contiguous tensors that share no storage.
+    return {f"{prefix}{k}": v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def _has_lora(model: nn.Module) -> bool:
+    return any("lora_" in n for n, _ in model.named_parameters())
+
+
+def _model_args_record(model: nn.Module, run_config: dict | None) -> dict:
+    record = getattr(unwrap(model), "llava_df_model_args", None) or (run_config or {}).get("model_args")
+    if not record:
+        raise ValueError(
+            "The model carries no llava_df model arguments: build it with llava_df.model.build.build_model and "
+            "llava_df.model.strategies.apply_strategy, or pass run_config={'model_args': asdict(model_args)}."
+        )
+    return dict(record)
+
+
+def save_trainable(model: nn.Module, out_dir: str | os.PathLike, run_config: dict | None = None) -> Path:
+    """Write the trained parts of ``model`` (see the module docstring) to ``out_dir``; return it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = unwrap(model)
+    args = _model_args_record(model, run_config)
+    proj = projector_of(base)
+    name = getattr(base.config, PROJECTOR_JSON_KEY, getattr(proj, "projector_name", None))
+    files = [PROJECTOR_FILE, PROJECTOR_JSON]
+    save_file(_cpu_state(proj), out / PROJECTOR_FILE)
+    proj_info = {
+        "name": name,
+        "class": f"{type(proj).__module__}.{type(proj).__qualname__}",
+        "in_dim": projector_dims(base.config)[0],
+        "out_dim": projector_dims(base.config)[1],
+        "num_parameters": sum(p.numel() for p in proj.parameters()),
+    }
+    (out / PROJECTOR_JSON).write_text(json.dumps(proj_info, indent=2))
+    if _has_lora(model):
+        model.save_pretrained(out)  # PEFT: adapter_config.json + adapter_model.safetensors (LoRA only)
+        files += [ADAPTER_CONFIG, ADAPTER_FILE]
+    n_unfrozen = args.get("num_unfreeze_early_layers", 0) if args.get("strategy") == "unfreeze_early" else 0
+    if n_unfrozen:
+        prefix = layers_path(base)
+        state: dict[str, torch.Tensor] = {}
+        for i, layer in enumerate(decoder_layers(base)[:n_unfrozen]):
+            state.update(_cpu_state(layer, f"{prefix}.{i}."))
+        save_file(state, out / UNFROZEN_FILE)
+        files.append(UNFROZEN_FILE)
+    meta = {
+        "format": 1,
+        # What threshold.json names (llava_df.eval.threshold): these exact weights, so a threshold chosen for
+        # another run's or another step's weights is refused instead of labelling with it.
+        "weights": {"step": (run_config or {}).get("step"), "sha256": files_sha256(out, files)},
+        "model_args": args,
+        "base": getattr(base, "llava_df_base", None),  # name + revision: never loaded onto another base
+        "strategy": args.get("strategy"),
+        "projector": proj_info,
+        "files": files,
+        "versions": _versions(),
+        "run_config": run_config or {},
+    }
+    (out / CHECKPOINT_JSON).write_text(json.dumps(meta, indent=2, default=str))
+    return out
+
+
+def files_sha256(folder: Path, names: list[str]) -> str:
+    """One SHA-256 over the named files' names and bytes (the trained weights of a checkpoint)."""
+    h = hashlib.sha256()
+    for name in sorted(names):
+        h.update(name.encode() + b"\0")
+        with open(Path(folder) / name, "rb") as f:
+            while chunk := f.read(1 << 24):  # 16 MiB at a time: a 7B run's unfrozen layers are GBs
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_identity(ckpt_dir: str | os.PathLike) -> dict:
+    """{"step", "sha256"} of a checkpoint's trained weights ({} for checkpoints from before it was recorded)."""
+    return dict(read_checkpoint(ckpt_dir).get("weights") or {})
+
+
+LLAVA_PREFIX = "model.mm_projector."  # the key prefix of LLaVA's stage-1 mm_projector.bin
+
+
+def export_mm_projector(model: nn.Module, out_dir: str | os.PathLike, *, llava_bin: bool = False) -> list[Path]:
+    """Stage-1 output in LLaVA's layout: ``out_dir/mm_projector.safetensors`` (keys ``model.mm_projector.*``,
+    the projector name in its metadata) and, with ``llava_bin``, LLaVA's ``mm_projector.bin`` (torch pickle).
+
+    Either file is what ``--pretrain_mm_mlp_adapter`` reads, here and (mlp2x_gelu) in LLaVA itself.
+    """
+    out = Path(out_dir)
+    base = unwrap(model)
+    proj = projector_of(base)
+    state = _cpu_state(proj, LLAVA_PREFIX)
+    name = str(getattr(base.config, PROJECTOR_JSON_KEY, getattr(proj, "projector_name", "")))
+    in_dim, out_dim = projector_dims(base.config)
+    meta = {"mm_projector_type": name, "in_dim": str(in_dim), "out_dim": str(out_dim), "format": "llava_df stage 1"}
+    written = [out / PROJECTOR_FILE]
+    save_file(state, written[0], metadata=meta)
+    if llava_bin:
+        written.append(out / "mm_projector.bin")
+        torch.save(state, written[1])
+    return written
+
+
+def find_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """``run_dir`` itself if it holds a checkpoint, else its ``best/`` then ``final/``."""
+    run = Path(run_dir)
+    for candidate in (run, run / "best", run / "final"):
+        if (candidate / CHECKPOINT_JSON).is_file():
+            if candidate != run:
+                logger.info("using checkpoint %s", candidate)
+            return candidate
+    others = sorted(p.name for p in run.glob("*/") if (p / CHECKPOINT_JSON).is_file()) if run.is_dir() else []
+    hint = f" Checkpoints found inside: {others}; pass one of them." if others else ""
+    raise FileNotFoundError(
+        f"No llava_df checkpoint at {run} ({CHECKPOINT_JSON} in it, in best/ or in final/).{hint}"
+    )
+
+
+def read_checkpoint(ckpt_dir: str | os.PathLike) -> dict:
+    return json.loads((Path(ckpt_dir) / CHECKPOINT_JSON).read_text())
+
+
+def model_args_from_checkpoint(ckpt_dir: str | os.PathLike, **overrides):
+    """ModelArguments as saved (unknown keys from other versions are dropped with a warning)."""
+    from llava_df.spec.args import ModelArguments
+
+    saved = read_checkpoint(ckpt_dir)["model_args"]
+    known = {f.name for f in dataclasses.fields(ModelArguments)}
+    dropped = sorted(set(saved) - known)
+    if dropped:
+        logger.warning("ignoring unknown model arguments in %s: %s", ckpt_dir, dropped)
+    args = ModelArguments(**{k: v for k, v in saved.items() if k in known})
+    # The projector comes from the checkpoint; the original --pretrain_mm_mlp_adapter may be gone.
+    args.pretrain_mm_mlp_adapter = None
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def _load_unfrozen(base: nn.Module, path: Path) -> None:
+    state = _read_weights(path)
+    prefix = layers_path(base)
+    depth = len(prefix.split("."))
+    layers = decoder_layers(base)
+    for index in sorted({int(k.split(".")[depth]) for k in state}):
+        layer_state = {
+            k.split(".", depth + 1)[-1]: v for k, v in state.items() if k.startswith(f"{prefix}.{index}.")
+        }
+        layer = layers[index]
+        if next(iter(layer_state.values())).dtype == torch.float32:
+            make_fp32_island(layer)  # it trained as one; keep its numerics at inference too
+        missing, unexpected = layer.load_state_dict(layer_state, strict=False)
+        if unexpected or [m for m in missing if "lora_" not in m]:
+            raise ValueError(
+                f"{path}: layer {index} does not fit: missing {missing}, unexpected {unexpected}."
+            )
+
+
+def _read_weights(path: Path) -> dict:
+    """safetensors -> tensors, or WeightsError naming the file and the run's other checkpoints."""
+    try:
+        return load_file(path)
+    except Exception as exc:  # truncated, zero-filled, not safetensors
+        run = path.parent.parent
+        others = sorted(
+            p.name
+            for p in run.iterdir()
+            if p.is_dir() and p != path.parent and (p / CHECKPOINT_JSON).is_file()
+        )
+        raise WeightsError(
+            f"{path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Use another "
+            f"checkpoint of this run ({', '.join(others) or 'none found'}), e.g. --resume_from_checkpoint "
+            f"{run / others[-1] if others else '<checkpoint>'} or --weights final/best."
+        ) from None
+
+
+def load_trainable_weights(
+    model: nn.Module, ckpt_dir: str | os.PathLike, *, adapter: bool = True
+) -> nn.Module:
+    """Load projector, unfrozen layers and LoRA weights (unless ``adapter=False``) from ``ckpt_dir``.
+
+    For resuming: ``model`` must be built and strategy-applied with the checkpoint's arguments.
+    """
+    ckpt = Path(ckpt_dir)
+    base = unwrap(model)
+    load_projector_weights(projector_of(base), ckpt / PROJECTOR_FILE)
+    if (ckpt / UNFROZEN_FILE).is_file():
+        _load_unfrozen(base, ckpt / UNFROZEN_FILE)
+    if adapter and (ckpt / ADAPTER_FILE).is_file():
+        if not _has_lora(model):
+            raise ValueError(
+                f"{ckpt} holds a LoRA adapter but the model has none; apply the same strategy first."
+            )
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, _read_weights(ckpt / ADAPTER_FILE))
+        if result.unexpected_keys:
+            raise ValueError(f"{ckpt / ADAPTER_FILE}: keys the model lacks: {result.unexpected_keys[:5]}")
+    return model
+
+
+def load_trained(
+    run_dir: str | os.PathLike,
+    *,
+    torch_dtype: torch.dtype | None = None,
+    device_map=None,
+    bits: int | None = None,
+    is_trainable: bool = False,
+    allow_base_mismatch: bool = False,
+):
+    """(model, processor) rebuilt from a checkpoint: fresh base + saved projector/unfrozen layers/LoRA.
+
+    ``bits`` overrides the saved ``--bits`` (e.g. 16 to merge); ``is_trainable=True`` re-applies
+    the strategy so training can continue, otherwise the model is frozen and in eval mode.
+    """
+    from peft import PeftModel
+
+    from llava_df.model.build import build_model
+    from llava_df.model.strategies import apply_strategy
+
+    ckpt = find_checkpoint(run_dir)
+    overrides = {} if bits is None else {"bits": bits}
+    args = model_args_from_checkpoint(ckpt, **overrides)
+    model, processor = build_model(args, torch_dtype=torch_dtype, device_map=device_map)
+    check_base(read_checkpoint(ckpt).get("base"), model, str(ckpt), allow=allow_base_mismatch)
+    if is_trainable:
+        model = apply_strategy(model, args, verbose=False)
+        return load_trainable_weights(model, ckpt), processor
+    base = model
+    load_trainable_weights(base, ckpt, adapter=False)  # the adapter goes in through PEFT below
+    if (ckpt / ADAPTER_FILE).is_file():
+        with quiet_peft_checkpointing_probe():
+            model = PeftModel.from_pretrained(base, ckpt, is_trainable=False)
+    model.requires_grad_(False)
+    return model.eval(), processor
+
+
+# The name in the brief; both spellings load the same thing.
+load_trainable = load_trained

@@ -1,0 +1,107 @@
+"""One JSON per run (PEFT method_comparison's layout): written when the run ends, read back by name.
+
+A record holds the cell, the resolved config, every metric, parameters and multiply-adds, peak
+memory, time, the environment, the test and held-out scores per image (for paired tests), and
+``key``: a hash of the config and of llava_df's code. A rerun of the sweep skips a cell whose
+record has the same key; a changed flag or a changed line of llava_df reruns it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from llava_df.io import write_json
+from llava_df.provenance import package_versions
+from llava_df.sweep.cells import PACKAGE, Cell
+
+logger = logging.getLogger(__name__)
+# Settings that name where a run writes, not what it computes.
+NOT_IN_KEY = {"output_dir", "overwrite_output_dir", "logging_dir", "run_name", "resume_from_checkpoint"}
+
+
+# The sweep's own bookkeeping (tables, plots, this file) does not change what a run computes.
+NOT_IN_FINGERPRINT = ("sweep", "apps", "compare_projectors.py", "__main__.py")
+
+
+def code_fingerprint() -> str:
+    """Hash of the .py files of llava_df that compute a run, and of the packages that compute it."""
+    h = hashlib.blake2b(digest_size=10)
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] in NOT_IN_FINGERPRINT:
+            continue
+        h.update(str(path.relative_to(PACKAGE)).encode() + path.read_bytes())
+    versions = package_versions()
+    h.update(
+        json.dumps({k: versions.get(k) for k in ("torch", "transformers", "peft", "bitsandbytes")}).encode()
+    )
+    return h.hexdigest()
+
+
+def cell_key(run_config: dict, fingerprint: str) -> str:
+    sections = {
+        s: {k: v for k, v in run_config[s].items() if k not in NOT_IN_KEY}
+        for s in ("model", "data", "training")
+    }
+    payload = json.dumps({"config": sections, "code": fingerprint}, sort_keys=True, default=str)
+    return hashlib.blake2b(payload.encode(), digest_size=10).hexdigest()
+
+
+def record_path(results_dir: Path, cell: Cell) -> Path:
+    return results_dir / "runs" / f"{cell.name}.json"
+
+
+def build_record(cell: Cell, results: dict, scores: dict, key: str, init: str) -> dict:
+    checks = results["config"].get("checks", {})
+    return {
+        "cell": {
+            "projector": cell.projector,
+            "strategy": cell.strategy,
+            "seed": cell.seed,
+            "name": cell.name,
+        },
+        "key": key,
+        "projector_init": init,
+        "metrics": {
+            "test": results["test"],
+            "heldout": results.get("heldout"),
+            "val": results.get("val_at_test_weights"),
+            "best_val_entry": results.get("best"),
+            "threshold": results.get("threshold"),
+        },
+        "parameters": {
+            "trainable": results["trainable"]["trainable"],
+            "total": results["trainable"]["total_base"],
+            "projector": checks.get("projector_parameters"),
+            "projector_macs_per_token": checks.get("projector_macs_per_token"),
+        },
+        "peak_memory": results["peak_memory"],
+        "time": results.get("time"),
+        "steps": results["steps"],
+        "env": results["env"] | {"packages": package_versions()},
+        "data": {k: v for k, v in results.get("data", {}).items() if k != "skipped"}
+        | {"n_skipped": len(results.get("data", {}).get("skipped", []))},
+        "config": {s: results["config"][s] for s in ("model", "data", "training")},
+        "scores": {split: scores[split] for split in ("val", "test", "heldout") if split in scores},
+    }
+
+
+def write_record(path: Path, record: dict) -> None:
+    write_json(path, record)
+
+
+def read_records(results_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """(records, [(file, why it was skipped)]): a corrupt or half-written JSON is named, not fatal."""
+    records, bad = [], []
+    for path in sorted((results_dir / "runs").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            _ = record["cell"]["projector"], record["metrics"]["test"]["auc"], record["scores"]["test"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            bad.append((path, f"{type(err).__name__}: {err}"))
+            logger.warning("skipped %s: not a complete run record (%s)", path, err)
+            continue
+        records.append(record)
+    return records, bad
