@@ -122,15 +122,18 @@ def one_step(
     from llava_df.model.build import build_model
     from llava_df.model.strategies import apply_strategy
     from llava_df.spec.args import ModelArguments
+    from llava_df.spec.strategy import resolve_strategy
 
     args = ModelArguments(model_name_or_path=checkpoint, bits=bits, lora_r=lora_r, lora_alpha=2 * lora_r,
                           lora_dropout=0.05, **STRATEGY_FLAGS[strategy])  # fmt: skip
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    model, _ = build_model(args, torch_dtype=torch.bfloat16, device_map={"": 0} if device == "cuda" else None)
+    model = build_model(
+        args, resolve_strategy(args), torch_dtype=torch.bfloat16, device_map={"": 0} if device == "cuda" else None
+    ).model
     if bits == 16 and device == "cuda":
         model.to("cuda")
-    model = apply_strategy(model, args, gradient_checkpointing=checkpointing, verbose=False)
+    model = apply_strategy(model, args, resolve_strategy(args), gradient_checkpointing=checkpointing, verbose=False)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": bits == 8})
     import bitsandbytes as bnb

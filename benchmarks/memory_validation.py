@@ -69,21 +69,23 @@ def measure(argv: list[str]) -> dict:
     from torch.profiler import ProfilerActivity, profile
     from transformers import Trainer
 
-    from llava_df.data.pipeline import split_of
+    from llava_df.data.pipeline import prepare_data, split_of
     from llava_df.model.build import build_model
+    from llava_df.model.processor import run_processor
     from llava_df.model.quantization import enable_checkpointing
     from llava_df.model.strategies import apply_strategy
-    from llava_df.spec.parse import parse_args
-    from llava_df.train.workflow import prepare_data
+    from llava_df.spec import parse_spec
 
     torch.manual_seed(0)
-    parsed = parse_args(argv)
-    data = prepare_data(parsed)
+    parsed = parse_spec(argv)
+    processor, _ = run_processor(parsed.model, parsed.data)
+    data = prepare_data(parsed.data, processor, seed=parsed.training.seed, model_max_length=parsed.training.model_max_length)
     train = split_of(data.splits, "train")
     batch = data.collator([train[i] for i in range(BATCH)])
-    model, _ = build_model(parsed.model)
+    model = build_model(parsed.model, parsed.strategy).model
     model = apply_strategy(
-        model, parsed.model, gradient_checkpointing=parsed.training.activation_checkpointing, verbose=False
+        model, parsed.model, parsed.strategy, gradient_checkpointing=parsed.training.activation_checkpointing,
+        verbose=False,
     )
     if parsed.training.activation_checkpointing:  # as Trainer.train() does, with the run's kwargs
         enable_checkpointing(model, parsed.training.activation_checkpointing_kwargs)

@@ -14,8 +14,8 @@ from llava_df.model.checkpoint import CHECKPOINT_JSON, load_trained, save_traina
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    model, _ = train("lora", bits=16)
-    return save_trainable(model, tmp_path_factory.mktemp("ckpt") / "best")
+    model, _, rec = train("lora", bits=16)
+    return save_trainable(model, tmp_path_factory.mktemp("ckpt") / "best", rec)
 
 
 def test_a_checkpoint_records_its_base(saved):

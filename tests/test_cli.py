@@ -8,12 +8,12 @@ import os
 import pytest
 import yaml
 
-from llava_df.spec.parse import ConfigError, known_flags, parse_args, run_env
+from llava_df.spec.parse import ConfigError, known_flags, parse_spec
 
 
 def test_users_lora_lowvram_flags_parse():
     # The flag block of seeds/000 ("INT8 LoRA"), verbatim apart from the output folder.
-    p = parse_args(
+    p = parse_spec(
         [
             "--bits",
             "8",
@@ -69,18 +69,18 @@ def test_users_lora_lowvram_flags_parse():
 
 
 def test_checkpointing_default_depends_on_bits():
-    assert parse_args(["--gradient_checkpointing", "True"]).training.activation_checkpointing_kwargs == {
+    assert parse_spec(["--gradient_checkpointing", "True"]).training.activation_checkpointing_kwargs == {
         "use_reentrant": False
     }
-    p = parse_args(["--bits", "8", "--gradient_checkpointing", "True"])
+    p = parse_spec(["--bits", "8", "--gradient_checkpointing", "True"])
     assert p.training.activation_checkpointing_kwargs == {"use_reentrant": True}
-    p = parse_args(["--bits", "4", "--gradient_checkpointing", "True"])
+    p = parse_spec(["--bits", "4", "--gradient_checkpointing", "True"])
     assert p.training.activation_checkpointing_kwargs == {"use_reentrant": False}
-    assert parse_args(["--bits", "8"]).training.activation_checkpointing_kwargs is None  # checkpointing off
+    assert parse_spec(["--bits", "8"]).training.activation_checkpointing_kwargs is None  # checkpointing off
 
 
 def test_tune_deepfake_alias_sets_projector_only():
-    p = parse_args(["--tune_deepfake_mlp_adapter", "True", "--freeze_backbone", "True"])
+    p = parse_spec(["--tune_deepfake_mlp_adapter", "True", "--freeze_backbone", "True"])
     assert p.model.tune_mm_mlp_adapter is True
     assert any("tune_deepfake_mlp_adapter" in n for n in p.notes)
 
@@ -103,7 +103,7 @@ def test_yaml_flat_and_sections_with_cli_override(tmp_path):
             }
         )
     )
-    p = parse_args(["--config", str(cfg), "--lora_r", "4", "--gradient_checkpointing", "True"])
+    p = parse_spec(["--config", str(cfg), "--lora_r", "4", "--gradient_checkpointing", "True"])
     m, t = p.model, p.training
     assert (m.lora_enable, m.lora_r, m.lora_alpha, m.lora_dropout) == (True, 4, 16, 0.1)  # CLI wins for r
     assert m.lora_target_modules == "q_proj,v_proj"
@@ -115,8 +115,8 @@ def test_yaml_flat_and_sections_with_cli_override(tmp_path):
 
 
 def test_resolved_config_round_trips_through_json():
-    p = parse_args(["--lora_enable", "True", "--bits", "8", "--output_dir", "o"])
-    d = json.loads(json.dumps(p.to_dict()))
+    p = parse_spec(["--lora_enable", "True", "--bits", "8", "--output_dir", "o"])
+    d = json.loads(json.dumps(p.to_json()))
     assert d["model"]["bits"] == 8 and d["training"]["output_dir"] == "o"
     assert d["explicit"] == {"lora_enable": True, "bits": 8, "output_dir": "o"}
 
@@ -130,7 +130,7 @@ def test_resolved_config_round_trips_through_json():
     ],
 )
 def test_renamed_transformers4_flags_are_mapped_with_a_note(argv, field, value, note):
-    p = parse_args(argv)
+    p = parse_spec(argv)
     got = getattr(p.training, field)
     assert getattr(got, "value", got) == value
     assert any(note in n for n in p.notes)
@@ -138,32 +138,32 @@ def test_renamed_transformers4_flags_are_mapped_with_a_note(argv, field, value, 
 
 def test_logging_dir_goes_to_tensorboard_env_for_the_run_only(monkeypatch, tmp_path):
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
-    p = parse_args(["--logging_dir", str(tmp_path / "tb")])
+    p = parse_spec(["--logging_dir", str(tmp_path / "tb")])
     assert p.env == {"TENSORBOARD_LOGGING_DIR": str(tmp_path / "tb")}
-    with run_env(p, default_tensorboard_dir=str(tmp_path / "runs")):
+    with p.environment(default_tensorboard_dir=str(tmp_path / "runs")):
         assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "tb")
     assert "TENSORBOARD_LOGGING_DIR" not in os.environ
-    with run_env(parse_args([]), default_tensorboard_dir=str(tmp_path / "runs")):
+    with parse_spec([]).environment(default_tensorboard_dir=str(tmp_path / "runs")):
         assert os.environ["TENSORBOARD_LOGGING_DIR"] == str(tmp_path / "runs")
 
 
 def test_unknown_flag_names_close_matches():
     with pytest.raises(ConfigError, match=r"unknown flag --lora_rank.*--lora_r"):
-        parse_args(["--lora_rank", "8"])
+        parse_spec(["--lora_rank", "8"])
     with pytest.raises(ConfigError, match=r"--num_unfreeze_early_layers"):
-        parse_args(["--num_unfreeze_early_layer", "2"])
+        parse_spec(["--num_unfreeze_early_layer", "2"])
 
 
 def test_unknown_yaml_key_names_close_matches(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("learning_rat: 1.0e-4\n")
     with pytest.raises(ConfigError, match=r"c.yaml: unknown flag --learning_rat.*--learning_rate"):
-        parse_args(["--config", str(cfg)])
+        parse_spec(["--config", str(cfg)])
 
 
 def test_bad_value_type_is_reported():
     with pytest.raises(ConfigError, match="--lora_r.*invalid int value: 'big'"):
-        parse_args(["--lora_r", "big"])
+        parse_spec(["--lora_r", "big"])
 
 
 @pytest.mark.parametrize(
@@ -187,36 +187,36 @@ def test_bad_value_type_is_reported():
 )
 def test_bad_input_gives_a_clear_error(argv, message):
     with pytest.raises(ConfigError, match=message):
-        parse_args(argv)
+        parse_spec(argv)
 
 
 def test_lora_config_with_conflicting_cli_flags(tmp_path):
     # A LoRA-only preset, then --lora_enable False --num_unfreeze_early_layers 2 on top.
     cfg = tmp_path / "lora.yaml"
     cfg.write_text("strategy: lora\nlora_enable: true\n")
-    assert parse_args(["--config", str(cfg)]).model.lora_enable is True
+    assert parse_spec(["--config", str(cfg)]).model.lora_enable is True
     with pytest.raises(ConfigError, match="--lora_enable is False"):
-        parse_args(["--config", str(cfg), "--lora_enable", "False", "--num_unfreeze_early_layers", "2"])
+        parse_spec(["--config", str(cfg), "--lora_enable", "False", "--num_unfreeze_early_layers", "2"])
     with pytest.raises(ConfigError, match="--strategy lora contradicts --num_unfreeze_early_layers 2"):
-        parse_args(["--config", str(cfg), "--num_unfreeze_early_layers", "2"])
+        parse_spec(["--config", str(cfg), "--num_unfreeze_early_layers", "2"])
 
 
 def test_strategy_alone_switches_its_flag_on():
-    assert parse_args(["--strategy", "lora"]).model.lora_enable is True
-    p = parse_args(["--strategy", "unfreeze_early", "--num_unfreeze_early_layers", "2"])
+    assert parse_spec(["--strategy", "lora"]).model.lora_enable is True
+    p = parse_spec(["--strategy", "unfreeze_early", "--num_unfreeze_early_layers", "2"])
     assert (p.model.lora_enable, p.model.num_unfreeze_early_layers) == (True, 2)
-    assert parse_args(["--num_unfreeze_early_layers", "2"]).model.lora_enable is True  # scheme B needs LoRA
-    assert parse_args(["--strategy", "projector_only"]).model.tune_mm_mlp_adapter is True
+    assert parse_spec(["--num_unfreeze_early_layers", "2"]).model.lora_enable is True  # scheme B needs LoRA
+    assert parse_spec(["--strategy", "projector_only"]).model.tune_mm_mlp_adapter is True
 
 
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="--config nope.yaml: no such file"):
-        parse_args(["--config", "nope.yaml"])
+        parse_spec(["--config", "nope.yaml"])
 
 
 def test_help_lists_users_flags(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        parse_args(["--help"])
+        parse_spec(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for flag in (
@@ -265,7 +265,7 @@ training:
   weight_decay: 0.01
 """
     )
-    p = parse_args(["--config", str(cfg), "--lora_enable", "True"])
+    p = parse_spec(["--config", str(cfg), "--lora_enable", "True"])
     m, t = p.model, p.training
     assert (m.lora_r, m.lora_alpha, m.lora_dropout, m.lora_target_modules) == (
         8,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llava_df.spec.parse import ConfigError, parse_args
+from llava_df.spec.parse import ConfigError, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -48,7 +48,7 @@ def test_config_parses_and_opens_with_its_command(path, bf16_capable, tmp_path):
         from llava_df.data.captions import write_captions
 
         extra = ["--data_path", str(write_captions(tmp_path, n=3))]
-    parsed = parse_args(["--config", str(path), *extra])
+    parsed = parse_spec(["--config", str(path), *extra])
     # Every key reached a field: spot-check that values are not silently left at defaults.
     for key in ("bits", "learning_rate", "per_device_train_batch_size", "model_max_length"):
         if key in raw:
@@ -67,14 +67,14 @@ def test_config_parses_and_opens_with_its_command(path, bf16_capable, tmp_path):
 )
 def test_7b_presets_leave_room_for_the_image_tokens(path, bf16_capable):
     # LLaVA-1.5 puts 576 image tokens in every sample; the collator refuses to truncate them.
-    assert parse_args(["--config", str(path)]).training.model_max_length >= 576 + 32
+    assert parse_spec(["--config", str(path)]).training.model_max_length >= 576 + 32
 
 
 def test_unknown_key_in_a_config_fails(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "configs" / "tiny_lora_lowvram.yaml").read_text() + "lora_rank: 8\n")
     with pytest.raises(ConfigError, match="unknown flag --lora_rank.*--lora_r"):
-        parse_args(["--config", str(bad)])
+        parse_spec(["--config", str(bad)])
 
 
 def _dry_run(script: Path, env: dict[str, str], *args: str) -> list[str]:
@@ -94,7 +94,7 @@ def test_script_defaults_to_tiny_and_switches_to_a_real_checkpoint(script, bf16_
     tiny = _dry_run(script, {"OUTPUT_DIR": "o"}, "--lora_dropout", "0.1")
     assert tiny[1:3] == ["-m", "llava_df.train"]
     assert re.fullmatch(r"configs/tiny_.*\.yaml", tiny[tiny.index("--config") + 1])
-    tiny_args = parse_args(tiny[3:])
+    tiny_args = parse_spec(tiny[3:])
     assert tiny_args.model.model_name_or_path == "tiny" and tiny_args.model.lora_dropout == 0.1  # "$@" wins
 
     real = _dry_run(
@@ -105,11 +105,11 @@ def test_script_defaults_to_tiny_and_switches_to_a_real_checkpoint(script, bf16_
             "OUTPUT_DIR": "o",
         },
     )
-    real_args = parse_args(real[3:])
+    real_args = parse_spec(real[3:])
     assert real[real.index("--config") + 1].startswith("configs/llava15_7b_")
     assert real_args.model.model_name_or_path == "llava-hf/llava-1.5-7b-hf"
     assert real_args.data.data_dir == str(tmp_path / "faces") and real_args.training.output_dir == "o"
-    assert real_args.model.bits == parse_args(tiny[3:]).model.bits == 8  # the same recipe at both sizes
+    assert real_args.model.bits == parse_spec(tiny[3:]).model.bits == 8  # the same recipe at both sizes
 
 
 @pytest.mark.slow

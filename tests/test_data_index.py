@@ -128,14 +128,14 @@ def test_llava_image_folder_roots_a_json_list(tmp_path):
 
 @pytest.mark.slow
 def test_results_json_names_every_skipped_file_with_its_reason(tmp_path):
-    from llava_df.spec.parse import parse_args
+    from llava_df.spec import parse_spec
     from llava_df.train.workflow import train
 
     root = _folder(tmp_path / "d", n=8)
     (root / "fake" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (root / "real" / "copy.png").write_bytes((root / "real" / "r1.png").read_bytes())
     argv = f"--data_dir {root} --tune_mm_mlp_adapter True --max_steps 1 --eval_strategy no --save_strategy no --report_to none"
-    results = train(parse_args([*argv.split(), "--output_dir", str(tmp_path / "o")]))
+    results = train(parse_spec([*argv.split(), "--output_dir", str(tmp_path / "o")]))
     skipped = {
         os.path.basename(s["entry"].split(" (")[0].strip("'")): s["reason"]
         for s in results["data"]["skipped"]

@@ -76,7 +76,7 @@ def files_under(folder: Path) -> list[Path]:
 def _stub_detector():
     """Enough of a Detector for build_app: the page is built, nothing is ever scored."""
     return types.SimpleNamespace(
-        info={"run": "stub"}, data_args=types.SimpleNamespace(prompt="<image>\nReal?")
+        info={"run": "stub"}, data=types.SimpleNamespace(prompt="<image>\nReal?")
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from llava_df.spec.parse import ConfigError, parse_args
+from llava_df.spec.parse import ConfigError, parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = [
@@ -191,9 +191,9 @@ def test_deepspeed_configs_parse_through_accelerates_plugin(name, stage):
 @pytest.mark.parametrize("bits", [8, 4])
 def test_zero3_with_quantized_weights_is_refused_before_loading(bits):
     with pytest.raises(ConfigError, match=r"ZeRO-3 shards every weight.*--deepspeed zero2"):
-        parse_args(["--deepspeed", "zero3", "--bits", str(bits)])
+        parse_spec(["--deepspeed", "zero3", "--bits", str(bits)])
     with pytest.raises(ConfigError, match="FSDP shards weights"):
-        parse_args(["--fsdp", "full_shard", "--bits", str(bits)])
+        parse_spec(["--fsdp", "full_shard", "--bits", str(bits)])
 
 
 def test_accelerate_configs_are_data_parallel_and_name_their_command():
@@ -210,7 +210,7 @@ def test_accelerate_configs_are_data_parallel_and_name_their_command():
 
 
 def test_ddp_does_not_search_for_unused_parameters_by_default():
-    assert parse_args([]).training.ddp_find_unused_parameters is False
+    assert parse_spec([]).training.ddp_find_unused_parameters is False
 
 
 @pytest.mark.slow

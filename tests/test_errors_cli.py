@@ -13,7 +13,7 @@ from llava_df.data.sbi import main as sbi_main
 from llava_df.data.synthetic import main as synthetic_main
 from llava_df.errors import RunError, UsageError
 from llava_df.projectors.__main__ import main as projectors_main
-from llava_df.spec.parse import parse_args
+from llava_df.spec import parse_spec
 from llava_df.train.workflow import main as train_main
 from llava_df.train.workflow import train
 
@@ -38,7 +38,7 @@ def one_error_line(capsys, code, info) -> str:
         (train_main, ["--lora_rnak", "8"], 2, "Did you mean: --lora_r"),
         (evaluate_main, ["--run_dir", "nowhere"], 1, "nowhere has no run_config.json"),
         (evaluate_main, ["--weights", "middle", "--run_dir", "x"], 2, "invalid choice: 'middle'"),
-        (merge_main, ["--run_dir", "nowhere", "--output_dir", "m"], 1, "No llava_df checkpoint"),
+        (merge_main, ["--run_dir", "nowhere", "--output_dir", "m"], 1, "nowhere: no such folder"),
         (synthetic_main, ["--out", "x", "--n", "3"], 1, "n=3 is too small"),
         (synthetic_main, ["--out", "x", "--n", "many"], 2, "invalid int value: 'many'"),
         (sbi_main, ["--real_dir", "nowhere", "--out", "x"], 1, "is not a folder of real face images"),
@@ -65,7 +65,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "o"
-    train(parse_args([*RUN, "--output_dir", str(out)]))
+    train(parse_spec([*RUN, "--output_dir", str(out)]))
     return out
 
 

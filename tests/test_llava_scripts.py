@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_training import build
 
 from llava_df.data.synthetic import SyntheticConfig, generate
 from llava_df.errors import ConfigError, UsageError
+from llava_df.spec import parse_spec
 from llava_df.spec.args import ModelArguments
-from llava_df.spec.parse import parse_args
 from llava_df.train.workflow import main as train_main
 from llava_df.train.workflow import train
 
@@ -178,8 +179,6 @@ def test_original_llava_qlora_script(prompt_version, tiny_data, pretrained, tmp_
 
 @pytest.mark.slow
 def test_stage2_projector_starts_equal_to_stage1_output(pretrained):
-    from llava_df.model.build import build_model
-
     _, out = pretrained
     args = ModelArguments(
         model_name_or_path="tiny_llm",
@@ -187,7 +186,7 @@ def test_stage2_projector_starts_equal_to_stage1_output(pretrained):
         mm_vision_select_layer=-2,
         pretrain_mm_mlp_adapter=str(out / "mm_projector.safetensors"),
     )
-    model, _ = build_model(args)
+    model, _ = build(args)
     saved = load_file(out / "mm_projector.safetensors")
     own = model.model.multi_modal_projector.state_dict()
     assert set(own) == {k.removeprefix("model.mm_projector.") for k in saved}
@@ -215,7 +214,7 @@ def test_image_aspect_ratio_pad_is_llava_expand2square(size):
     from PIL import Image
 
     from llava_df.model.tiny import load_tiny_processor
-    from llava_df.spec.llava_flags import apply_image_aspect_ratio, image_aspect_ratio
+    from llava_df.model.processor import apply_image_aspect_ratio, image_aspect_ratio
 
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     square = load_tiny_processor()
@@ -235,10 +234,9 @@ def test_image_aspect_ratio_pad_is_llava_expand2square(size):
 
 @pytest.mark.parametrize("layer", [-1, -2, 1])
 def test_mm_vision_select_layer_picks_that_hidden_state(layer):
-    from llava_df.model.build import build_model
     from llava_df.model.tiny import example_batch
 
-    model, processor = build_model(ModelArguments(mm_vision_select_layer=layer))
+    model, processor = build(ModelArguments(mm_vision_select_layer=layer))
     assert model.config.vision_feature_layer == layer
     pixels = example_batch(processor, batch_size=1)["pixel_values"]
     with torch.no_grad():
@@ -279,15 +277,15 @@ def test_mm_vision_select_layer_picks_that_hidden_state(layer):
 )
 def test_llava_flags_that_hf_llava_cannot_honour_are_refused(flags, message):
     with pytest.raises(ConfigError, match=message):
-        parse_args(flags)
+        parse_spec(flags)
 
 
 def test_version_is_the_conv_template_registry(tiny_data):
-    parsed = parse_args(["--version", "v1"])
+    parsed = parse_spec(["--version", "v1"])
     assert parsed.data.conv_template == "vicuna_v1" and parsed.data.task == "detect"
-    parsed = parse_args(["--version", "plain", "--data_path", str(tiny_data / "captions" / "captions.json")])
+    parsed = parse_spec(["--version", "plain", "--data_path", str(tiny_data / "captions" / "captions.json")])
     assert parsed.data.conv_template == "plain" and parsed.data.task == "caption"
-    assert parse_args(["--version", "plain", "--task", "detect"]).data.task == "detect"
+    assert parse_spec(["--version", "plain", "--task", "detect"]).data.task == "detect"
 
 
 def test_vision_tower_must_be_the_checkpoints_own():
@@ -319,13 +317,13 @@ def test_caption_task_needs_caption_records(tiny_data, tmp_path):
     from llava_df.errors import DataError
 
     with pytest.raises(ConfigError, match="reads image-caption pairs from --data_path"):
-        parse_args(["--version", "plain", "--output_dir", str(tmp_path / "o")])
+        parse_spec(["--version", "plain", "--output_dir", str(tmp_path / "o")])
     multi = json.loads((tiny_data / "captions" / "captions.json").read_text())
     multi[0]["conversations"] += [{"from": "human", "value": "More?"}, {"from": "gpt", "value": "No."}]
     bad = tmp_path / "multi.json"
     bad.write_text(json.dumps(multi))
     with pytest.raises(DataError, match=r"multi.json\[0\]: a caption record has one human turn"):
-        train(parse_args(
+        train(parse_spec(
             ["--version", "plain", "--data_path", str(bad), "--image_folder", str(tiny_data / "captions"),
              "--output_dir", str(tmp_path / "o")]
         ))  # fmt: skip

@@ -7,8 +7,8 @@ from tiny_training import logits, train
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from llava_df.apps.merge import main
-from llava_df.model.build import load_merged
 from llava_df.model.checkpoint import load_trained, save_trainable
+from llava_df.model.merged import load_merged
 
 
 @pytest.mark.parametrize(
@@ -20,8 +20,8 @@ from llava_df.model.checkpoint import load_trained, save_trainable
     ],
 )
 def test_merged_checkpoint_equals_base_plus_adapter(strategy, bits, projector, plain_loads, tmp_path):
-    model, batch = train(strategy, bits, projector=projector)
-    save_trainable(model, tmp_path / "run" / "final")
+    model, batch, rec = train(strategy, bits, projector=projector)
+    save_trainable(model, tmp_path / "run" / "final", rec)
     main(["--run_dir", str(tmp_path / "run"), "--output_dir", str(tmp_path / "merged")])
 
     # Reference: the same trained weights on a 16-bit base, LoRA unmerged (INT8 runs merge into 16-bit).
@@ -47,8 +47,8 @@ def test_merged_checkpoint_equals_base_plus_adapter(strategy, bits, projector, p
 
 
 def test_merge_dtype_option(tmp_path):
-    model, batch = train("lora", 16)
-    save_trainable(model, tmp_path / "run")
+    model, batch, rec = train("lora", 16)
+    save_trainable(model, tmp_path / "run", rec)
     main(
         ["--run_dir", str(tmp_path / "run"), "--output_dir", str(tmp_path / "merged"), "--dtype", "bfloat16"]
     )

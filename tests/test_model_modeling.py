@@ -3,9 +3,10 @@
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_training import build
 from transformers import GPT2Config, LlamaConfig, LlavaForConditionalGeneration
 
-from llava_df.model.build import build_model, load_projector_weights, resolve_checkpoint
+from llava_df.model.build import load_projector_weights, resolve_checkpoint
 from llava_df.model.tiny import example_batch, materialize_tiny
 from llava_df.projectors import create_projector
 from llava_df.projectors.mlp import MLPProjector
@@ -16,7 +17,7 @@ VISION, TEXT = 128, 128  # tiny preset widths (llava_df.model.tiny.VISION / TEXT
 
 @pytest.fixture(scope="module")
 def tiny16():
-    return build_model(ModelArguments())
+    return build(ModelArguments())
 
 
 def test_tiny_builds_with_swapped_projector(tiny16):
@@ -37,7 +38,7 @@ def test_tiny_builds_with_swapped_projector(tiny16):
 
 
 def test_bf16_model_keeps_fp32_projector_and_runs():
-    model, processor = build_model(ModelArguments(mm_projector_type="mlp3x_gelu"), torch_dtype=torch.bfloat16)
+    model, processor = build(ModelArguments(mm_projector_type="mlp3x_gelu"), torch_dtype=torch.bfloat16)
     proj = model.model.multi_modal_projector
     assert {p.dtype for p in proj.parameters()} == {torch.float32}
     assert model.model.language_model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
@@ -56,7 +57,7 @@ def _llava_state(projector):
 def test_pretrained_adapter_bin_with_llava_prefix(tmp_path):
     source = create_projector("mlp2x_gelu", VISION, TEXT)
     torch.save(_llava_state(source), tmp_path / "mm_projector.bin")
-    model, _ = build_model(ModelArguments(pretrain_mm_mlp_adapter=str(tmp_path / "mm_projector.bin")))
+    model, _ = build(ModelArguments(pretrain_mm_mlp_adapter=str(tmp_path / "mm_projector.bin")))
     loaded = model.model.multi_modal_projector.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
 
@@ -92,13 +93,13 @@ def test_projector_file_with_other_keys_is_rejected(tmp_path):
 
 def test_unknown_projector_lists_valid_names():
     with pytest.raises(KeyError, match=r"Unknown projector 'mlp_gelu'.*mlp\{depth\}x_gelu"):
-        build_model(ModelArguments(mm_projector_type="mlp_gelu"))
+        build(ModelArguments(mm_projector_type="mlp_gelu"))
 
 
 @pytest.mark.parametrize("bits", [0, 2, 32, True])
 def test_bits_outside_16_8_4(bits):
     with pytest.raises(ValueError, match=rf"--bits must be one of 16, 8, 4.*got {bits!r}"):
-        build_model(ModelArguments(bits=bits))
+        build(ModelArguments(bits=bits))
 
 
 def test_missing_local_checkpoint(tmp_path):
@@ -116,10 +117,10 @@ def test_non_llava_checkpoint(tmp_path):
         hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
     ).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="plain 'llama' LLM, not LLaVA. Add --vision_tower"):
-        build_model(ModelArguments(model_name_or_path=str(tmp_path)))
+        build(ModelArguments(model_name_or_path=str(tmp_path)))
     GPT2Config(n_embd=8, n_layer=1, n_head=1).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'gpt2' checkpoint, not LLaVA"):
-        build_model(ModelArguments(model_name_or_path=str(tmp_path)))
+        build(ModelArguments(model_name_or_path=str(tmp_path)))
 
 
 def test_offline_missing_hub_checkpoint_fails_fast_and_says_how_to_get_it(monkeypatch):
@@ -133,7 +134,7 @@ def test_offline_missing_hub_checkpoint_fails_fast_and_says_how_to_get_it(monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError) as err:
-        build_model(ModelArguments(model_name_or_path="llava-df-test/does-not-exist"))
+        build(ModelArguments(model_name_or_path="llava-df-test/does-not-exist"))
     msg = str(err.value)
     assert "'llava-df-test/does-not-exist'" in msg and "HF_HUB_OFFLINE=1" in msg
     assert "hf download llava-df-test/does-not-exist" in msg

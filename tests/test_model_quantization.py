@@ -5,12 +5,11 @@ import sys
 import bitsandbytes as bnb
 import pytest
 import torch
+from tiny_training import build, prepare
 from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
 from transformers.quantizers.quantizers_utils import should_convert_module
 
-from llava_df.model.build import build_model
 from llava_df.model.quantization import quantized_module_names, skip_modules
-from llava_df.model.strategies import apply_strategy
 from llava_df.model.tiny import example_batch, materialize_tiny, tiny_config
 from llava_df.spec.args import ModelArguments
 
@@ -77,7 +76,7 @@ def test_regression_bare_names_quantize_projector_and_vision_tower():
 )
 def test_full_path_skips_keep_exactly_the_right_parts_unquantized(bits, n_unfrozen, cls):
     strategy = {"num_unfreeze_early_layers": n_unfrozen} if n_unfrozen else {"lora_enable": True}
-    model, _ = build_model(ModelArguments(bits=bits, **strategy))
+    model, _ = build(ModelArguments(bits=bits, **strategy))
     assert set(quantized_module_names(model)) == expected_quantized(n_unfrozen)
     for name in expected_quantized(n_unfrozen):
         assert isinstance(model.get_submodule(name), cls)
@@ -97,13 +96,13 @@ def test_bitsandbytes_missing_gives_clear_error(monkeypatch):
     with pytest.raises(
         ImportError, match=r"--bits 8 \(LLM.int8\) needs bitsandbytes.*pip install.*--bits 16"
     ):
-        build_model(ModelArguments(bits=8))
+        build(ModelArguments(bits=8))
 
 
 def test_preparation_keeps_frozen_parts_16bit_and_trainables_fp32():
     args = ModelArguments(bits=8, num_unfreeze_early_layers=1)
-    model, _ = build_model(args, torch_dtype=torch.bfloat16)
-    model = apply_strategy(model, args, verbose=False)
+    model, _ = build(args, torch_dtype=torch.bfloat16)
+    model = prepare(model, args, verbose=False)
     base = model.get_base_model()
     frozen = {
         "vision tower": base.model.vision_tower,
@@ -123,7 +122,7 @@ def test_peft_preparation_would_upcast_the_frozen_tower():
     """Why llava_df has its own preparation: PEFT's casts every non-int8 parameter to fp32."""
     from peft import prepare_model_for_kbit_training
 
-    model, _ = build_model(ModelArguments(bits=8, lora_enable=True), torch_dtype=torch.bfloat16)
+    model, _ = build(ModelArguments(bits=8, lora_enable=True), torch_dtype=torch.bfloat16)
     prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     assert {p.dtype for p in model.model.vision_tower.parameters()} == {torch.float32}
     assert model.get_input_embeddings().weight.dtype == torch.float32
@@ -132,8 +131,8 @@ def test_peft_preparation_would_upcast_the_frozen_tower():
 @pytest.mark.parametrize("gradient_checkpointing", [False, True])
 def test_bf16_int8_step_with_fp32_island_and_checkpointing(gradient_checkpointing):
     args = ModelArguments(bits=8, num_unfreeze_early_layers=2, lora_r=4, lora_alpha=8)
-    model, processor = build_model(args, torch_dtype=torch.bfloat16)
-    model = apply_strategy(model, args, gradient_checkpointing=gradient_checkpointing, verbose=False)
+    model, processor = build(args, torch_dtype=torch.bfloat16)
+    model = prepare(model, args, gradient_checkpointing=gradient_checkpointing, verbose=False)
     assert model.get_base_model().is_activation_checkpointing == gradient_checkpointing
     batch = example_batch(processor, batch_size=2)
     batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
@@ -152,7 +151,7 @@ def test_bf16_int8_step_with_fp32_island_and_checkpointing(gradient_checkpointin
 def test_nf4_weights_stay_as_loaded_through_eval_and_save(tmp_path):
     # bitsandbytes' AVX512-BF16 CPU repack (on CPUs that have it) crashes on the tiny preset's 128 x 352
     # down_proj and rounds absmax to bf16 in place; every NF4 layer must keep the generic path.
-    model, processor = build_model(ModelArguments(bits=4))
+    model, processor = build(ModelArguments(bits=4))
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and all(m.support_avx512bf16_for_cpu is False for m in layers)
     before = {n: b.clone() for n, b in model.state_dict().items() if "absmax" in n}

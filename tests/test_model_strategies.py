@@ -4,20 +4,13 @@ import json
 
 import pytest
 import torch
+from tiny_training import build, prepare
 
 from llava_df.model.anatomy import unwrap
-from llava_df.model.build import build_model
-from llava_df.model.strategies import (
-    STRATEGIES,
-    apply_strategy,
-    param_groups,
-    projector_parameters,
-    resolve_strategy,
-    trainable_report,
-)
+from llava_df.model.strategies import REGISTRY, param_groups, projector_parameters, trainable_report
 from llava_df.model.tiny import example_batch
-from llava_df.spec.args import STRATEGIES as CONFIG_STRATEGIES
 from llava_df.spec.args import ModelArguments
+from llava_df.spec.strategy import STRATEGIES, resolve_strategy
 
 N_LAYERS = 4
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -51,8 +44,8 @@ def expected_trainable(model, strategy: str) -> set[str]:
     return expected
 
 
-def test_registry_matches_config_names():
-    assert tuple(STRATEGIES) == CONFIG_STRATEGIES
+def test_the_registry_applies_exactly_the_specs_strategy_names():
+    assert tuple(REGISTRY) == tuple(STRATEGIES)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +103,7 @@ def test_contradictions_name_both_flags(flags, pattern):
 
 
 def test_unknown_strategy_lists_valid_ones():
-    with pytest.raises(KeyError, match=r"Unknown strategy 'full'.*projector_only, lora, unfreeze_early"):
+    with pytest.raises(ValueError, match=r"Unknown strategy 'full'.*projector_only, lora, unfreeze_early"):
         resolve_strategy(ModelArguments(strategy="full"))
 
 
@@ -118,8 +111,8 @@ def test_unknown_strategy_lists_valid_ones():
 @pytest.mark.parametrize("strategy", ["projector_only", "lora", "unfreeze_early"])
 def test_exactly_the_intended_parameters_train(strategy, bits):
     args = strategy_args(strategy, bits)
-    model, processor = build_model(args)
-    model = apply_strategy(model, args, verbose=False)
+    model, processor = build(args)
+    model = prepare(model, args, verbose=False)
     base = unwrap(model)
     trainable = {n for n, p in base.named_parameters() if p.requires_grad}
     assert trainable == expected_trainable(model, strategy)
@@ -149,26 +142,26 @@ def test_unfreeze_more_layers_than_exist():
     with pytest.raises(
         ValueError, match=r"--num_unfreeze_early_layers 5 is out of range: the language model has 4"
     ):
-        build_model(ModelArguments(num_unfreeze_early_layers=5))
-    model, _ = build_model(ModelArguments())
+        build(ModelArguments(num_unfreeze_early_layers=5))
+    model, _ = build(ModelArguments())
     with pytest.raises(
         ValueError, match=r"--num_unfreeze_early_layers 7 is out of range: the language model has 4"
     ):
-        apply_strategy(model, ModelArguments(num_unfreeze_early_layers=7), verbose=False)
+        prepare(model, ModelArguments(num_unfreeze_early_layers=7), verbose=False)
 
 
 def test_unfreezing_quantized_layers_is_refused():
-    model, _ = build_model(ModelArguments(bits=8, lora_enable=True))  # layers 0.. loaded as int8
+    model, _ = build(ModelArguments(bits=8, lora_enable=True))  # layers 0.. loaded as int8
     with pytest.raises(
         ValueError, match=r"Layers to unfreeze are quantized .* --num_unfreeze_early_layers 2"
     ):
-        apply_strategy(model, ModelArguments(bits=8, num_unfreeze_early_layers=2), verbose=False)
+        prepare(model, ModelArguments(bits=8, num_unfreeze_early_layers=2), verbose=False)
 
 
 def test_unfreeze_all_layers_leaves_nothing_for_lora():
     args = ModelArguments(num_unfreeze_early_layers=N_LAYERS)
-    model, _ = build_model(args)
-    model = apply_strategy(model, args, verbose=False)
+    model, _ = build(args)
+    model = prepare(model, args, verbose=False)
     report = trainable_report(model)
     assert report["components"]["lora"]["total"] == 0
     assert (
@@ -181,25 +174,25 @@ def test_unfreeze_all_layers_leaves_nothing_for_lora():
 
 def test_lora_targets_matching_nothing():
     args = ModelArguments(lora_enable=True, lora_target_modules="q_proj,qkv_proj,out_proj")
-    model, _ = build_model(args)
+    model, _ = build(args)
     # out_proj exists, but only in the CLIP tower: it must not count.
     with pytest.raises(
         ValueError, match=r"\['qkv_proj', 'out_proj'\] match no linear layer.*Available.*down_proj, .*v_proj"
     ):
-        apply_strategy(model, args, verbose=False)
+        prepare(model, args, verbose=False)
 
 
 def test_lora_bias_all_is_refused():
     args = ModelArguments(lora_enable=True, lora_bias="all")
-    model, _ = build_model(args)
+    model, _ = build(args)
     with pytest.raises(ValueError, match=r"--lora_bias 'all' is not supported"):
-        apply_strategy(model, args, verbose=False)
+        prepare(model, args, verbose=False)
 
 
 def test_report_param_groups_and_printed_table(capsys):
     args = strategy_args("unfreeze_early", 16)
-    model, _ = build_model(args)
-    model = apply_strategy(model, args)
+    model, _ = build(args)
+    model = prepare(model, args)
     printed = capsys.readouterr().out
     assert "strategy: unfreeze_early" in printed and "llm_layers_unfrozen" in printed
     base = unwrap(model)

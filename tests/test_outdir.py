@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 from llava_df.errors import RunError
 from llava_df.io import write_json
 from llava_df.layout import ASIDE, LOCK, LOCK_INFO
-from llava_df.spec.parse import parse_args
+from llava_df.spec import parse_spec
 from llava_df.train.outdir import (
     MARKER,
     acquire_lock,
@@ -37,7 +37,7 @@ RUN = shlex.split(
 
 
 def run(out, *extra, callbacks=()):
-    return train(parse_args([*RUN, *extra, "--output_dir", str(out)]), callbacks)
+    return train(parse_spec([*RUN, *extra, "--output_dir", str(out)]), callbacks)
 
 
 class FailAt(TrainerCallback):
@@ -178,7 +178,7 @@ def test_a_bad_output_dir_is_one_error_line_before_anything_is_validated(case, t
     def never(*args, **kwargs):
         raise AssertionError("validation ran before the output folder was checked")
 
-    monkeypatch.setattr(train_module, "validate_inputs", never)
+    monkeypatch.setattr(train_module, "check_model_inputs", never)
     with pytest.raises(SystemExit) as info:
         main([*RUN, "--output_dir", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
@@ -202,20 +202,20 @@ def test_a_resumed_run_finishes_after_the_rotation_deleted_its_checkpoint(tmp_pa
 
 @pytest.mark.slow
 def test_a_run_that_dies_in_its_final_evaluation_is_unfinished_and_resumable(tmp_path, monkeypatch, capsys):
-    import llava_df.train.workflow as train_module
+    import llava_df.eval.scoring as scoring  # the final evaluation scores each split through it
 
     out = tmp_path / "o"
-    real = train_module.predict_split
+    real = scoring.predict_split
 
     def dies_on_test(trainer, dataset, prefix, **kwargs):
         if prefix == "test":
             raise RuntimeError("out of memory in the final evaluation")
         return real(trainer, dataset, prefix, **kwargs)
 
-    monkeypatch.setattr(train_module, "predict_split", dies_on_test)
+    monkeypatch.setattr(scoring, "predict_split", dies_on_test)
     with pytest.raises(RuntimeError, match="out of memory"):
         run(out)
-    monkeypatch.setattr(train_module, "predict_split", real)
+    monkeypatch.setattr(scoring, "predict_split", real)
     assert (out / "final").is_dir() and not (out / "results.json").exists() and not (out / "threshold.json").exists()
     with pytest.raises(SystemExit):
         main([*RUN, "--output_dir", str(out)])

@@ -14,7 +14,7 @@ import yaml
 import llava_df.model.build
 from llava_df.memory.__main__ import main as plan_main
 from llava_df.memory.dryrun import build_meta_model
-from llava_df.memory.plan import make_plan, parse_plan_args, plan_parsed
+from llava_df.memory.plan import make_plan, parse_plan_args, plan_spec
 from llava_df.memory.shapes import KNOWN_MODELS, LLAVA_MAX_LENGTH, plan_config
 from llava_df.spec.ranges import MAX_PROJECTOR_PARAMETERS, ConfigError, check_config_sizes
 
@@ -178,7 +178,7 @@ def test_a_checkpoint_default_too_short_for_the_image_says_where_it_came_from(tm
 
 def test_the_checkpoint_default_leaves_the_callers_arguments_alone():
     parsed = parse_plan_args(["--model_name_or_path", SEVEN_B])
-    plan = plan_parsed(parsed, dry=False)
+    plan = plan_spec(parsed, dry=False)
     assert plan["settings"]["model_max_length"] == 2048 and parsed.training.model_max_length == 512
 
 

@@ -16,8 +16,9 @@ from llava_df.apps.predict import main as predict_main
 from llava_df.apps.predict import parse_answer
 from llava_df.data import load_splits
 from llava_df.errors import UsageError
-from llava_df.eval.threshold import choose_threshold, parse_rule, read_threshold
+from llava_df.eval.threshold import choose_threshold, read_threshold
 from llava_df.spec.args import DataArguments
+from llava_df.spec.ranges import parse_threshold_rule
 from llava_df.train.workflow import main as train_main
 
 
@@ -136,7 +137,7 @@ def test_threshold_rules():
     assert choose_threshold("eer", {"is_fake": [0, 0], "p_fake": [0.1, 0.2]})[0] == 0.5
     for bad in ("median", "fixed:2", "fixed:x"):
         with pytest.raises(UsageError, match="expected eer"):
-            parse_rule(bad)
+            parse_threshold_rule(bad)
 
 
 @pytest.mark.slow
@@ -341,8 +342,8 @@ def test_demo_page_shows_predicts_probability_in_a_real_browser(run, detector, t
 
 
 def test_a_bad_threshold_rule_is_refused_at_parse_time():
-    from llava_df.spec.parse import ConfigError, parse_args
+    from llava_df.spec.parse import ConfigError, parse_spec
 
     with pytest.raises(ConfigError, match="--threshold_rule 'median': expected eer"):
-        parse_args(["--threshold_rule", "median"])
-    assert parse_args(["--threshold_rule", "fixed:0.3"]).training.threshold_rule == "fixed:0.3"
+        parse_spec(["--threshold_rule", "median"])
+    assert parse_spec(["--threshold_rule", "fixed:0.3"]).training.threshold_rule == "fixed:0.3"

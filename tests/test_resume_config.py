@@ -9,7 +9,7 @@ import pytest
 from transformers import TrainerCallback
 
 from llava_df.errors import RunError
-from llava_df.spec.parse import parse_args
+from llava_df.spec import parse_spec
 from llava_df.train.resume import check_resume_config
 from llava_df.train.workflow import train
 
@@ -47,12 +47,12 @@ def test_check_resume_config_sorts_changes_into_refused_allowed_and_harmless():
 def test_resume_refuses_a_changed_learning_rate_unless_allowed_and_records_segments(tmp_path):
     out = tmp_path / "o"
     with pytest.raises(KeyboardInterrupt):
-        train(parse_args([*RUN, "--learning_rate", "1e-3", "--output_dir", str(out)]), (StopAt(),))
+        train(parse_spec([*RUN, "--learning_rate", "1e-3", "--output_dir", str(out)]), (StopAt(),))
     resume = ["--resume_from_checkpoint", "last", "--output_dir", str(out)]
     with pytest.raises(RunError, match=r"training.learning_rate: 0.001 -> 0.002"):
-        train(parse_args([*RUN, "--learning_rate", "2e-3", *resume]))
+        train(parse_spec([*RUN, "--learning_rate", "2e-3", *resume]))
     results = train(
-        parse_args(
+        parse_spec(
             [
                 *RUN,
                 "--learning_rate",

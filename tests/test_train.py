@@ -14,8 +14,9 @@ from transformers import TrainerCallback
 from llava_df.errors import UsageError
 from llava_df.model.anatomy import decoder_layers, unwrap
 from llava_df.model.anatomy import projector as projector_of
-from llava_df.spec.parse import parse_args
-from llava_df.train.workflow import NonFiniteLossError, main, train
+from llava_df.spec import parse_spec
+from llava_df.train.trainer import NonFiniteLossError
+from llava_df.train.workflow import main, train
 
 # The low-VRAM LoRA recipe in miniature: INT8, LoRA (with dropout, so RNG restore matters),
 # 8-bit AdamW, checkpointing, batch 1 x accumulation 2; evaluations and checkpoints every 2 steps.
@@ -52,7 +53,7 @@ class RecordCheckpointing(TrainerCallback):
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "out"
     recorder = RecordCheckpointing()
-    results = train(parse_args([*RECIPE, "--output_dir", str(out)]), callbacks=(recorder,))
+    results = train(parse_spec([*RECIPE, "--output_dir", str(out)]), callbacks=(recorder,))
     return out, results, recorder
 
 
@@ -99,7 +100,7 @@ def test_trainer_uses_reentrant_checkpointing_for_int8(finished_run):
 @pytest.mark.slow
 def test_rerun_config_yaml_reproduces_the_flags(finished_run):
     out, _, _ = finished_run
-    again = parse_args(["--config", str(out / "config.yaml")])
+    again = parse_spec(["--config", str(out / "config.yaml")])
     assert (again.model.lora_r, again.model.bits, again.training.max_steps, again.training.seed) == (
         4,
         8,
@@ -142,9 +143,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(finished_run, tmp
     reference, _, _ = finished_run
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        train(parse_args([*RECIPE, "--output_dir", str(out)]), callbacks=(Interrupt(3),))
+        train(parse_spec([*RECIPE, "--output_dir", str(out)]), callbacks=(Interrupt(3),))
     assert (out / "checkpoint-2").is_dir() and not (out / "final").exists()
-    train(parse_args([*RECIPE, "--output_dir", str(out), "--resume_from_checkpoint", "last"]))
+    train(parse_spec([*RECIPE, "--output_dir", str(out), "--resume_from_checkpoint", "last"]))
     for name in ("mm_projector.safetensors", "adapter_model.safetensors"):
         expected, got = load_file(reference / "final" / name), load_file(out / "final" / name)
         assert expected.keys() == got.keys()
@@ -171,7 +172,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
     out = tmp_path / "out"
     argv = [*RECIPE, "--bits", "16", "--gradient_checkpointing", "False", "--optim", "adamw_torch"]
     with pytest.raises(NonFiniteLossError, match=r"Loss is nan at step 3.*checkpoint-2"):
-        train(parse_args([*argv, "--output_dir", str(out)]), callbacks=(PoisonProjector(),))
+        train(parse_spec([*argv, "--output_dir", str(out)]), callbacks=(PoisonProjector(),))
     assert (out / "checkpoint-2" / "mm_projector.safetensors").is_file()
     assert not (out / "final").exists()
     saved = load_file(out / "checkpoint-2" / "mm_projector.safetensors")
@@ -207,7 +208,7 @@ def test_kan_regularization_is_added_to_the_training_loss(tmp_path):
     for weight in (0.0, 1.0):
         first = FirstLoss()
         train(
-            parse_args([*argv, "--kan_reg_weight", str(weight), "--output_dir", str(tmp_path / str(weight))]),
+            parse_spec([*argv, "--kan_reg_weight", str(weight), "--output_dir", str(tmp_path / str(weight))]),
             (first,),
         )
         losses[weight] = first.loss
@@ -218,7 +219,7 @@ def test_kan_regularization_is_added_to_the_training_loss(tmp_path):
 def test_kan_regularization_needs_a_kan_projector(tmp_path):
     argv = ["--tune_mm_mlp_adapter", "True", "--synthetic_n", "24", "--kan_reg_weight", "0.1"]
     with pytest.raises(UsageError, match="--mm_projector_type mlp2x_gelu has none"):
-        train(parse_args([*argv, "--output_dir", str(tmp_path / "o")]))
+        train(parse_spec([*argv, "--output_dir", str(tmp_path / "o")]))
 
 
 class OptimizerGroups(TrainerCallback):
@@ -241,7 +242,7 @@ def test_projector_gets_its_own_learning_rate_and_the_trainers_decay_split(tmp_p
         "--lora_enable True --lora_r 2 --synthetic_n 24 --max_steps 1 --learning_rate 1e-3 --mm_projector_lr 1e-4 "
         "--weight_decay 0.1 --eval_strategy no --save_strategy no --report_to none"
     )
-    train(parse_args([*argv, "--output_dir", str(tmp_path / "o")]), (groups,))
+    train(parse_spec([*argv, "--output_dir", str(tmp_path / "o")]), (groups,))
     # LoRA matrices decay at the base lr; the projector's weights decay at its own lr, its biases never
     # decay: the split the Trainer applies without --mm_projector_lr (get_decay_parameter_names).
     assert sorted(groups.groups) == [(1e-4, 0.0, True), (1e-4, 0.1, True), (1e-3, 0.1, False)]

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import llava_df.model.build
-from llava_df.spec.parse import ConfigError, parse_args
+from llava_df.spec.parse import ConfigError, parse_spec
 from llava_df.train.workflow import main
 
 FAST = shlex.split("--synthetic_n 24 --max_steps 1 --eval_strategy no --save_strategy no --report_to none")
@@ -44,7 +44,7 @@ def no_model_load(monkeypatch):
 )
 def test_numeric_flags_out_of_range_are_refused_naming_the_value(flags, message):
     with pytest.raises(ConfigError) as info:
-        parse_args([*shlex.split(flags), "--output_dir", "o"])
+        parse_spec([*shlex.split(flags), "--output_dir", "o"])
     assert message in str(info.value)
 
 
@@ -59,14 +59,14 @@ def test_an_absurd_projector_is_refused_with_its_parameter_count(tmp_path, capsy
 
 def test_empty_output_dir_never_means_the_current_folder():
     with pytest.raises(ConfigError, match=r"--output_dir '': expected a folder name"):
-        parse_args(["--output_dir", ""])
+        parse_spec(["--output_dir", ""])
 
 
 def test_a_key_twice_in_a_config_yaml_is_an_error(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("lora_r: 8\nlearning_rate: 1e-4\nlora_r: 16\n")
     with pytest.raises(ConfigError, match=r"key 'lora_r' is set twice \(lines 1 and 3\)"):
-        parse_args(["--config", str(config)])
+        parse_spec(["--config", str(config)])
 
 
 def _labelled_folder(root, bad_row: int | None = None):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from tiny_training import build, prepare
 
-from llava_df.model.build import build_model
-from llava_df.model.strategies import apply_strategy
 from llava_df.spec.args import ModelArguments
 
 
 def test_a_deprecated_call_of_ours_is_an_error():
-    model, _ = build_model(ModelArguments())
+    model, _ = build(ModelArguments())
     with pytest.raises(
         FutureWarning, match="is_gradient_checkpointing.*raised by our call at .*test_warnings_policy"
     ):
@@ -24,7 +23,7 @@ def test_a_librarys_own_deprecated_call_stays_a_warning():
     # When this stops warning, PEFT has fixed it: drop llava_df.model.compat.quiet_peft_checkpointing_probe.
     from peft import LoraConfig, get_peft_model
 
-    model, _ = build_model(ModelArguments())
+    model, _ = build(ModelArguments())
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
@@ -33,10 +32,10 @@ def test_a_librarys_own_deprecated_call_stays_a_warning():
 
 def test_our_strategies_print_no_deprecation():
     args = ModelArguments(bits=8, lora_enable=True, lora_r=2)
-    model, _ = build_model(args)
+    model, _ = build(args)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        model = apply_strategy(model, args, verbose=False)
+        model = prepare(model, args, verbose=False)
     deprecations = [w for w in seen if issubclass(w.category, DeprecationWarning | FutureWarning)]
     assert deprecations == [], [str(w.message) for w in deprecations]
     assert any(p.requires_grad for p in model.parameters())

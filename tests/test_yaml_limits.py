@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from llava_df.errors import ConfigError
 from llava_df.spec.args import DataArguments, ModelArguments, TrainingArguments
-from llava_df.spec.parse import COMMA_LIST_FLAGS, MAX_YAML_LIST, ConfigError, parse_args
+from llava_df.spec.parse import parse_spec
+from llava_df.spec.yaml_file import COMMA_LIST_FLAGS, MAX_YAML_LIST
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = "abcdefghi"
@@ -45,7 +47,7 @@ def _write(tmp_path: Path, text: str, name: str = "c.yaml") -> str:
 def test_billion_laughs_under_a_list_flag_is_refused(tmp_path):
     path = _write(tmp_path, _laughs_in_one_flag("lora_target_modules"))
     with pytest.raises(ConfigError) as err:
-        parse_args(["--config", path])
+        parse_spec(["--config", path])
     message = str(err.value)
     assert message.startswith(f"{path}: line 3: key 'lora_target_modules' uses the YAML alias *a")
     assert "Write the value out" in message
@@ -54,7 +56,7 @@ def test_billion_laughs_under_a_list_flag_is_refused(tmp_path):
 def test_billion_laughs_over_real_flags_is_refused(tmp_path):
     path = _write(tmp_path, _laughs_over_flags())
     with pytest.raises(ConfigError, match=r"line 2: key 'label_names' uses the YAML alias \*a"):
-        parse_args(["--config", path])
+        parse_spec(["--config", path])
 
 
 def test_billion_laughs_from_the_command_line_is_one_error_line(tmp_path):
@@ -74,7 +76,7 @@ def test_billion_laughs_from_the_command_line_is_one_error_line(tmp_path):
 
 def test_an_anchor_alone_expands_nothing_and_is_allowed(tmp_path):
     path = _write(tmp_path, "lora_target_modules: &targets [q_proj, v_proj]\nlora_enable: true\n")
-    assert parse_args(["--config", path]).model.lora_target_modules == "q_proj,v_proj"
+    assert parse_spec(["--config", path]).model.lora_target_modules == "q_proj,v_proj"
 
 
 def test_flags_that_take_lists_and_mappings_still_read_them(tmp_path):
@@ -84,7 +86,7 @@ def test_flags_that_take_lists_and_mappings_still_read_them(tmp_path):
         "lr_scheduler_kwargs: {factor: 0.5}\n"
         "gradient_checkpointing: true\ngradient_checkpointing_kwargs: {use_reentrant: false}\n",
     )
-    p = parse_args(["--config", path])
+    p = parse_spec(["--config", path])
     assert p.model.lora_target_modules == "q_proj,k_proj"
     assert p.training.lr_scheduler_kwargs == {"factor": 0.5}
     assert p.training.activation_checkpointing_kwargs == {"use_reentrant": False}
@@ -132,7 +134,7 @@ def test_flags_that_take_lists_and_mappings_still_read_them(tmp_path):
 def test_value_of_the_wrong_shape_is_refused_naming_file_and_key(tmp_path, text, expected):
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as err:
-        parse_args(["--config", path])
+        parse_spec(["--config", path])
     assert expected in str(err.value) and str(err.value).startswith(path)
 
 

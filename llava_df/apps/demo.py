@@ -31,8 +31,9 @@ import os
 import socket
 from pathlib import Path
 
-from llava_df.apps.predict import Detector, load_detector, predict, read_images
+from llava_df.apps.predict import load_detector, predict, read_images
 from llava_df.errors import ArgumentParser, UsageError, UserError, cli_entry
+from llava_df.eval.detector import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def build_app(detector: Detector):
     import gradio as gr
 
     info = detector.info
-    d = detector.data_args
+    d = detector.data
     with gr.Blocks(title="llava_df deepfake detector", delete_cache=(300, 300)) as app:
         gr.Markdown(
             f"## llava_df deepfake detector\nRun **{info.get('run')}** · projector **{info.get('projector')}** · "

@@ -13,11 +13,14 @@ import logging
 import sys
 from pathlib import Path
 
-from llava_df.data.pipeline import load_data, split_of
+from llava_df.data.load import load_splits
+from llava_df.data.pipeline import split_of
 from llava_df.errors import ArgumentParser, RunError, UsageError, cli_entry
+from llava_df.eval.detector import Detector
 from llava_df.eval.scoring import predict_split, scoring_trainer
 from llava_df.eval.threshold import choose_threshold
 from llava_df.io import write_json
+from llava_df.spec.run_spec import SavedRun
 
 logger = logging.getLogger(__name__)
 
@@ -34,37 +37,22 @@ def evaluate_run(
 ) -> dict:
     """Rebuild a run's model + data and evaluate one split (``heldout`` too, with a held-out family)
     at the run's threshold rule applied to val; returns the metrics (``main`` writes them)."""
-    from llava_df.model.checkpoint import load_trained
-    from llava_df.spec.args import DataArguments
-
     run_dir = Path(run_dir)
-    config_file = run_dir / "run_config.json"
-    if not config_file.is_file():
-        raise RunError(f"{run_dir} has no run_config.json: pass the --output_dir of a llava_df.train.workflow run.")
+    saved = SavedRun.read(run_dir)  # before any weight loads: a folder that is not a run fails here
     if not (run_dir / weights).is_dir():
         raise RunError(
             f"{run_dir / weights} does not exist; try --weights {'final' if weights == 'best' else 'best'}."
         )
-    try:
-        config = json.loads(config_file.read_text())
-        data_args = DataArguments(**config["data"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise RunError(
-            f"{config_file} is unreadable or not a llava_df run config ({type(err).__name__}: {err}). Re-run training, "
-            "or restore the file from the run's checkpoint folders."
-        ) from None
-    training = config["training"]
-    # is_trainable: the same model structure as in training (a PeftModel), which the Trainer accepts
-    # for quantized models; nothing is trained here.
-    model, processor = load_trained(run_dir / weights, is_trainable=True, allow_base_mismatch=allow_base_mismatch)
-    model.eval()
-    splits, collator, fake_id, real_id = load_data(
-        data_args, processor, training["seed"], training["model_max_length"]
+    # The detector as predict loads it; its threshold is chosen again below, on val, by the run's rule.
+    detector = Detector.from_pretrained(
+        run_dir, weights=weights, threshold=None, allow_base_mismatch=allow_base_mismatch
     )
-    with scoring_trainer(model, collator, fake_id, real_id, batch_size) as trainer:
+    splits = load_splits(detector.data, seed=saved.training["seed"])
+    d = detector
+    with scoring_trainer(d.model, d.collator, d.fake_id, d.real_id, batch_size) as trainer:
         # The decision threshold as training chose it (--threshold_rule on val), for these weights.
         _, val_scores = predict_split(trainer, split_of(splits, "val"), "val", drop_nonfinite=drop_nonfinite)
-        threshold, rule = choose_threshold(training.get("threshold_rule", "eer"), val_scores)
+        threshold, rule = choose_threshold(saved.training.get("threshold_rule", "eer"), val_scores)
         metrics, _ = predict_split(
             trainer, split_of(splits, split), split, threshold=threshold, drop_nonfinite=drop_nonfinite
         )

@@ -37,7 +37,7 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +45,12 @@ import torch
 
 from llava_df.data.images import ImageLoadError, load_rgb, load_rgb_with_info
 from llava_df.errors import ArgumentParser, RunError, UsageError, cli_entry
+from llava_df.eval.detector import SAVED, Detector
 from llava_df.io import write_text
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-DETECTOR_FILE = "llava_df_detector.json"  # written by merge: what predict needs besides the weights
 # An image whose side is under this fraction of the model's input, or whose long side is more than
 # MAX_ASPECT times its short one, is scored but flagged: upscaled from a few pixels, or squeezed /
 # padded until the face is a sliver, it is not what the detector learnt from.
@@ -68,19 +68,6 @@ class ImageInput:
     height: int = 0
     mode: str = ""
     converted: bool = False  # not stored as 8-bit RGB: converted like training converts it (images.to_rgb)
-
-
-@dataclass
-class Detector:
-    model: object
-    processor: object
-    collator: object
-    data_args: object
-    fake_id: int
-    real_id: int
-    threshold: float
-    threshold_source: str
-    info: dict = field(default_factory=dict)  # run name, projector, strategy, weights: shown by the demo
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -209,16 +196,6 @@ def size_warning(width: int, height: int, input_size: tuple[int, int] | None) ->
 
 
 # ---- the detector ---------------------------------------------------------------------------
-def _run_settings(run_dir: Path) -> dict:
-    config_file = run_dir / "run_config.json"
-    if not config_file.is_file():
-        raise RunError(f"{run_dir} has no run_config.json: pass the --output_dir of a llava_df.train.workflow run.")
-    try:
-        return json.loads(config_file.read_text())
-    except ValueError as err:
-        raise RunError(f"{config_file} is unreadable ({err}); re-run training or restore it.") from None
-
-
 def load_detector(
     run_dir: str | None = None,
     *,
@@ -227,92 +204,13 @@ def load_detector(
     threshold: float | None = None,
     allow_base_mismatch: bool = False,
 ) -> Detector:
-    """The model, its processor and collator, the run's data settings and threshold."""
-    from llava_df.data.pipeline import load_data_settings
-    from llava_df.eval.threshold import check_threshold, read_threshold
-    from llava_df.spec.args import DataArguments
-
+    """--run_dir (a run, or one of its checkpoints) or --model_dir (a merge output) through Detector.from_pretrained."""
     if (run_dir is None) == (model_dir is None):
-        raise UsageError(
-            "pass exactly one of --run_dir (a training run) and --model_dir (a merged checkpoint)."
-        )
-    if threshold is not None:
-        check_threshold(threshold)
-    folder = Path(run_dir or model_dir)
-    if not folder.is_dir():
-        raise UsageError(f"{folder}: no such folder. Pass a run's --output_dir or a merged checkpoint.")
-    merged_from: dict = {}
-    if run_dir is not None:
-        settings = _run_settings(folder)
-        ckpt = folder / weights
-        if not (ckpt / "llava_df_checkpoint.json").is_file():
-            other = "final" if weights == "best" else "best"
-            hint = (
-                f" Try --weights {other}." if (folder / other / "llava_df_checkpoint.json").is_file() else ""
-            )
-            raise RunError(
-                f"{folder} has no trained weights in {weights}/ (llava_df_checkpoint.json).{hint} A run writes them "
-                "when training ends; an interrupted run can be resumed with --resume_from_checkpoint last."
-            )
-        data, model_max_length = settings["data"], settings["training"]["model_max_length"]
-        info = {
-            "run": folder.name,
-            "projector": settings["model"]["mm_projector_type"],
-            "strategy": settings.get("strategy"),
-            "weights": weights,
-        }
-    else:
-        spec_file = folder / DETECTOR_FILE
-        if not spec_file.is_file():
-            raise RunError(
-                f"{folder} has no {DETECTOR_FILE}: not a `python -m llava_df.apps.merge` output of a detector run. Pass "
-                "--run_dir with the training run instead."
-            )
-        spec = json.loads(spec_file.read_text())
-        data, model_max_length, info = spec["data"], spec["model_max_length"], spec["info"]
-        merged_from = spec.get("weights") or {}  # the checkpoint's weights identity, when merge recorded it
-    data_args = DataArguments(**data)
-    if data_args.task == "caption":
-        raise RunError(
-            f"{folder} is a caption run (stage 1): it aligns a projector and does not score faces."
-        )
-    if threshold is None:
-        if run_dir is not None:
-            from llava_df.model.checkpoint import weights_identity
-
-            saved = read_threshold(folder, weights, weights_identity(folder / weights))
-        else:  # a merge output: the weights it was merged from
-            saved = read_threshold(folder, identity=merged_from)
-        value, source = float(saved["value"]), f"{saved['rule']} on val ({folder / 'threshold.json'})"
-    else:
-        value, source = float(threshold), "--threshold"
-    if run_dir is not None:
-        from llava_df.model.checkpoint import load_trained
-
-        model, processor = load_trained(
-            folder / weights, is_trainable=True, allow_base_mismatch=allow_base_mismatch
-        )
-    else:
-        from llava_df.model.build import load_merged
-
-        model, processor = load_merged(folder)
-    model.eval()
-    collator, fake_id, real_id = load_data_settings(data_args, processor, model_max_length)
-    return Detector(model, collator.processor, collator, data_args, fake_id, real_id, value, source, info)
-
-
-# ---- scoring --------------------------------------------------------------------------------
-def score_images(detector: Detector, images: list[ImageInput], batch_size: int = 8) -> np.ndarray:
-    """P(Fake) per image, through the Trainer scoring that evaluate uses."""
-    from llava_df.data.dataset import FaceDataset, Record
-    from llava_df.eval.scoring import score_dataset, scoring_trainer
-
-    # is_fake is a placeholder: the score is read at the answer position, before the answer token.
-    records = [Record(id=im.path, is_fake=0, manipulation="unknown", path=im.path) for im in images]
-    d = detector
-    with scoring_trainer(d.model, d.collator, d.fake_id, d.real_id, batch_size) as trainer:
-        preds, _ = score_dataset(trainer, FaceDataset(records, name="predict"))
-    return preds[:, 0]
+        raise UsageError("pass exactly one of --run_dir (a training run) and --model_dir (a merged checkpoint).")
+    return Detector.from_pretrained(
+        run_dir or model_dir, weights=weights, threshold=SAVED if threshold is None else threshold,
+        allow_base_mismatch=allow_base_mismatch,
+    )  # fmt: skip
 
 
 def parse_answer(text: str, answer_real: str = "Real", answer_fake: str = "Fake") -> str | None:
@@ -339,8 +237,8 @@ def generate_answers(
     from llava_df.data.conversation import get_template
 
     d = detector
-    template = get_template(d.data_args.conv_template)
-    prefix, _ = template.build(prompt or d.data_args.prompt, "", "")
+    template = get_template(d.data.conv_template)
+    prefix, _ = template.build(prompt or d.data.prompt, "", "")
     tokenizer = d.processor.tokenizer
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # generation continues every row at its end
     model = d.model
@@ -380,7 +278,7 @@ def predict(
 ) -> tuple[list[dict], dict]:
     """(one row per image, a summary with the generation statistics)."""
     d = detector
-    p_fake = score_images(d, images, batch_size)
+    p_fake = d.score([im.path for im in images], batch_size)
     if not np.isfinite(p_fake).all():
         bad = [im.path for im, p in zip(images, p_fake, strict=True) if not math.isfinite(p)]
         raise RunError(
@@ -394,7 +292,7 @@ def predict(
             {
                 "path": im.path,
                 "p_fake": float(p),
-                "label": d.data_args.answer_fake if p >= d.threshold else d.data_args.answer_real,
+                "label": d.data.answer_fake if p >= d.threshold else d.data.answer_real,
                 "threshold": d.threshold,
                 "threshold_source": d.threshold_source,
                 "width": im.width,
@@ -405,11 +303,11 @@ def predict(
                 "skipped": None,
             }
         )
-    summary: dict = {"n": len(rows), "fake": sum(r["label"] == d.data_args.answer_fake for r in rows)}
+    summary: dict = {"n": len(rows), "fake": sum(r["label"] == d.data.answer_fake for r in rows)}
     if generate:
         texts = generate_answers(d, images, prompt, max_new_tokens, batch_size)
         for row, text in zip(rows, texts, strict=True):
-            parsed = parse_answer(text, d.data_args.answer_real, d.data_args.answer_fake)
+            parsed = parse_answer(text, d.data.answer_real, d.data.answer_fake)
             row.update(answer=text, answer_parsed=parsed or "unparseable")
             row["answer_agrees"] = None if parsed is None else parsed == row["label"]
         parsed_rows = [r for r in rows if r["answer_parsed"] != "unparseable"]
@@ -549,7 +447,7 @@ def main(argv: list[str]) -> list[dict]:
     for row in scored:
         if row["warning"]:
             print(f"warning {row['path']}: {row['warning']}", file=sys.stderr)
-    line = f"{summary['n']} images, {summary['fake']} labelled {detector.data_args.answer_fake} at threshold "
+    line = f"{summary['n']} images, {summary['fake']} labelled {detector.data.answer_fake} at threshold "
     line += f"{detector.threshold:.4f} ({detector.threshold_source})"
     if skipped:
         line += f"; {len(skipped)} unreadable, skipped"

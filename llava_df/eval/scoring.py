@@ -5,6 +5,7 @@ How to call::
     with scoring_trainer(model, collator, fake_id, real_id, batch_size=8) as trainer:
         preds, _ = score_dataset(trainer, dataset)                  # [N, 2] = (P(Fake), is_fake)
     metrics, scores = predict_split(trainer, test_ds, "test", threshold=0.42)
+    final = evaluate_final(trainer, splits, caption=False, threshold_rule="eer", drop_nonfinite=False)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from transformers import Trainer
 from transformers import TrainingArguments as HFTrainingArguments
 
 from llava_df.eval.metrics import AnswerScores, binary_metrics, column
+from llava_df.eval.threshold import choose_threshold
 
 
 class AnswerTrainer(Trainer):
@@ -110,3 +113,37 @@ def score_dataset(trainer, dataset, prefix: str = "predict"):
     return np.asarray(output.predictions, dtype=np.float64).reshape(-1, 2), output.metrics
 
 
+
+
+@dataclass
+class FinalScores:
+    """What a run's final evaluation found, on the weights it tests (best/, else final/)."""
+
+    evaluated: dict  # {"val", "test"(, "heldout")}: metrics named <split>_*
+    scores: dict  # P(Fake) per image of the same splits (scores.json); empty for captions
+    threshold: float | None  # chosen on val by --threshold_rule, applied to test and held-out
+    rule: str | None
+
+
+def evaluate_final(trainer, splits: dict, *, caption: bool, threshold_rule: str, drop_nonfinite: bool) -> FinalScores:
+    """Score val, test (and heldout) with the trainer's current weights.
+
+    The decision threshold is chosen on validation (``threshold_rule``), never on test; accuracy at
+    0.5 is reported beside it, since a 0.5 cut on an uncalibrated score can be far off. A caption run
+    (stage 1) reports its val and test loss only.
+    """
+    evaluated: dict = {}
+    scores: dict = {}
+    if caption:
+        for name in ("val", "test"):
+            ds = splits[name]
+            evaluated[name] = trainer.evaluate(ds, metric_key_prefix=name) | {f"{name}_n": len(ds)}
+        return FinalScores(evaluated, scores, None, None)
+    evaluated["val"], scores["val"] = predict_split(trainer, splits["val"], "val", drop_nonfinite=drop_nonfinite)
+    threshold, rule = choose_threshold(threshold_rule, scores["val"])
+    for name in ("test", "heldout"):
+        if name in splits:
+            evaluated[name], scores[name] = predict_split(
+                trainer, splits[name], name, threshold=threshold, drop_nonfinite=drop_nonfinite
+            )
+    return FinalScores(evaluated, scores, threshold, rule)

@@ -2,7 +2,7 @@
 
 How to call::
 
-    rule = parse_rule("eer")                         # "eer" | "youden" | "fixed:0.5"; UsageError otherwise
+    rule = parse_threshold_rule("eer")                         # "eer" | "youden" | "fixed:0.5"; UsageError otherwise
     value = choose_threshold(rule, val_scores)       # val_scores: {"p_fake": [...], "is_fake": [...]}
     write_threshold(run_dir, value, rule, weights="best")   # run_dir/threshold.json
     read_threshold(run_dir, weights="best") -> dict  # {"value", "rule", "split", "weights"} or RunError
@@ -24,25 +24,10 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from llava_df.errors import RunError, UsageError
+from llava_df.spec.ranges import parse_threshold_rule
 
 RULES = ("eer", "youden", "fixed:<p>")
 THRESHOLD_FILE = "threshold.json"
-
-
-def parse_rule(text: str) -> str:
-    """The rule as written if valid ("fixed:0.50" is kept as given); UsageError naming the choices."""
-    if text in ("eer", "youden"):
-        return text
-    if text.startswith("fixed:"):
-        try:
-            value = float(text[6:])
-        except ValueError:
-            value = math.nan
-        if 0.0 <= value <= 1.0:
-            return text
-    raise UsageError(
-        f"--threshold_rule {text!r}: expected eer (default), youden or fixed:<p> with p in [0, 1], e.g. fixed:0.5."
-    )
 
 
 def check_threshold(value: float, flag: str = "--threshold") -> float:
@@ -53,7 +38,7 @@ def check_threshold(value: float, flag: str = "--threshold") -> float:
 
 def choose_threshold(rule: str, val_scores: dict) -> tuple[float, str]:
     """(threshold, the rule as applied) from validation scores."""
-    rule = parse_rule(rule)
+    rule = parse_threshold_rule(rule)
     if rule.startswith("fixed:"):
         return float(rule[6:]), rule
     y, p = np.asarray(val_scores["is_fake"]), np.asarray(val_scores["p_fake"], dtype=float)

@@ -104,16 +104,16 @@ def _argv_for(argv: list[str], c: dict) -> list[str]:
     return list(argv) + extra
 
 
-def _with(parsed, c: dict):
-    """``parsed`` with candidate ``c``'s settings (copies; ``parsed`` is unchanged)."""
-    model, training = copy.copy(parsed.model), copy.copy(parsed.training)
-    model.bits, model.lora_r = c["bits"], c["lora_r"]
+def _with(spec, c: dict):
+    """``spec`` with candidate ``c``'s settings (copies; ``spec`` is unchanged)."""
+    model = dataclasses.replace(spec.model, bits=c["bits"], lora_r=c["lora_r"])
+    training = copy.copy(spec.training)  # transformers' TrainingArguments: a copy, then the candidate's values
     training.per_device_train_batch_size = c["batch_size"]
     training.gradient_accumulation_steps = c["gradient_accumulation_steps"]
     training.optim = c["optim"]
     training.activation_checkpointing = c["gradient_checkpointing"] != "off"
     training.activation_checkpointing_kwargs = {"use_reentrant": c["gradient_checkpointing"] == "reentrant"}
-    return dataclasses.replace(parsed, model=model, training=training)
+    return dataclasses.replace(spec, model=model, training=training)
 
 
 def _changes(settings: dict, c: dict) -> int:
@@ -170,12 +170,12 @@ def search(argv: list[str], *, budget_bytes: int, margin: float = 0.1, target: s
 
     base = make_plan(argv, target=target, text_tokens=text_tokens, dry=False)  # validates argv once
     settings, strategy = base["settings"], base["settings"]["strategy"]
-    parsed = parse_plan_args(argv)
-    config, _ = plan_config(parsed.model)
+    spec = parse_plan_args(argv)
+    config, _ = plan_config(spec.model)
     limit = budget_bytes * (1 - margin)
     scored = []
     for c in _candidates(settings, strategy):  # the closed form on edited copies: no parsing per candidate
-        est = estimate(_with(parsed, c), config, target=target, seq_len=settings["seq_len"])
+        est = estimate(_with(spec, c), config, target=target, seq_len=settings["seq_len"])
         # a plan of the closed form alone, as make_plan(dry=False) would return it (--no_dry_run keeps it)
         scored.append((c, base | {"settings": settings | c, "estimate": est, "dry_run": None}))
     smallest_c, smallest = min(scored, key=lambda cp: cp[1]["estimate"]["peak_bytes"])
@@ -206,5 +206,5 @@ def search(argv: list[str], *, budget_bytes: int, margin: float = 0.1, target: s
             if plan["dry_run"]["peak_bytes"] > limit:
                 continue
         chosen.append({"settings": c, "plan": plan, "speed_cost": _speed_cost(c), "changes": _changes(settings, c),
-                       "yaml": candidate_yaml(parsed.explicit, argv, c, plan, budget_bytes, margin)})  # fmt: skip
+                       "yaml": candidate_yaml(spec.explicit, argv, c, plan, budget_bytes, margin)})  # fmt: skip
     return {"budget_bytes": budget_bytes, "margin": margin, "searched": len(scored), "candidates": chosen}

@@ -2,7 +2,7 @@
 
 How to call::
 
-    plan = dry_run(parsed, target="cuda")     # parsed: llava_df.spec.parse.ParsedArgs; no GPU, no weights
+    plan = dry_run(spec, target="cuda")     # spec: llava_df.spec.RunSpec; no GPU, no weights
     plan.peak_bytes, plan.breakdown, plan.peak_phase
 
 What runs is what ``python -m llava_df.train`` builds, in the same order: transformers'
@@ -64,10 +64,10 @@ class DryRun:
 
 
 # ---- the model, without weights -------------------------------------------------------------
-def model_dtype(parsed, config) -> torch.dtype:
+def model_dtype(spec, config) -> torch.dtype:
     """The dtype of the unquantized weights: --bf16/--fp16, else the checkpoint's own (from_pretrained's
     dtype="auto": fp16 for llava-hf/llava-1.5-7b-hf), else fp32 (the tiny preset)."""
-    t = parsed.training
+    t = spec.training
     if t.bf16:
         return torch.bfloat16
     if t.fp16:
@@ -114,18 +114,18 @@ def _quantize_linears(model: nn.Module, bits: int, skip: list[str], model_args, 
             module.compute_dtype = compute_dtype
 
 
-def build_meta_model(parsed, config, *, verbose: bool = False) -> nn.Module:
-    """The model train would build for ``parsed``, on the meta device, strategy applied."""
+def build_meta_model(spec, config, *, verbose: bool = False) -> nn.Module:
+    """The model train would build for ``spec``, on the meta device, strategy applied."""
     from transformers import LlavaForConditionalGeneration
 
     from llava_df.model.build import swap_projector
     from llava_df.model.quantization import enable_checkpointing, skip_modules, validate_bits
-    from llava_df.model.strategies import apply_strategy, resolve_strategy
+    from llava_df.model.strategies import apply_strategy
 
-    m, t = parsed.model, parsed.training
-    strategy = resolve_strategy(m)
+    m, t = spec.model, spec.training
+    strategy = spec.strategy
     bits = validate_bits(m.bits)
-    dtype = model_dtype(parsed, config)
+    dtype = model_dtype(spec, config)
     config = copy.deepcopy(config)
     config._attn_implementation = "sdpa"  # what from_pretrained picks where flash-attn is not installed
     with torch.device("meta"):
@@ -140,9 +140,9 @@ def build_meta_model(parsed, config, *, verbose: bool = False) -> nn.Module:
     except (RuntimeError, NotImplementedError):
         # A KAN fits its spline coefficients to values when it is built (least squares), which
         # meta tensors cannot compute: built on CPU, then moved to meta. Its size is bounded by
-        # training's cap (validation.check_projector_size), which plan_parsed checks first.
+        # training's cap (validation.check_projector_size), which plan_spec checks first.
         swap_projector(model, m.mm_projector_type)
-    model = apply_strategy(model, m, gradient_checkpointing=bool(t.activation_checkpointing), verbose=verbose)
+    model = apply_strategy(model, m, spec.strategy, gradient_checkpointing=bool(t.activation_checkpointing), verbose=verbose)
     if t.activation_checkpointing:  # what Trainer.train() then does with the run's kwargs
         enable_checkpointing(model, t.activation_checkpointing_kwargs or {"use_reentrant": False})
     model.train()
@@ -208,11 +208,11 @@ def meta_batch(config, batch_size: int, text_tokens: int, model_max_length: int)
     return batch, seq
 
 
-def _optimizer(parsed, model: nn.Module, target: str):
+def _optimizer(spec, model: nn.Module, target: str):
     """The optimizer the Trainer would create (its class and kwargs), over the trainable parameters."""
     from transformers import Trainer
 
-    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(parsed.training, model)
+    cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(spec.training, model)
     if kwargs.get("fused"):
         # Meta has no fused kernel. The fused step keeps nothing beyond the states; the single-tensor
         # loop comes closest (one parameter's temporaries at a time).
@@ -224,7 +224,7 @@ def _optimizer(parsed, model: nn.Module, target: str):
     ):
         kwargs["foreach"] = target == "cuda"  # torch's own default on each device
     params = [p for p in model.parameters() if p.requires_grad]
-    return cls([{"params": params, "weight_decay": parsed.training.weight_decay}], **kwargs)
+    return cls([{"params": params, "weight_decay": spec.training.weight_decay}], **kwargs)
 
 
 @contextlib.contextmanager
@@ -246,17 +246,17 @@ def _target_kernels(target: str):
         yield
 
 
-def dry_run(parsed, config, *, target: str = "cuda", text_tokens: int = 48, steps: int = 2) -> DryRun:
-    """Run ``steps`` training steps of ``parsed`` on meta tensors; see the module docstring."""
+def dry_run(spec, config, *, target: str = "cuda", text_tokens: int = 48, steps: int = 2) -> DryRun:
+    """Run ``steps`` training steps of ``spec`` on meta tensors; see the module docstring."""
     if target not in TARGETS:
         raise ValueError(f"target {target!r}: expected one of {TARGETS}")
     start = time.time()
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-    model = build_meta_model(parsed, config)
+    model = build_meta_model(spec, config)
     weights = weights_by_component(model)
-    t = parsed.training
+    t = spec.training
     batch, seq = meta_batch(config, t.per_device_train_batch_size, text_tokens, t.model_max_length)
-    optimizer = _optimizer(parsed, model, target)
+    optimizer = _optimizer(spec, model, target)
     trainable = [p for p in model.parameters() if p.requires_grad]
     grad_ids: set[int] = set()
     state_ids: set[int] = set()

@@ -2,7 +2,7 @@
 
 How to call::
 
-    est = estimate(parsed, config, target="cuda", seq_len=624)
+    est = estimate(spec, config, target="cuda", seq_len=624)
     est["peak_bytes"], est["breakdown"]
 
 It counts what the dry run (``dryrun.py``) measures on the real code, term by term, so the two can
@@ -93,18 +93,18 @@ def _params(config) -> dict[str, int]:
 
 
 def estimate(
-    parsed, config, *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48
+    spec, config, *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48
 ) -> dict:
     """The closed-form plan, in bytes: the peak, its phase and the same breakdown keys as the dry run."""
     from llava_df.memory.dryrun import model_dtype
     from llava_df.model.build import projector_dims
-    from llava_df.model.strategies import _lora_targets, resolve_strategy
+    from llava_df.model.strategies import lora_targets
     from llava_df.projectors.registry import count_parameters
 
-    m, tr = parsed.model, parsed.training
-    strategy = resolve_strategy(m)
+    m, tr = spec.model, spec.training
+    strategy = spec.strategy
     bits = int(m.bits)
-    e = model_dtype(parsed, config).itemsize
+    e = model_dtype(spec, config).itemsize
     t = config.text_config
     b = tr.per_device_train_batch_size
     s = seq_len or min(tr.model_max_length, config.image_seq_length + text_tokens)
@@ -119,7 +119,7 @@ def estimate(
     kv = shapes["k_proj"][1]
     n_unfrozen = m.num_unfreeze_early_layers if strategy == "unfreeze_early" else 0
     lora_layers = {"lora": layers, "unfreeze_early": layers - n_unfrozen}.get(strategy, 0)
-    targets = [x for x in _lora_targets(m) if x in shapes] if lora_layers else []
+    targets = [x for x in lora_targets(m) if x in shapes] if lora_layers else []
     r = m.lora_r
 
     # ---- weights ----

@@ -25,26 +25,26 @@ SHORT_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
 def parse_plan_args(argv: list[str]):
-    """ParsedArgs for a plan: the training parser, on a machine that may not have the target GPU."""
-    from llava_df.spec.parse import parse_args
+    """The RunSpec of a plan: the training parser, on a machine that may not have the target GPU."""
+    from llava_df.spec import parse_spec
 
     argv = list(argv)
     if "--output_dir" not in argv and not any(a.startswith("--output_dir=") for a in argv):
         argv += ["--output_dir", "/nonexistent/llava_df_plan"]  # a plan writes nothing
     # transformers refuses --bf16 without a GPU unless the run is on CPU; a plan computes nothing, so say CPU.
     argv += ["--use_cpu", "true", "--report_to", "none"]
-    return parse_args(argv)
+    return parse_spec(argv)
 
 
 def make_plan(argv: list[str], *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48,
               dry: bool = True) -> dict:  # fmt: skip
-    """The plan of a training command line; see :func:`plan_parsed`."""
-    return plan_parsed(
+    """The plan of a training command line; see :func:`plan_spec`."""
+    return plan_spec(
         parse_plan_args(argv), target=target, seq_len=seq_len, text_tokens=text_tokens, dry=dry
     )
 
 
-def plan_parsed(parsed, *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48,
+def plan_spec(spec, *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48,
                 dry: bool = True) -> dict:  # fmt: skip
     """{"settings", "estimate": {...}, "dry_run": {...} | None, "notes": [...]}; bytes throughout.
 
@@ -59,20 +59,20 @@ def plan_parsed(parsed, *, target: str = "cuda", seq_len: int | None = None, tex
 
     if target not in TARGETS:
         raise UsageError(f"--target {target!r}: expected one of {', '.join(TARGETS)}.")
-    config, notes = plan_config(parsed.model)  # every size checked, nothing built yet
+    config, notes = plan_config(spec.model)  # every size checked, nothing built yet
     # The projector's size cap of training (--allow_large_projector lifts it), from a formula: before
     # the dry run builds anything.
-    check_projector_size(parsed, projector_dims(config))
+    check_projector_size(spec, projector_dims(config))
     n_image = config.image_seq_length
     if seq_len is None:
         seq_len = n_image + text_tokens
-        given = "model_max_length" in parsed.explicit
+        given = "model_max_length" in spec.explicit
         if not given:  # the checkpoint's length, as it was trained (training passes seq_len: its own)
-            parsed = _with_max_length(parsed, *checkpoint_max_length(config, _folder(parsed.model)), notes)
-        if parsed.training.model_max_length < seq_len:
+            spec = _with_max_length(spec, *checkpoint_max_length(config, _folder(spec.model)), notes)
+        if spec.training.model_max_length < seq_len:
             source = "" if given else " (not given: the checkpoint's default)"
             raise UsageError(
-                f"--model_max_length {parsed.training.model_max_length}{source} is shorter than the {n_image} image "
+                f"--model_max_length {spec.training.model_max_length}{source} is shorter than the {n_image} image "
                 f"tokens + {text_tokens} text tokens of a sample; training would cut the answer off. Use "
                 f"--model_max_length >= {seq_len} (LLaVA-1.5 uses 2048)."
             )
@@ -80,14 +80,14 @@ def plan_parsed(parsed, *, target: str = "cuda", seq_len: int | None = None, tex
         raise UsageError(f"sequence length {seq_len}: expected more than the {n_image} image tokens.")
     result = {
         "target": target,
-        "model": parsed.model.model_name_or_path,
-        "settings": _settings(parsed, config, seq_len),
-        "estimate": estimate(parsed, config, target=target, seq_len=seq_len),
+        "model": spec.model.model_name_or_path,
+        "settings": _settings(spec, config, seq_len),
+        "estimate": estimate(spec, config, target=target, seq_len=seq_len),
         "dry_run": None,
         "notes": notes,
     }
     if dry:
-        run = dry_run(parsed, config, target=target, text_tokens=seq_len - n_image)
+        run = dry_run(spec, config, target=target, text_tokens=seq_len - n_image)
         result["dry_run"] = dataclasses.asdict(run) | {"weights_bytes": run.weights_bytes}
     return result
 
@@ -98,18 +98,18 @@ def _folder(model_args) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _with_max_length(parsed, tokens: int, why: str, notes: list[str]):
-    """``parsed`` with --model_max_length ``tokens`` (a copy; the caller's is unchanged), noted."""
-    default = type(parsed.training).model_max_length
+def _with_max_length(spec, tokens: int, why: str, notes: list[str]):
+    """``spec`` with --model_max_length ``tokens`` (a copy; the caller's is unchanged), noted."""
+    default = type(spec.training).model_max_length
     if tokens == default:
-        return parsed
-    training = copy.copy(parsed.training)
+        return spec
+    training = copy.copy(spec.training)
     training.model_max_length = tokens
     notes.append(
         f"--model_max_length not given: planned with {tokens} ({why}); training's default is {default}, so "
         f"pass --model_max_length {tokens} to train as planned (--budget's YAML carries it)"
     )
-    return dataclasses.replace(parsed, training=training)
+    return dataclasses.replace(spec, training=training)
 
 
 def predicted_peak(plan: dict) -> tuple[int, str]:
@@ -138,16 +138,14 @@ def compact(plan: dict | None) -> dict | None:
     }
 
 
-def _settings(parsed, config, seq_len: int) -> dict:
+def _settings(spec, config, seq_len: int) -> dict:
     from llava_df.memory.dryrun import model_dtype
     from llava_df.memory.estimate import _optim_name
-    from llava_df.model.strategies import resolve_strategy
 
-    dtype = model_dtype(parsed, config)
-    m, t = parsed.model, parsed.training
-    ckpt = bool(t.activation_checkpointing)
+    dtype = model_dtype(spec, config)
+    m, t = spec.model, spec.training
     return {
-        "strategy": resolve_strategy(m),
+        "strategy": spec.strategy,
         "projector": m.mm_projector_type,
         "bits": int(m.bits),
         "dtype": SHORT_DTYPES.get(str(dtype).removeprefix("torch."), str(dtype)),
@@ -155,15 +153,7 @@ def _settings(parsed, config, seq_len: int) -> dict:
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "seq_len": seq_len,
         "model_max_length": t.model_max_length,
-        "gradient_checkpointing": (
-            (
-                "reentrant"
-                if (t.activation_checkpointing_kwargs or {}).get("use_reentrant")
-                else "non-reentrant"
-            )
-            if ckpt
-            else "off"
-        ),
+        "gradient_checkpointing": spec.checkpointing,
         "optim": _optim_name(t.optim),
         "lora_r": m.lora_r,
         "lora_dropout": m.lora_dropout,

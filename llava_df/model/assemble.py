@@ -39,11 +39,11 @@ from transformers import (
 )
 
 from llava_df.errors import ModelNotFoundError, UsageError
+from llava_df.spec.args import TINY_PARTS
 from llava_df.spec.llava_flags import SELECT_FEATURES
 
 logger = logging.getLogger(__name__)
 
-TINY_PARTS = ("tiny_llm", "tiny_clip")
 IMAGE_TOKEN = "<image>"
 # Shapes of the towers LLaVA's scripts name, so a mismatch is caught offline, before any download.
 SHAPE_KEYS = (

@@ -3,7 +3,7 @@
 How to call::
 
     identity = base_identity(path_loaded, name)      # {"name": ..., "revision": ...}; build_model records it
-    check_base(saved_identity, model, where, allow=False)   # WeightsError naming both, unless allowed
+    check_base(saved_identity, current_identity, where, allow=False)   # WeightsError naming both, unless allowed
 
 The revision is the hub commit for a hub checkpoint (from its snapshot folder), and for a local
 folder a hash of its config.json and of the names and sizes of its weight files (hashing 14 GB
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from llava_df.errors import WeightsError
@@ -38,16 +39,12 @@ def base_identity(path: str, name: str) -> dict:
     return {"name": name, "revision": f"local:{h.hexdigest()[:16]}"}
 
 
-def check_base(saved: dict | None, model, where: str, allow: bool = False) -> None:
-    """Refuse to load ``where``'s trained parts onto a model built from another base."""
-    from llava_df.model.anatomy import unwrap
-
-    current = getattr(unwrap(model), "llava_df_base", None)
+def check_base(saved: dict | None, current: dict | None, where: str, allow: bool = False) -> None:
+    """Refuse to load ``where``'s trained parts (their base: ``saved``) onto a model built from another
+    base (``current``: BuiltModel.base)."""
     if not saved or not current or saved == current:
         return  # checkpoints from before the record existed cannot be checked
     if allow:
-        import logging
-
         logging.getLogger(__name__).warning(
             "%s was trained on %s (%s), loading onto %s (%s): --allow_base_mismatch",
             where, saved["name"], saved["revision"], current["name"], current["revision"],

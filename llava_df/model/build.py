@@ -2,10 +2,10 @@
 
 Interface::
 
-    build_model(model_args, *, torch_dtype=None, device_map=None) -> (model, processor)
-        # projector swapped (+ --pretrain_mm_mlp_adapter weights), --bits applied; strategy NOT applied
+    build_model(model_args, strategy, *, torch_dtype=None, device_map=None) -> BuiltModel
+        # .model (projector swapped, --bits applied; strategy NOT applied), .processor, .base, .projector_init
     resolve_checkpoint(name_or_path) -> str               # local folder of a LLaVA checkpoint, or clear error
-    swap_projector(model, name, *, weights=None) -> nn.Module
+    swap_projector(model, name, *, weights=None) -> (module, init)
     load_projector_weights(projector, path) -> None       # LLaVA mm_projector.bin or .safetensors
     load_merged(path, *, torch_dtype=None, device_map=None) -> (model, processor)
         # a `python -m llava_df.apps.merge` output, with its projector class restored
@@ -17,9 +17,9 @@ same ``quantization_config``, for both.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import huggingface_hub
@@ -27,7 +27,6 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
-from transformers.utils import logging as hf_logging
 
 from llava_df.errors import ModelNotFoundError, UsageError, WeightsError
 from llava_df.model.anatomy import projector as projector_of
@@ -259,8 +258,11 @@ def projector_dims(config) -> tuple[int, int]:
     return config.vision_config.hidden_size * n, config.text_config.hidden_size
 
 
-def swap_projector(model: nn.Module, name: str, *, weights: str | os.PathLike | None = None) -> nn.Module:
-    """Replace LLaVA's projector by ``create_projector(name, ...)`` and return the new module.
+def swap_projector(
+    model: nn.Module, name: str, *, weights: str | os.PathLike | None = None
+) -> tuple[nn.Module, str]:
+    """Replace LLaVA's projector by ``create_projector(name, ...)``; return (the new module, where its
+    weights came from: random, checkpoint or file:<path>, which results.json records as projector_init).
 
     Initialisation: ``weights`` if given; else, for ``mlp2x_gelu`` (the very architecture of
     HF's LlavaMultiModalProjector), the checkpoint's trained projector weights; else random.
@@ -293,9 +295,8 @@ def swap_projector(model: nn.Module, name: str, *, weights: str | os.PathLike | 
     new.register_forward_pre_hook(_cast_to_projector_dtype)
     base.model.multi_modal_projector = new
     setattr(base.config, PROJECTOR_JSON_KEY, name)
-    new.llava_df_init = source  # recorded in results.json (projector_init): random, checkpoint or file:<path>
     logger.info("projector %s (%d -> %d) initialised from %s", name, in_dim, out_dim, source)
-    return new
+    return new, source
 
 
 def _is_quantized(module: nn.Module) -> bool:
@@ -320,20 +321,28 @@ def materialize_base(model_args, *, torch_dtype: torch.dtype | None = None) -> s
     return path
 
 
-def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_map=None):
-    """(model, processor) for ``model_args`` (llava_df.spec.args.ModelArguments).
+@dataclass(frozen=True)
+class BuiltModel:
+    """What build_model returns: the model, its processor, and what a checkpoint must record about them."""
+
+    model: LlavaForConditionalGeneration
+    processor: object
+    base: dict  # {"name", "revision"} of the base (llava_df.model.base_identity): trained parts belong to it
+    projector_init: str  # random, checkpoint (the base's own projector) or file:<path>
+
+
+def build_model(model_args, strategy: str, *, torch_dtype: torch.dtype | None = None, device_map=None) -> BuiltModel:
+    """The model ``model_args`` (llava_df.spec.args.ModelArguments) describe, for ``strategy`` (resolved by
+    the spec): projector swapped in, --bits applied; the strategy itself is applied later (model.strategies).
 
     ``torch_dtype``: dtype of every unquantized part (default: the checkpoint's own, fp32 for
     tiny); also the 4-bit compute dtype. ``device_map``: passed to from_pretrained (bitsandbytes
     places quantized weights on the first GPU when None, on CPU without one).
     The first ``--num_unfreeze_early_layers`` layers load unquantized when the strategy is
-    ``unfreeze_early``; the strategy itself is applied later by ``llava_df.model.strategies``.
+    ``unfreeze_early``.
     """
-    from llava_df.model.strategies import resolve_strategy  # strategies imports this module
-
-    strategy = resolve_strategy(model_args)  # contradictory flags fail before a 7B load
     bits = validate_bits(model_args.bits)
-    kind, path = _source(model_args)
+    kind, _ = _source(model_args)
     path = materialize_base(model_args, torch_dtype=torch_dtype)
     config = _apply_vision_flags(_load_config(path, model_args.cache_dir), model_args, model_args.model_name_or_path)
     n_unfrozen = model_args.num_unfreeze_early_layers if strategy == "unfreeze_early" else 0
@@ -360,39 +369,6 @@ def build_model(model_args, *, torch_dtype: torch.dtype | None = None, device_ma
     )
     if bits == 4:
         disable_cpu_4bit_repack(model)
-    swap_projector(model, model_args.mm_projector_type, weights=model_args.pretrain_mm_mlp_adapter)
-    # What this model was built from, read by llava_df.model.checkpoint to rebuild it later.
-    model.llava_df_model_args = dataclasses.asdict(model_args)
-    # Which base the trained parts will belong to; checkpoints record it (llava_df.model.base_identity).
+    _, init = swap_projector(model, model_args.mm_projector_type, weights=model_args.pretrain_mm_mlp_adapter)
     name = model_args.model_name_or_path + (f" + {model_args.vision_tower}" if kind == "assembled" else "")
-    model.llava_df_base = base_identity(path, name)
-    return model, load_processor(model_args)
-
-
-def load_merged(path: str | os.PathLike, *, torch_dtype: torch.dtype | None = None, device_map=None):
-    """Load a ``python -m llava_df.apps.merge`` output: (model, processor).
-
-    mlp2x_gelu / linear projectors were stored as HF's LlavaMultiModalProjector, so plain
-    ``LlavaForConditionalGeneration.from_pretrained(path)`` loads those as well. Other projectors
-    (KAN, ...) are stored in ``mm_projector.safetensors`` next to the model and need this
-    function: it loads the model, then swaps in ``config.mm_projector_type`` with those weights.
-    """
-    path = Path(path)
-    weights = path / "mm_projector.safetensors"
-    verbosity = hf_logging.get_verbosity()
-    if weights.is_file():  # HF's projector keys are missing by design: silence that load report
-        hf_logging.set_verbosity_error()
-    try:
-        model = LlavaForConditionalGeneration.from_pretrained(
-            path, dtype=torch_dtype or "auto", device_map=device_map
-        )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    name = getattr(model.config, PROJECTOR_JSON_KEY, None)
-    if weights.is_file():
-        if name is None:
-            raise ValueError(
-                f"{path} has mm_projector.safetensors but its config.json names no {PROJECTOR_JSON_KEY}."
-            )
-        swap_projector(model, name, weights=weights)
-    return model.eval(), AutoProcessor.from_pretrained(path)
+    return BuiltModel(model, load_processor(model_args), base_identity(path, name), init)

@@ -2,7 +2,7 @@
 
 Interface::
 
-    save_trainable(model, out_dir, run_config=None) -> Path
+    save_trainable(model, out_dir, record, step=None) -> Path    # record: CheckpointRecord
         # callable at every checkpoint (best/, final/, checkpoint-N/); never changes the model
     load_trained(run_dir, *, torch_dtype=None, device_map=None, bits=None, is_trainable=False)
         -> (model, processor)     # fresh base (same --bits unless overridden) + the saved weights, eval mode
@@ -29,9 +29,11 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -39,9 +41,12 @@ from llava_df.errors import WeightsError
 from llava_df.model.anatomy import decoder_layers, layers_path, unwrap
 from llava_df.model.anatomy import projector as projector_of
 from llava_df.model.base_identity import check_base
-from llava_df.model.build import PROJECTOR_JSON_KEY, load_projector_weights, projector_dims
+from llava_df.model.build import PROJECTOR_JSON_KEY, build_model, load_projector_weights, projector_dims
 from llava_df.model.compat import quiet_peft_checkpointing_probe
 from llava_df.model.quantization import make_fp32_island
+from llava_df.model.strategies import apply_strategy
+from llava_df.spec.args import ModelArguments
+from llava_df.spec.strategy import resolve_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -69,22 +74,25 @@ def _has_lora(model: nn.Module) -> bool:
     return any("lora_" in n for n, _ in model.named_parameters())
 
 
-def _model_args_record(model: nn.Module, run_config: dict | None) -> dict:
-    record = getattr(unwrap(model), "llava_df_model_args", None) or (run_config or {}).get("model_args")
-    if not record:
-        raise ValueError(
-            "The model carries no llava_df model arguments: build it with llava_df.model.build.build_model and "
-            "llava_df.model.strategies.apply_strategy, or pass run_config={'model_args': asdict(model_args)}."
-        )
-    return dict(record)
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What a checkpoint records besides its weights, so the frozen base can be rebuilt under it."""
+
+    model_args: dict  # dataclasses.asdict(ModelArguments): the base, the projector, --bits, LoRA settings
+    strategy: str  # resolved by the spec; never derived again from the flags
+    base: dict | None = None  # BuiltModel.base: the trained parts are never loaded onto another base
+    run_config: dict = field(default_factory=dict)  # the run's spec (run_config.json), for merge and predict
 
 
-def save_trainable(model: nn.Module, out_dir: str | os.PathLike, run_config: dict | None = None) -> Path:
-    """Write the trained parts of ``model`` (see the module docstring) to ``out_dir``; return it."""
+def save_trainable(
+    model: nn.Module, out_dir: str | os.PathLike, record: CheckpointRecord, step: int | None = None
+) -> Path:
+    """Write the trained parts of ``model`` (see the module docstring) to ``out_dir``; return it.
+    ``step``: the optimizer step of these weights (threshold.json names it)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = unwrap(model)
-    args = _model_args_record(model, run_config)
+    args = dict(record.model_args)
     proj = projector_of(base)
     name = getattr(base.config, PROJECTOR_JSON_KEY, getattr(proj, "projector_name", None))
     files = [PROJECTOR_FILE, PROJECTOR_JSON]
@@ -100,7 +108,7 @@ def save_trainable(model: nn.Module, out_dir: str | os.PathLike, run_config: dic
     if _has_lora(model):
         model.save_pretrained(out)  # PEFT: adapter_config.json + adapter_model.safetensors (LoRA only)
         files += [ADAPTER_CONFIG, ADAPTER_FILE]
-    n_unfrozen = args.get("num_unfreeze_early_layers", 0) if args.get("strategy") == "unfreeze_early" else 0
+    n_unfrozen = args.get("num_unfreeze_early_layers", 0) if record.strategy == "unfreeze_early" else 0
     if n_unfrozen:
         prefix = layers_path(base)
         state: dict[str, torch.Tensor] = {}
@@ -112,14 +120,14 @@ def save_trainable(model: nn.Module, out_dir: str | os.PathLike, run_config: dic
         "format": 1,
         # What threshold.json names (llava_df.eval.threshold): these exact weights, so a threshold chosen for
         # another run's or another step's weights is refused instead of labelling with it.
-        "weights": {"step": (run_config or {}).get("step"), "sha256": files_sha256(out, files)},
+        "weights": {"step": step, "sha256": files_sha256(out, files)},
         "model_args": args,
-        "base": getattr(base, "llava_df_base", None),  # name + revision: never loaded onto another base
-        "strategy": args.get("strategy"),
+        "base": record.base,  # name + revision: never loaded onto another base
+        "strategy": record.strategy,
         "projector": proj_info,
         "files": files,
         "versions": _versions(),
-        "run_config": run_config or {},
+        "run_config": dict(record.run_config),
     }
     (out / CHECKPOINT_JSON).write_text(json.dumps(meta, indent=2, default=str))
     return out
@@ -185,20 +193,25 @@ def read_checkpoint(ckpt_dir: str | os.PathLike) -> dict:
 
 
 def model_args_from_checkpoint(ckpt_dir: str | os.PathLike, **overrides):
-    """ModelArguments as saved (unknown keys from other versions are dropped with a warning)."""
-    from llava_df.spec.args import ModelArguments
-
+    """ModelArguments as saved (unknown keys from other versions are dropped with a warning), with
+    ``overrides`` (e.g. bits=16 to merge). The projector comes from the checkpoint, so the original
+    --pretrain_mm_mlp_adapter (which may be gone) is not read again."""
     saved = read_checkpoint(ckpt_dir)["model_args"]
     known = {f.name for f in dataclasses.fields(ModelArguments)}
     dropped = sorted(set(saved) - known)
     if dropped:
         logger.warning("ignoring unknown model arguments in %s: %s", ckpt_dir, dropped)
-    args = ModelArguments(**{k: v for k, v in saved.items() if k in known})
-    # The projector comes from the checkpoint; the original --pretrain_mm_mlp_adapter may be gone.
-    args.pretrain_mm_mlp_adapter = None
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return args
+    values = {k: v for k, v in saved.items() if k in known} | {"pretrain_mm_mlp_adapter": None} | overrides
+    return ModelArguments(**values)
+
+
+def strategy_of(ckpt_dir: str | os.PathLike) -> str:
+    """The strategy a checkpoint was trained with, as its spec resolved it."""
+    meta = read_checkpoint(ckpt_dir)
+    strategy = meta.get("strategy") or meta["model_args"].get("strategy")
+    if strategy is None:  # written before the strategy was recorded: derive it as that run's spec did
+        strategy = resolve_strategy(model_args_from_checkpoint(ckpt_dir))
+    return strategy
 
 
 def _load_unfrozen(base: nn.Module, path: Path) -> None:
@@ -255,8 +268,6 @@ def load_trainable_weights(
             raise ValueError(
                 f"{ckpt} holds a LoRA adapter but the model has none; apply the same strategy first."
             )
-        from peft import set_peft_model_state_dict
-
         result = set_peft_model_state_dict(model, _read_weights(ckpt / ADAPTER_FILE))
         if result.unexpected_keys:
             raise ValueError(f"{ckpt / ADAPTER_FILE}: keys the model lacks: {result.unexpected_keys[:5]}")
@@ -277,27 +288,20 @@ def load_trained(
     ``bits`` overrides the saved ``--bits`` (e.g. 16 to merge); ``is_trainable=True`` re-applies
     the strategy so training can continue, otherwise the model is frozen and in eval mode.
     """
-    from peft import PeftModel
-
-    from llava_df.model.build import build_model
-    from llava_df.model.strategies import apply_strategy
-
     ckpt = find_checkpoint(run_dir)
     overrides = {} if bits is None else {"bits": bits}
     args = model_args_from_checkpoint(ckpt, **overrides)
-    model, processor = build_model(args, torch_dtype=torch_dtype, device_map=device_map)
-    check_base(read_checkpoint(ckpt).get("base"), model, str(ckpt), allow=allow_base_mismatch)
+    strategy = strategy_of(ckpt)
+    built = build_model(args, strategy, torch_dtype=torch_dtype, device_map=device_map)
+    check_base(read_checkpoint(ckpt).get("base"), built.base, str(ckpt), allow=allow_base_mismatch)
+    model = built.model
     if is_trainable:
-        model = apply_strategy(model, args, verbose=False)
-        return load_trainable_weights(model, ckpt), processor
-    base = model
-    load_trainable_weights(base, ckpt, adapter=False)  # the adapter goes in through PEFT below
+        model = apply_strategy(model, args, strategy, verbose=False)
+        return load_trainable_weights(model, ckpt), built.processor
+    load_trainable_weights(model, ckpt, adapter=False)  # the adapter goes in through PEFT below
     if (ckpt / ADAPTER_FILE).is_file():
         with quiet_peft_checkpointing_probe():
-            model = PeftModel.from_pretrained(base, ckpt, is_trainable=False)
+            model = PeftModel.from_pretrained(model, ckpt, is_trainable=False)
     model.requires_grad_(False)
-    return model.eval(), processor
+    return model.eval(), built.processor
 
-
-# The name in the brief; both spellings load the same thing.
-load_trainable = load_trained

@@ -2,15 +2,15 @@
 
 Interface::
 
-    resolve_strategy(model_args) -> str                    # from --strategy or LLaVA's flags
-    apply_strategy(model, model_args, *, gradient_checkpointing=False, verbose=True) -> model
+    apply_strategy(model, model_args, strategy, *, gradient_checkpointing=False, verbose=True) -> model
         # may return a PeftModel; trainable params in fp32 (llava_df.model.quantization.prepare_for_kbit_training)
     projector_parameters(model) -> list[(name, param)]     # trainable projector params (own LR group)
     param_groups(model, lr, projector_lr=None, weight_decay=0.0, decay_names=None) -> list[dict]
     trainable_report(model) -> dict ; format_report(report) -> str
-    STRATEGIES: dict[str, Strategy]                        # exact names; get_strategy(name) fails listing them
+    REGISTRY: dict[str, Strategy]                          # keyed by llava_df.spec.strategy.STRATEGIES' names
 
-The three strategies of the users' notes (seeds/000):
+The strategy's name is resolved once, from the flags, by llava_df.spec (RunSpec.strategy); this
+module only applies it. The three strategies of the users' notes (seeds/000):
 
 - ``projector_only`` (``--tune_mm_mlp_adapter True`` / ``--tune_deepfake_mlp_adapter True``):
   the projector trains, everything else is frozen.
@@ -37,77 +37,7 @@ from llava_df.model.anatomy import component_of, component_paths, decoder_layers
 from llava_df.model.anatomy import projector as projector_of
 from llava_df.model.compat import quiet_peft_checkpointing_probe
 from llava_df.model.quantization import prepare_for_kbit_training, quantized_module_names
-
-
-# ---- resolving the flags --------------------------------------------------------------------
-# This section is the one home of the rule "which flags mean which strategy", both ways:
-# complete_strategy_flags (--strategy -> LLaVA's flags, at parse time) and resolve_strategy
-# (flags -> strategy, everywhere else: cli.validate, modeling, train).
-def complete_strategy_flags(model_args, explicit: set[str]) -> list[str]:
-    """Set the LLaVA flags that ``--strategy`` (or an alias) stands for, unless given; returns notes.
-
-    A flag given explicitly and contradicting the strategy is left alone: resolve_strategy fails on it.
-    """
-    m, notes = model_args, []
-    if m.strategy in ("lora", "unfreeze_early") and "lora_enable" not in explicit:
-        m.lora_enable = True
-        notes.append(f"--strategy {m.strategy} -> --lora_enable True")
-    if m.strategy == "projector_only" and not {"tune_mm_mlp_adapter", "tune_deepfake_mlp_adapter"} & explicit:
-        m.tune_mm_mlp_adapter = True
-        notes.append("--strategy projector_only -> --tune_mm_mlp_adapter True")
-    if m.num_unfreeze_early_layers and "lora_enable" not in explicit and not m.lora_enable:
-        m.lora_enable = True  # unfreeze_early = first N layers + LoRA on the rest (seeds/000, scheme B)
-        notes.append(f"--num_unfreeze_early_layers {m.num_unfreeze_early_layers} -> --lora_enable True")
-    if m.tune_deepfake_mlp_adapter and not m.tune_mm_mlp_adapter:
-        m.tune_mm_mlp_adapter = True
-        notes.append("--tune_deepfake_mlp_adapter True -> --tune_mm_mlp_adapter True")
-    return notes
-
-
-def resolve_strategy(model_args) -> str:
-    """``--strategy`` if given, else derived from LLaVA's flags; contradictions raise naming both flags.
-
-    No flag at all means ``projector_only`` (the projector is the one part that always trains).
-    """
-    tune = bool(model_args.tune_mm_mlp_adapter or model_args.tune_deepfake_mlp_adapter)
-    tune_flag = (
-        "--tune_deepfake_mlp_adapter" if model_args.tune_deepfake_mlp_adapter else "--tune_mm_mlp_adapter"
-    )
-    lora = bool(model_args.lora_enable)
-    n = model_args.num_unfreeze_early_layers
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"--num_unfreeze_early_layers must be an int >= 0, got {n!r}.")
-    if not model_args.freeze_backbone:
-        raise ValueError(
-            "--freeze_backbone False (full LLM fine-tuning) is not a strategy here: it does not fit the 12-24 GB "
-            "target. Use --strategy unfreeze_early --num_unfreeze_early_layers N, or --lora_enable True."
-        )
-    if tune and lora:
-        raise ValueError(
-            f"{tune_flag} True (train only the projector) contradicts --lora_enable True; pick one."
-        )
-    if tune and n > 0:
-        raise ValueError(
-            f"{tune_flag} True (train only the projector) contradicts --num_unfreeze_early_layers {n}; pick one."
-        )
-    derived = "unfreeze_early" if n > 0 else "lora" if lora else "projector_only"
-    explicit = model_args.strategy
-    if explicit is None:
-        return derived
-    get_strategy(explicit)  # unknown name -> error listing the valid ones
-    if explicit == "projector_only" and (lora or n > 0):
-        flag = "--lora_enable True" if lora else f"--num_unfreeze_early_layers {n}"
-        raise ValueError(f"--strategy projector_only contradicts {flag}; drop one of them.")
-    if explicit == "lora" and (tune or n > 0):
-        flag = f"{tune_flag} True" if tune else f"--num_unfreeze_early_layers {n}"
-        hint = "" if tune else " (use --strategy unfreeze_early)"
-        raise ValueError(f"--strategy lora contradicts {flag}{hint}; drop one of them.")
-    if explicit == "unfreeze_early":
-        if tune:
-            raise ValueError(f"--strategy unfreeze_early contradicts {tune_flag} True; drop one of them.")
-        if n < 1:
-            raise ValueError("--strategy unfreeze_early needs --num_unfreeze_early_layers N with N >= 1.")
-    return explicit
+from llava_df.spec.strategy import STRATEGIES
 
 
 # ---- registry -------------------------------------------------------------------------------
@@ -118,29 +48,31 @@ class Strategy:
     apply: Callable[[nn.Module, object], nn.Module]
 
 
-STRATEGIES: dict[str, Strategy] = {}
+REGISTRY: dict[str, Strategy] = {}
 
 
-def register_strategy(name: str, description: str):
+def register_strategy(name: str):
+    """Register what strategy ``name`` (one of llava_df.spec.strategy.STRATEGIES) does to a model."""
+
     def wrap(fn):
-        if name in STRATEGIES:
+        if name not in STRATEGIES:
+            raise ValueError(f"Strategy {name!r} is not one of {', '.join(STRATEGIES)}: add it to llava_df.spec.strategy first.")
+        if name in REGISTRY:
             raise ValueError(f"Strategy {name!r} is already registered; pick another name.")
-        STRATEGIES[name] = Strategy(name, description, fn)
+        REGISTRY[name] = Strategy(name, STRATEGIES[name], fn)
         return fn
 
     return wrap
 
 
 def get_strategy(name: str) -> Strategy:
-    if name not in STRATEGIES:
-        raise KeyError(
-            f"Unknown strategy {name!r}. Valid strategies: {', '.join(STRATEGIES)}. Check --strategy."
-        )
-    return STRATEGIES[name]
+    if name not in REGISTRY:
+        raise KeyError(f"Unknown strategy {name!r}. Valid strategies: {', '.join(REGISTRY)}. Check --strategy.")
+    return REGISTRY[name]
 
 
 # ---- LoRA -----------------------------------------------------------------------------------
-def _lora_targets(model_args) -> list[str]:
+def lora_targets(model_args) -> list[str]:
     targets = [t.strip() for t in model_args.lora_target_modules.split(",") if t.strip()]
     if not targets:
         raise ValueError("--lora_target_modules is empty; give comma-separated names such as q_proj,v_proj.")
@@ -184,7 +116,7 @@ def _add_lora(model: nn.Module, model_args, layer_indices: list[int]) -> nn.Modu
             f"--lora_bias {model_args.lora_bias!r} is not supported: 'all' would train every bias in the model, "
             "the CLIP tower's included. Use 'none' or 'lora_only'."
         )
-    targets = _lora_targets(model_args)
+    targets = lora_targets(model_args)
     _check_targets(model, targets, layer_indices)
     config = LoraConfig(
         r=model_args.lora_r,
@@ -210,7 +142,7 @@ def _empty_peft(model: nn.Module) -> nn.Module:
 
 
 # ---- the strategies -------------------------------------------------------------------------
-@register_strategy("projector_only", "only the projector trains (LLaVA --tune_mm_mlp_adapter)")
+@register_strategy("projector_only")
 def _projector_only(model: nn.Module, model_args) -> nn.Module:
     model.requires_grad_(False)
     if quantized_module_names(model):
@@ -219,7 +151,7 @@ def _projector_only(model: nn.Module, model_args) -> nn.Module:
     return model
 
 
-@register_strategy("lora", "LoRA on the LLM's linear layers + the projector")
+@register_strategy("lora")
 def _lora(model: nn.Module, model_args) -> nn.Module:
     model.requires_grad_(False)
     model = _add_lora(model, model_args, list(range(len(decoder_layers(model)))))
@@ -227,7 +159,7 @@ def _lora(model: nn.Module, model_args) -> nn.Module:
     return model
 
 
-@register_strategy("unfreeze_early", "first N LLM layers fully trained, LoRA on the rest, + the projector")
+@register_strategy("unfreeze_early")
 def _unfreeze_early(model: nn.Module, model_args) -> nn.Module:
     layers = decoder_layers(model)
     n, total = model_args.num_unfreeze_early_layers, len(layers)
@@ -255,22 +187,17 @@ def _unfreeze_early(model: nn.Module, model_args) -> nn.Module:
 
 
 def apply_strategy(
-    model: nn.Module, model_args, *, gradient_checkpointing: bool = False, verbose: bool = True
+    model: nn.Module, model_args, strategy: str, *, gradient_checkpointing: bool = False, verbose: bool = True
 ):
-    """Apply the resolved strategy, then prepare for training (fp32 trainables, checkpointing).
+    """Apply ``strategy`` (resolved once, by the spec), then prepare for training (fp32 trainables, checkpointing).
 
     Returns the model to train (a PeftModel for lora/unfreeze_early, and for projector_only on a
     quantized model). Prints the trainable-parameter table unless ``verbose=False``.
     """
-    name = resolve_strategy(model_args)
-    model = get_strategy(name).apply(model, model_args)
+    model = get_strategy(strategy).apply(model, model_args)
     prepare_for_kbit_training(model, gradient_checkpointing=gradient_checkpointing)
-    base = unwrap(model)
-    record = dict(getattr(base, "llava_df_model_args", None) or {})
-    record["strategy"] = name
-    base.llava_df_model_args = record
     if verbose:
-        print(f"strategy: {name} ({get_strategy(name).description})")
+        print(f"strategy: {strategy} ({STRATEGIES[strategy]})")
         print(format_report(trainable_report(model)))
     return model
 

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 import transformers
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, SchedulerType
 
-STRATEGIES = ("projector_only", "lora", "unfreeze_early")
+from llava_df.spec.strategy import STRATEGIES
+
+# Names --model_name_or_path / --vision_tower take for the tiny preset's parts (llava_df.model.assemble).
+TINY_PARTS = ("tiny_llm", "tiny_clip")
 DEFAULT_LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelArguments:
     model_name_or_path: str = field(
         default="tiny",
@@ -44,7 +47,7 @@ class ModelArguments:
     quant_type: str = field(default="nf4", metadata={"help": "4-bit only: nf4 or fp4."})
     strategy: str | None = field(
         default=None,
-        metadata={"help": f"One of {STRATEGIES}. Derived from the LLaVA flags below when not given."},
+        metadata={"help": f"One of {tuple(STRATEGIES)}. Derived from the LLaVA flags below when not given."},
     )
     tune_mm_mlp_adapter: bool = field(
         default=False, metadata={"help": "Train only the projector (strategy projector_only)."}
@@ -114,7 +117,7 @@ class ModelArguments:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataArguments:
     data_dir: str | None = field(
         default=None,

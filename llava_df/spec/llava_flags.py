@@ -27,7 +27,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from llava_df.data.conversation import canonical_name
+from llava_df.data.load import CAPTIONS_NEED_DATA_PATH
 from llava_df.errors import ConfigError
+from llava_df.spec.args import TINY_PARTS
 
 logger = logging.getLogger(__name__)
 
@@ -36,59 +39,48 @@ ASPECT_RATIOS = ("pad", "square")
 SELECT_FEATURES = {"patch": "default", "cls_patch": "full"}
 
 
-def resolve_llava_flags(parsed) -> list[str]:
-    """Derived settings from LLaVA's flags; returns notes (also appended to parsed.notes)."""
-    from llava_df.data.conversation import canonical_name
-
-    m, d, t = parsed.model, parsed.data, parsed.training
-    notes: list[str] = []
-    if m.version is not None:
+def resolve_llava_flags(values, explicit: set[str]) -> list[str]:
+    """Derived settings from LLaVA's flags, set on argparse's namespace ``values`` before the argument
+    dataclasses are built; returns notes."""
+    v, notes = values, []
+    if v.version is not None:
         try:
-            version = canonical_name(m.version)
+            version = canonical_name(v.version)
         except KeyError as err:
             reason = str(err).strip("'\"")
-            raise ConfigError(f"--version {m.version}: {reason}") from None
-        if "conv_template" in parsed.explicit and canonical_name(d.conv_template) != version:
+            raise ConfigError(f"--version {v.version}: {reason}") from None
+        if "conv_template" in explicit and canonical_name(v.conv_template) != version:
             raise ConfigError(
-                f"--version {m.version} and --conv_template {d.conv_template} name different templates; they are the "
+                f"--version {v.version} and --conv_template {v.conv_template} name different templates; they are the "
                 "same setting (LLaVA's name and this project's). Keep one."
             )
-        if d.conv_template != version:
-            notes.append(f"--version {m.version} -> --conv_template {version}")
-        d.conv_template = version
-    if d.task is None:
-        d.task = "caption" if canonical_name(d.conv_template) == "plain" else "detect"
-        if d.task == "caption":
+        if v.conv_template != version:
+            notes.append(f"--version {v.version} -> --conv_template {version}")
+        v.conv_template = version
+    if v.task is None:
+        v.task = "caption" if canonical_name(v.conv_template) == "plain" else "detect"
+        if v.task == "caption":
             notes.append(
                 "--version plain: caption task (stage 1): free-text answers, loss on the caption tokens, no Real/Fake "
                 "scores; pass --task detect to score Real/Fake answers with the plain layout"
             )
-    adapter = m.pretrain_mm_mlp_adapter
+    adapter = v.pretrain_mm_mlp_adapter
     if adapter is not None and not Path(adapter).is_file() and Path(adapter).name == "mm_projector.bin":
         sibling = Path(adapter).with_suffix(".safetensors")
         if sibling.is_file():  # stage 1 here writes .safetensors; LLaVA's finetune scripts name the .bin
-            notes.append(
-                f"--pretrain_mm_mlp_adapter {adapter}: not there; using {sibling} (stage 1's output)"
-            )
-            m.pretrain_mm_mlp_adapter = str(sibling)
+            notes.append(f"--pretrain_mm_mlp_adapter {adapter}: not there; using {sibling} (stage 1's output)")
+            v.pretrain_mm_mlp_adapter = str(sibling)
     for flag, on, meaning in (
-        ("lazy_preprocess", d.lazy_preprocess, "samples are always tokenized per batch here"),
-        (
-            "group_by_modality_length",
-            t.group_by_modality_length,
-            "every sample has an image, nothing to group",
-        ),
+        ("lazy_preprocess", v.lazy_preprocess, "samples are always tokenized per batch here"),
+        ("group_by_modality_length", v.group_by_modality_length, "every sample has an image, nothing to group"),
     ):
         if on:
             notes.append(f"--{flag} True accepted: {meaning}")
-    parsed.notes.extend(notes)
     return notes
 
 
-def check_llava_flags(parsed) -> None:
-    from llava_df.model.assemble import TINY_PARTS
-
-    m, d, t = parsed.model, parsed.data, parsed.training
+def check_llava_flags(spec) -> None:
+    m, d, t = spec.model, spec.data, spec.training
     for flag, value, why in (
         ("mm_use_im_start_end", m.mm_use_im_start_end, "HF LLaVA has no image start/end tokens"),
         ("mm_use_im_patch_token", m.mm_use_im_patch_token, "HF LLaVA has no image patch token"),
@@ -128,8 +120,6 @@ def check_llava_flags(parsed) -> None:
             f"--task {d.task}: expected detect (Real/Fake answers, scored) or caption (free-text answers, stage 1)."
         )
     if d.task == "caption" and not d.data_path:
-        from llava_df.data.load import CAPTIONS_NEED_DATA_PATH
-
         raise ConfigError(CAPTIONS_NEED_DATA_PATH)
     name = m.model_name_or_path
     if name == "tiny_clip":
@@ -144,48 +134,3 @@ def check_llava_flags(parsed) -> None:
         )
     if m.vision_tower == "tiny_llm":
         raise ConfigError("--vision_tower tiny_llm is an LLM; the tiny preset's tower is tiny_clip.")
-
-
-# ---- images ---------------------------------------------------------------------------------
-def _pads(image_processor) -> bool:
-    # Every transformers 5 image processor has a do_pad attribute; only LLaVA's pads to a square with it.
-    return type(image_processor).__name__.startswith("LlavaImageProcessor")
-
-
-def image_aspect_ratio(processor) -> str:
-    """What ``processor`` does with a non-square image: pad (LlavaImageProcessor do_pad) or square."""
-    ip = processor.image_processor
-    return "pad" if _pads(ip) and getattr(ip, "do_pad", False) else "square"
-
-
-def _llava_image_processor(image_processor, do_pad: bool):
-    """The same preprocessing as ``image_processor`` (a CLIP one) in transformers' LLaVA class, which pads."""
-    from importlib.util import find_spec
-
-    if find_spec("torchvision") is not None:
-        from transformers import LlavaImageProcessor as cls
-    else:  # the PIL backend gives the same pixels without torchvision
-        from transformers import LlavaImageProcessorPil as cls
-    keep = (
-        "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-        "do_normalize", "image_mean", "image_std", "do_convert_rgb",
-    )  # fmt: skip
-    settings = {k: getattr(image_processor, k) for k in keep if getattr(image_processor, k, None) is not None}
-    return cls(**settings, do_pad=do_pad)
-
-
-def apply_image_aspect_ratio(processor, wanted: str | None, source: str):
-    """(processor, resolved value, note or None). ``wanted`` None keeps the checkpoint's own."""
-    own = image_aspect_ratio(processor)
-    if wanted is None or wanted == own:
-        return processor, own, None
-    if _pads(processor.image_processor):
-        processor.image_processor.do_pad = wanted == "pad"
-    else:
-        processor.image_processor = _llava_image_processor(processor.image_processor, wanted == "pad")
-    note = (
-        f"--image_aspect_ratio {wanted}: {source}'s image processor does {own} "
-        f"({'pads to a square' if own == 'pad' else 'resizes without padding'}); this run uses {wanted}. "
-        "Keep the setting a checkpoint was trained with (LLaVA-1.5: pad) when evaluating it."
-    )
-    return processor, wanted, note

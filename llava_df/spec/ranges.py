@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from llava_df.errors import ConfigError
+from llava_df.errors import ConfigError, UsageError
 
 
 def _num(v) -> bool:
@@ -178,3 +178,19 @@ def check_projector_size(parsed, dims: tuple[int, int] | None) -> int | None:
             "Pick a smaller projector, or pass --allow_large_projector True if you mean it."
         )
     return n
+
+
+def parse_threshold_rule(text: str) -> str:
+    """The rule as written if valid ("fixed:0.50" is kept as given); UsageError naming the choices."""
+    if text in ("eer", "youden"):
+        return text
+    if text.startswith("fixed:"):
+        try:
+            value = float(text[6:])
+        except ValueError:
+            value = math.nan
+        if 0.0 <= value <= 1.0:
+            return text
+    raise UsageError(
+        f"--threshold_rule {text!r}: expected eer (default), youden or fixed:<p> with p in [0, 1], e.g. fixed:0.5."
+    )

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava_df.spec.strategy import STRATEGIES
+
 PACKAGE = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = PACKAGE / "configs" / "sweep_tiny.yaml"
 REFERENCE = "mlp2x_gelu"
 DEFAULT_PROJECTORS = ("mlp2x_gelu", "kan_h256_g5_k3", "kan_h128_g5_k3", "kan_h64_g5_k3", "kan_h64_g3_k2", "kan_light", "linear")  # fmt: skip
-DEFAULT_STRATEGIES = ("projector_only", "lora", "unfreeze_early")
+DEFAULT_STRATEGIES = tuple(STRATEGIES)
 DEFAULT_SEEDS = (0, 1, 2)
 QUICK = {
     "projectors": ("mlp2x_gelu", "kan_h64_g3_k2"),

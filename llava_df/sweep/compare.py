@@ -138,9 +138,9 @@ def build_parser() -> ArgumentParser:
 
 def parse(argv: list[str]):
     """(sweep args, training flags for every cell); UsageError before anything runs."""
-    from llava_df.model.strategies import STRATEGIES
     from llava_df.projectors import available_projectors, resolve
-    from llava_df.spec.parse import parse_args
+    from llava_df.spec import parse_spec
+    from llava_df.spec.strategy import STRATEGIES
 
     args, train_flags = build_parser().parse_known_args(argv)
     defaults = (
@@ -197,11 +197,11 @@ def parse(argv: list[str]):
     args.results_dir, args.runs_dir = Path(args.results_dir), Path(args.runs_dir)
     try:
         for cell in grid(args.projectors, args.strategies, args.seeds[:1]):
-            parsed = parse_args(cell_argv(args, train_flags, cell))
+            spec = parse_spec(cell_argv(args, train_flags, cell))
             if cell.projector in args.stage1 and cell.strategy == args.strategies[0]:
-                from llava_df.train.workflow import validate_inputs
+                from llava_df.model.inputs import check_model_inputs
 
-                validate_inputs(parsed)  # a stage-1 file that does not fit its projector fails now
+                check_model_inputs(spec)  # a stage-1 file that does not fit its projector fails now
     except ConfigError as err:
         raise UsageError(f"a training flag of the sweep: {err}") from None
     unknown = sorted(set(args.stage1) - set(args.projectors))
@@ -264,11 +264,11 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
         raise KeyboardInterrupt
     from llava_df.projectors import create_projector
     from llava_df.projectors.profile import macs_per_token
-    from llava_df.spec.parse import parse_args
+    from llava_df.spec import parse_spec
     from llava_df.train.workflow import train
 
-    parsed = parse_args([*argv, "--disable_tqdm", "True"])
-    out = Path(parsed.training.output_dir)
+    spec = parse_spec([*argv, "--disable_tqdm", "True"])
+    out = Path(spec.training.output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)  # for the log; train() creates out after validating
     logging.getLogger().setLevel(logging.WARNING)
     with (
@@ -276,7 +276,7 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
     ):
-        results = train(parsed)
+        results = train(spec)
     checks = results["config"].setdefault("checks", {})
     dims = checks.get("projector_dims")
     if dims:
@@ -292,19 +292,19 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
 # ---- feature probes (the ceiling rows) ------------------------------------------------------
 def run_probe_records(args, train_flags: list[str], command: str) -> None:
     """Probe records for the recipe's data (comparison/probes.py), reused while their key holds."""
-    from llava_df.spec.parse import parse_args
+    from llava_df.spec import parse_spec
     from llava_df.sweep.probes import PROBES, run_probes, tower_features
 
     cell = next(iter(grid([REFERENCE], ["projector_only"], args.seeds[:1])))
-    parsed = parse_args(cell_argv(args, train_flags, cell))
-    config = parsed.to_dict()
+    spec = parse_spec(cell_argv(args, train_flags, cell))
+    config = spec.to_json()
     probes_code = Path(__file__).with_name("probes.py")
     # What a probe depends on: the tower (model), the data and its split seed, the probe seeds and code.
     key = cell_key(
         {
             "model": {k: config["model"][k] for k in ("model_name_or_path", "vision_tower", "mm_vision_select_layer")},
             "data": config["data"],
-            "training": {"seed": parsed.training.seed, "probe_seeds": args.seeds,
+            "training": {"seed": spec.training.seed, "probe_seeds": args.seeds,
                          "probes": hashlib.sha256(probes_code.read_bytes()).hexdigest()},  # fmt: skip
         },
         code_fingerprint(),
@@ -316,7 +316,7 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
         print(f"probes: up to date ({len(current)} records)", file=sys.stderr)
         return
     start = time.time()
-    feats = tower_features(parsed)
+    feats = tower_features(spec)
     for record in run_probes(feats, args.seeds, key):
         record["command"] = command
         cell = record["cell"]
@@ -327,14 +327,14 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
 # ---- the sweep ------------------------------------------------------------------------------
 def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], int]:
     """(cells to run with argv, record path and key; how many are up to date and skipped)."""
-    from llava_df.spec.parse import parse_args
+    from llava_df.spec import parse_spec
 
     fingerprint = code_fingerprint()
     todo, skipped = [], 0
     results = args.results_dir / "comparison"
     for cell in grid(args.projectors, args.strategies, args.seeds):
         argv = cell_argv(args, train_flags, cell)
-        config = parse_args(argv).to_dict()
+        config = parse_spec(argv).to_json()
         adapter = config["model"].get("pretrain_mm_mlp_adapter")
         if adapter:  # a new stage-1 file at the same path is a new cell
             config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(Path(adapter).read_bytes()).hexdigest()

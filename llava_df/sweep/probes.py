@@ -31,6 +31,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from llava_df.data.load import load_splits
+from llava_df.model.build import build_model
+from llava_df.model.processor import run_processor
 from llava_df.provenance import git_state
 
 PROBES = ("probe_linear", "probe_mlp", "probe_kan")
@@ -39,16 +42,14 @@ EPOCHS, BATCH, LR = 40, 64, 1e-3
 
 
 @torch.no_grad()
-def tower_features(parsed, batch_size: int = 64) -> dict:
+def tower_features(spec, batch_size: int = 64) -> dict:
     """{split: (features [N, T, D] float32, is_fake [N], ids, manipulations)} of the recipe's data."""
-    from llava_df.data.pipeline import load_data
-    from llava_df.model.build import build_model
-
-    model, processor = build_model(parsed.model)  # the tower is never quantized; --bits does not change it
-    splits, collator, _, _ = load_data(parsed.data, processor, parsed.training.seed, parsed.training.model_max_length)
-    tower, config = model.model.vision_tower.eval(), model.config
+    built = build_model(spec.model, spec.strategy)  # the tower is never quantized; --bits does not change it
+    processor, _ = run_processor(spec.model, spec.data, built.processor)  # with --image_aspect_ratio applied
+    splits = load_splits(spec.data, seed=spec.training.seed)
+    tower, config = built.model.model.vision_tower.eval(), built.model.config
     layer, full = config.vision_feature_layer, config.vision_feature_select_strategy == "full"
-    image_processor = collator.processor.image_processor  # with --image_aspect_ratio applied
+    image_processor = processor.image_processor
     out = {}
     for name, ds in splits.items():
         feats = []

@@ -56,7 +56,7 @@ def run_stage1(
     n_captions: int = 1000,
 ) -> dict[str, str]:
     """Train (or reuse) one stage-1 projector per name; returns {name: mm_projector.safetensors path}."""
-    from llava_df.spec.parse import parse_args
+    from llava_df.spec import parse_spec
     from llava_df.train.workflow import train
 
     data = _captions(runs_dir, captions, n_captions)
@@ -66,12 +66,12 @@ def run_stage1(
     for name in projectors:
         out = runs_dir / "stage1" / name
         argv = stage1_argv(name, out, data, train_flags)
-        parsed = parse_args(argv)
-        if parsed.data.task != "caption":
+        spec = parse_spec(argv)
+        if spec.data.task != "caption":
             raise RunError(
                 f"stage 1 of {name}: the recipe {STAGE1_RECIPE} must set version: plain (caption task)."
             )
-        config = parsed.to_dict()
+        config = spec.to_json()
         config["data"]["data_sha256"] = data_sha  # new captions at the same path are a new stage 1
         key = cell_key(config, fingerprint)  # the sweep cells' rule: same settings and code, same run
         weights = out / "mm_projector.safetensors"
@@ -80,14 +80,14 @@ def run_stage1(
             files[name] = str(weights)
             logger.warning("stage 1 of %s: up to date (%s)", name, weights)
             continue
-        parsed = parse_args([*argv, "--overwrite_output_dir", "True"])
+        spec = parse_spec([*argv, "--overwrite_output_dir", "True"])
         out.parent.mkdir(parents=True, exist_ok=True)
         with (
             open(out.parent / f"{name}.log", "w") as log,
             contextlib.redirect_stdout(log),
             contextlib.redirect_stderr(log),
         ):
-            results = train(parsed)
+            results = train(spec)
         key_file.write_text(key + "\n")
         files[name] = results["paths"]["mm_projector"][0]
         print(

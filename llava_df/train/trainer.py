@@ -2,7 +2,7 @@
 
 How to call (train.py does)::
 
-    trainer = DeepfakeTrainer(model=model, args=training_args, ..., run_config=run_config,
+    trainer = DeepfakeTrainer(model=model, args=training_args, ..., record=checkpoint_record,
                               extra_input_keys=collator.extra_keys)
 """
 
@@ -17,7 +17,7 @@ from llava_df.errors import RunError
 from llava_df.eval.scoring import AnswerTrainer
 from llava_df.model.anatomy import projector as projector_of
 from llava_df.model.anatomy import unwrap
-from llava_df.model.checkpoint import load_trainable_weights, save_trainable
+from llava_df.model.checkpoint import CheckpointRecord, load_trainable_weights, save_trainable
 
 
 class NonFiniteLossError(RunError):
@@ -49,9 +49,9 @@ class DeepfakeTrainer(AnswerTrainer):
       the checkpoints written so far stay as they are.
     """
 
-    def __init__(self, *args, run_config: dict | None = None, **kwargs):
+    def __init__(self, *args, record: CheckpointRecord, **kwargs):
         super().__init__(*args, **kwargs)
-        self.run_config = run_config or {}
+        self.record = record  # what every checkpoint records besides its weights
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """checkpoint-N/ (and any save_model call) gets our trained parts, never the frozen base.
@@ -64,7 +64,7 @@ class DeepfakeTrainer(AnswerTrainer):
         trained = [p for p in self.model.parameters() if p.requires_grad]
         with _gathered(self, trained):
             if self.args.should_save:
-                save_trainable(self.model, out, self.run_config)
+                save_trainable(self.model, out, self.record, step=self.state.global_step)
 
     # No public hook loads model weights on resume: Trainer.train() calls this method itself, and its
     # default looks for full model weights (model.safetensors / an adapter only) that our checkpoints

@@ -1,0 +1,28 @@
+"""Flag names: the old spellings the parser maps, the flags that map to something else, and the
+message an unknown flag gets. Shared by the command line and the YAML reader."""
+
+from __future__ import annotations
+
+import difflib
+
+# Old or foreign spelling -> schema field. Each use is reported in RunSpec.notes.
+RENAMED = {
+    "evaluation_strategy": "eval_strategy",  # transformers 5 renamed it
+    "warmup_ratio": "warmup_steps",  # transformers 5: warmup_steps < 1 is a fraction of all steps
+    "gradient_checkpointing": "activation_checkpointing",  # deprecated alias in transformers 5.x
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+    "batch_size": "per_device_train_batch_size",  # seeds/003 YAML
+    "num_epochs": "num_train_epochs",  # seeds/003 YAML
+    "max_length": "model_max_length",  # seeds/003 YAML
+}
+# Flags that map to something other than one field (handled in _apply_special).
+SPECIAL = ("logging_dir", "load_in_8bit", "load_in_4bit")
+
+
+
+def unknown_message(name: str, flags: list[str], where: str) -> str:
+    close = difflib.get_close_matches(name, flags, n=4, cutoff=0.6)
+    hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
+    return f"{where}: unknown flag --{name}.{hint} Run `python -m llava_df.train --help` for every flag."
+
+
