@@ -213,8 +213,8 @@ def test_image_aspect_ratio_pad_is_llava_expand2square(size):
     import numpy as np
     from PIL import Image
 
-    from llava_df.model.tiny import load_tiny_processor
     from llava_df.model.processor import apply_image_aspect_ratio, image_aspect_ratio
+    from llava_df.model.tiny import load_tiny_processor
 
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     square = load_tiny_processor()
