@@ -16,6 +16,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import torch
+
 PACKAGES = (
     "llava_df",
     "torch",
@@ -74,7 +76,6 @@ def _module_version(name: str) -> str | None:
 
 
 def device_info() -> dict:
-    import torch
 
     info = {
         "platform": platform.platform(),

@@ -1,0 +1,1 @@
+"""Applications over a trained detector: predict, demo, evaluate, merge (thin verbs over eval.Detector)."""

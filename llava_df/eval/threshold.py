@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from llava_df.errors import RunError, UsageError
+from llava_df.io import write_json
 from llava_df.spec.ranges import parse_threshold_rule
 
 RULES = ("eer", "youden", "fixed:<p>")
@@ -54,7 +55,6 @@ def choose_threshold(rule: str, val_scores: dict) -> tuple[float, str]:
 def write_threshold(run_dir: str | Path, value: float, rule: str, weights: str, identity: dict | None = None) -> Path:
     """threshold.json for the weights in ``run_dir/weights``; ``identity`` ({"step", "sha256"}:
     llava_df.model.checkpoint.weights_identity) names those exact weights, so it is never applied to others."""
-    from llava_df.io import write_json
 
     path = Path(run_dir) / THRESHOLD_FILE
     identity = identity or {}

@@ -1,4 +1,4 @@
-"""Measured memory: a run's peak (PeakMemory) and a step's live tensors (LiveTensorPeak), in peak.py."""
+"""Memory: what a run measures (peak.py) and the planner (`llava-df plan`: dry run, closed form, --budget)."""
 
 from llava_df.memory.peak import LiveTensorPeak, PeakMemory, cpu_peak_rss_mb
 

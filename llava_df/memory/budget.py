@@ -35,6 +35,9 @@ import re
 import yaml
 
 from llava_df.errors import UsageError
+from llava_df.memory.estimate import estimate
+from llava_df.memory.plan import make_plan, parse_plan_args
+from llava_df.memory.shapes import plan_config
 
 GIB = 2**30
 BITS_COST = {16: 1.0, 8: 1.5, 4: 1.3}
@@ -161,12 +164,9 @@ def candidate_yaml(explicit: dict, argv: list[str], c: dict, plan: dict, budget:
 def search(argv: list[str], *, budget_bytes: int, margin: float = 0.1, target: str = "cuda", top: int = 3,
            text_tokens: int = 48, verify: bool = True) -> dict:  # fmt: skip
     """{"candidates": [...], "searched": n}; raises UsageError when nothing fits, naming the smallest."""
-    from llava_df.memory.plan import make_plan, parse_plan_args
 
     if not 0 <= margin < 1:
         raise UsageError(f"--margin {margin}: expected a fraction in [0, 1), such as 0.1 for 10%.")
-    from llava_df.memory.estimate import estimate
-    from llava_df.memory.shapes import plan_config
 
     base = make_plan(argv, target=target, text_tokens=text_tokens, dry=False)  # validates argv once
     settings, strategy = base["settings"], base["settings"]["strategy"]

@@ -33,9 +33,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration, Trainer
+from transformers.integrations.bitsandbytes import replace_with_bnb_linear
 
 from llava_df.memory.tracker import MetaStorageTracker, cuda_dropout, flash_sdpa
 from llava_df.model.anatomy import component_paths, unwrap
+from llava_df.model.build import swap_projector
+from llava_df.model.quantization import enable_checkpointing, quantization_config, skip_modules, validate_bits
+from llava_df.model.strategies import apply_strategy
 
 TARGETS = ("cuda", "cpu")
 
@@ -80,11 +85,7 @@ def model_dtype(spec, config) -> torch.dtype:
 
 def _quantize_linears(model: nn.Module, bits: int, skip: list[str], model_args, compute_dtype) -> None:
     """transformers' replacement of nn.Linear by bitsandbytes modules, then bitsandbytes' own quantization."""
-    import bitsandbytes as bnb
-    from transformers import BitsAndBytesConfig
-    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
-
-    from llava_df.model.quantization import quantization_config
+    import bitsandbytes as bnb  # lazy: bitsandbytes loads a native library that may be missing; --bits 16 runs without it
 
     q = quantization_config(
         bits,
@@ -116,11 +117,6 @@ def _quantize_linears(model: nn.Module, bits: int, skip: list[str], model_args, 
 
 def build_meta_model(spec, config, *, verbose: bool = False) -> nn.Module:
     """The model train would build for ``spec``, on the meta device, strategy applied."""
-    from transformers import LlavaForConditionalGeneration
-
-    from llava_df.model.build import swap_projector
-    from llava_df.model.quantization import enable_checkpointing, skip_modules, validate_bits
-    from llava_df.model.strategies import apply_strategy
 
     m, t = spec.model, spec.training
     strategy = spec.strategy
@@ -210,7 +206,6 @@ def meta_batch(config, batch_size: int, text_tokens: int, model_max_length: int)
 
 def _optimizer(spec, model: nn.Module, target: str):
     """The optimizer the Trainer would create (its class and kwargs), over the trainable parameters."""
-    from transformers import Trainer
 
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(spec.training, model)
     if kwargs.get("fused"):
@@ -235,7 +230,7 @@ def _target_kernels(target: str):
             stack.enter_context(cuda_dropout())
         else:
             try:
-                import bitsandbytes.autograd._functions as bnb_functions
+                import bitsandbytes.autograd._functions as bnb_functions  # lazy: bitsandbytes loads a native library that may be missing; --bits 16 runs without it
             except ImportError:
                 bnb_functions = None
             # bnb picks MatMul8bitFp for cpu/xpu tensors, MatMul8bitLt otherwise (meta included)

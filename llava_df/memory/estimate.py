@@ -29,6 +29,11 @@ gradient of the logits, 12 bsV, at the start of backward, where the peak usually
 
 from __future__ import annotations
 
+from llava_df.memory.dryrun import model_dtype
+from llava_df.model.build import projector_dims
+from llava_df.model.strategies import lora_targets
+from llava_df.projectors.registry import count_parameters
+
 ADAM_STATE_BYTES = {
     "adamw_bnb_8bit": 2,
     "adamw_8bit": 2,
@@ -96,10 +101,6 @@ def estimate(
     spec, config, *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48
 ) -> dict:
     """The closed-form plan, in bytes: the peak, its phase and the same breakdown keys as the dry run."""
-    from llava_df.memory.dryrun import model_dtype
-    from llava_df.model.build import projector_dims
-    from llava_df.model.strategies import lora_targets
-    from llava_df.projectors.registry import count_parameters
 
     m, tr = spec.model, spec.training
     strategy = spec.strategy

@@ -18,6 +18,12 @@ import dataclasses
 from pathlib import Path
 
 from llava_df.errors import UsageError
+from llava_df.memory.dryrun import TARGETS, dry_run, model_dtype
+from llava_df.memory.estimate import _optim_name, estimate
+from llava_df.memory.shapes import checkpoint_max_length, plan_config
+from llava_df.model.build import projector_dims
+from llava_df.spec import parse_spec
+from llava_df.spec.ranges import check_projector_size
 
 GIB = 2**30
 MIB = 2**20
@@ -26,7 +32,6 @@ SHORT_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 def parse_plan_args(argv: list[str]):
     """The RunSpec of a plan: the training parser, on a machine that may not have the target GPU."""
-    from llava_df.spec import parse_spec
 
     argv = list(argv)
     if "--output_dir" not in argv and not any(a.startswith("--output_dir=") for a in argv):
@@ -51,11 +56,6 @@ def plan_spec(spec, *, target: str = "cuda", seq_len: int | None = None, text_to
     ``seq_len``: tokens per sample (image + text), e.g. the collator's length on the real data;
     default: the config's image tokens + ``text_tokens``.
     """
-    from llava_df.memory.dryrun import TARGETS, dry_run
-    from llava_df.memory.estimate import estimate
-    from llava_df.memory.shapes import checkpoint_max_length, plan_config
-    from llava_df.model.build import projector_dims
-    from llava_df.spec.ranges import check_projector_size
 
     if target not in TARGETS:
         raise UsageError(f"--target {target!r}: expected one of {', '.join(TARGETS)}.")
@@ -139,8 +139,6 @@ def compact(plan: dict | None) -> dict | None:
 
 
 def _settings(spec, config, seq_len: int) -> dict:
-    from llava_df.memory.dryrun import model_dtype
-    from llava_df.memory.estimate import _optim_name
 
     dtype = model_dtype(spec, config)
     m, t = spec.model, spec.training

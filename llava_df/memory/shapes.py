@@ -23,7 +23,8 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
 from llava_df.errors import UsageError, UserError
-from llava_df.model.assemble import KNOWN_TOWERS, SUPPORTED_LLMS
+from llava_df.model.assemble import KNOWN_TOWERS, SUPPORTED_LLMS, tower_config
+from llava_df.model.build import _apply_vision_flags, model_config, read_config
 from llava_df.spec.llava_flags import SELECT_FEATURES
 from llava_df.spec.ranges import check_config_sizes
 
@@ -103,13 +104,11 @@ def _read_config_json(path: Path) -> dict:
 
 
 def _auto_config(path: Path):
-    from llava_df.model.build import read_config
 
     return read_config(path)
 
 
 def _tower(model_args, notes: list[str]) -> CLIPVisionConfig:
-    from llava_df.model.assemble import tower_config
 
     name = model_args.vision_tower or DEFAULT_TOWER
     if not model_args.vision_tower:
@@ -152,7 +151,6 @@ def plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
 
 
 def _plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
-    from llava_df.model.build import _apply_vision_flags, model_config
 
     name, notes = model_args.model_name_or_path, []
     if name in ("tiny", "tiny_llm"):

@@ -33,7 +33,7 @@ import contextlib
 import weakref
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 
 
@@ -113,7 +113,6 @@ class MetaStorageTracker(TorchDispatchMode):
     @contextlib.contextmanager
     def _disabled(cls):
         # The stand-in ops build their outputs with ordinary factory calls; they are counted once, below.
-        from torch.utils._python_dispatch import _disable_current_modes
 
         with _disable_current_modes():
             yield

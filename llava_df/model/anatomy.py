@@ -18,6 +18,7 @@ transformers 5.23 the paths are ``model.vision_tower``, ``model.multi_modal_proj
 
 from __future__ import annotations
 
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
 COMPONENTS = ("vision_tower", "projector", "language_model", "lm_head")
@@ -26,7 +27,6 @@ COMPONENTS = ("vision_tower", "projector", "language_model", "lm_head")
 def unwrap(model: nn.Module) -> nn.Module:
     """The LlavaForConditionalGeneration inside DDP / DeepSpeed / torch.compile wrappers (accelerate's
     public ``extract_model_from_parallel``) and a PeftModel (LoRA layers injected), or the model."""
-    from accelerate.utils import extract_model_from_parallel
 
     model = extract_model_from_parallel(model)
     get_base = getattr(model, "get_base_model", None)

@@ -26,6 +26,7 @@ import logging
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -39,6 +40,14 @@ from transformers import (
 )
 
 from llava_df.errors import ModelNotFoundError, UsageError
+from llava_df.model.tiny import (
+    _cache_root,
+    load_tiny_processor,
+    materialize_folder,
+    materialize_tiny,
+    save_model_files,
+    tiny_config,
+)
 from llava_df.spec.args import TINY_PARTS
 from llava_df.spec.llava_flags import SELECT_FEATURES
 
@@ -71,12 +80,6 @@ SUPPORTED_LLMS = ("llama", "mistral", "qwen2")
 def materialize_tiny_part(name: str) -> Path:
     """``tiny_llm`` (LlamaForCausalLM + the shipped tokenizer) or ``tiny_clip`` (CLIPVisionModel +
     image processor), cut out of the tiny preset and saved as their own checkpoints (cached)."""
-    from llava_df.model.tiny import (
-        load_tiny_processor,
-        materialize_folder,
-        materialize_tiny,
-        save_model_files,
-    )
 
     root = materialize_tiny()
 
@@ -163,7 +166,6 @@ def check_tower(name: str, llava_config, checkpoint: str, cache_dir: str | None 
 
 
 def _tiny_vision():
-    from llava_df.model.tiny import tiny_config
 
     return tiny_config().vision_config
 
@@ -230,8 +232,6 @@ def _listing(path: str, cache_dir: str | None) -> dict:
     """What identifies a checkpoint without hashing its weights: config.json and weight file names + sizes."""
     folder = Path(path)
     if not folder.is_dir():
-        from huggingface_hub import snapshot_download
-
         folder = Path(
             snapshot_download(
                 path, cache_dir=cache_dir, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.model"]
@@ -243,7 +243,6 @@ def _listing(path: str, cache_dir: str | None) -> dict:
 
 def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype | None = None) -> Path:
     """Save LLM ``llm`` + tower ``tower`` + a new projector as one LLaVA checkpoint; return its folder."""
-    from llava_df.model.tiny import _cache_root, materialize_folder, save_model_files
 
     cache_dir = getattr(model_args, "cache_dir", None)
     llm_path = resolve_part(llm, "--model_name_or_path")

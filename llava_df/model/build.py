@@ -44,6 +44,7 @@ from llava_df.model.assemble import (
 from llava_df.model.base_identity import base_identity
 from llava_df.model.quantization import (
     disable_cpu_4bit_repack,
+    is_quantized_linear,
     quantization_config,
     require_bitsandbytes,
     skip_modules,
@@ -300,7 +301,6 @@ def swap_projector(
 
 
 def _is_quantized(module: nn.Module) -> bool:
-    from llava_df.model.quantization import is_quantized_linear
 
     return any(is_quantized_linear(m) for m in module.modules())
 

@@ -32,7 +32,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import peft
 import torch
+import transformers
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -59,8 +61,6 @@ UNFROZEN_FILE = "unfrozen_layers.safetensors"
 
 
 def _versions() -> dict:
-    import peft
-    import transformers
 
     return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
 

@@ -32,9 +32,9 @@ def image_aspect_ratio(processor) -> str:
 def _llava_image_processor(image_processor, do_pad: bool):
     """The same preprocessing as ``image_processor`` (a CLIP one) in transformers' LLaVA class, which pads."""
     if find_spec("torchvision") is not None:
-        from transformers import LlavaImageProcessor as cls
+        from transformers import LlavaImageProcessor as cls  # lazy: needs torchvision, which may be absent
     else:  # the PIL backend gives the same pixels without torchvision
-        from transformers import LlavaImageProcessorPil as cls
+        from transformers import LlavaImageProcessorPil as cls  # lazy: the class to use without torchvision
     keep = (
         "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
         "do_normalize", "image_mean", "image_std", "do_convert_rgb",

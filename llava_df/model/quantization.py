@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
 
 from llava_df.model.anatomy import component_paths, decoder_layers, layers_path, unwrap
 
@@ -41,6 +42,7 @@ def validate_bits(bits) -> int:
 def _bitsandbytes_error() -> str | None:
     """None when bitsandbytes imports and has a backend for this machine, else the reason."""
     try:
+        # lazy: importing bitsandbytes loads its native library; this function is what finds out whether it can
         import bitsandbytes  # noqa: F401
         from transformers.integrations import validate_bnb_backend_availability
 
@@ -68,7 +70,6 @@ def skip_modules(config, num_unfrozen_layers: int = 0) -> list[str]:
     The paths are read off a model instantiated on the meta device from ``config`` (no memory,
     no weights), so they are the real paths of this transformers version.
     """
-    from transformers import LlavaForConditionalGeneration
 
     with torch.device("meta"):
         skeleton = LlavaForConditionalGeneration(config)
@@ -94,7 +95,6 @@ def quantization_config(
     quant_type: str = "nf4",
 ):
     """BitsAndBytesConfig for ``bits`` (None for 16). ``skip`` are full paths from :func:`skip_modules`."""
-    from transformers import BitsAndBytesConfig
 
     bits = validate_bits(bits)
     if bits == 16:
@@ -115,7 +115,7 @@ def quantization_config(
 
 def is_quantized_linear(module: nn.Module) -> bool:
     try:
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # lazy: bitsandbytes loads a native library that may be missing; --bits 16 runs without it
     except Exception:
         return False
     return isinstance(module, (bnb.nn.Linear8bitLt, bnb.nn.Linear4bit))
@@ -138,7 +138,7 @@ def quantized_module_names(model: nn.Module) -> list[str]:
 def disable_cpu_4bit_repack(model: nn.Module) -> int:
     """Keep bitsandbytes' 4-bit weights as loaded on every CPU; returns how many layers were switched."""
     try:
-        import bitsandbytes as bnb
+        import bitsandbytes as bnb  # lazy: bitsandbytes loads a native library that may be missing; --bits 16 runs without it
     except Exception:
         return 0
     changed = 0
@@ -206,7 +206,6 @@ def prepare_for_kbit_training(model: nn.Module, *, gradient_checkpointing: bool 
     to fp32: embeddings, lm_head, norms and the whole frozen CLIP tower. On LLaVA-1.5-7B that is
     several GB more than the bf16 weights it replaces, enough that INT8+LoRA peaks higher than
     bf16 LoRA. What training actually needs is kept:
-
     - trainable parameters (LoRA, projector, unfrozen layers) in fp32, for optimizer precision;
       unfrozen decoder layers become fp32 islands (:func:`make_fp32_island`);
     - frozen parameters stay in their loaded 16-bit dtype (no gradient, so no precision need;

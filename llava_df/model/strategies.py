@@ -31,6 +31,8 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from peft import LoraConfig, get_peft_model
+from peft.utils.constants import DUMMY_TARGET_MODULES
 from torch import nn
 
 from llava_df.model.anatomy import component_of, component_paths, decoder_layers, layers_path, unwrap
@@ -109,7 +111,6 @@ def _check_targets(model: nn.Module, targets: list[str], layer_indices: list[int
 
 
 def _add_lora(model: nn.Module, model_args, layer_indices: list[int]) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
 
     if model_args.lora_bias not in ("none", "lora_only"):
         raise ValueError(
@@ -134,8 +135,6 @@ def _empty_peft(model: nn.Module) -> nn.Module:
     # HF Trainer refuses a bitsandbytes model that is not a PeftModel, even when nothing
     # quantized trains (transformers.trainer_utils.validate_quantization_for_training). An
     # adapter-free PeftModel (PEFT's own dummy target) satisfies it and changes nothing else.
-    from peft import LoraConfig, get_peft_model
-    from peft.utils.constants import DUMMY_TARGET_MODULES
 
     with quiet_peft_checkpointing_probe():
         return get_peft_model(model, LoraConfig(target_modules=DUMMY_TARGET_MODULES))

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 
 from llava_df.errors import ConfigError, UsageError
+from llava_df.projectors import count_parameters
 
 
 def _num(v) -> bool:
@@ -165,7 +166,6 @@ def check_ranges(parsed) -> None:
 
 def check_projector_size(parsed, dims: tuple[int, int] | None) -> int | None:
     """The projector's parameter count at ``dims`` (in, out); UsageError above the limit."""
-    from llava_df.projectors import count_parameters
 
     m = parsed.model
     if dims is None:

@@ -1,6 +1,7 @@
-"""The projector comparison: cells, one JSON per run, statistics, tables and plots.
+"""The projector comparison (``llava-df compare``): cells, one JSON per run, probes, statistics, tables, plots.
 
-``python -m llava_df.compare_projectors`` is the entry point; these are its parts, each with one
-idea: ``cells`` (what runs), ``record`` (the per-run JSON), ``stats`` (intervals and paired
-tests), ``tables`` (results/comparison.{csv,md}) and ``plots`` (the PNGs).
+Each module has one idea: ``compare`` (the command), ``cells`` (what runs), ``record`` (the per-run
+JSON), ``probes`` (feature probes, the ceiling rows), ``stage1`` (caption alignment first),
+``stats`` (intervals and paired tests), ``tables`` (results/comparison.{csv,md}), ``plots`` (the
+PNGs), ``real_scale`` (the planner's LLaVA-1.5-7B peak per cell).
 """

@@ -32,8 +32,11 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from llava_df.data.load import load_splits
+from llava_df.eval.metrics import binary_metrics
+from llava_df.eval.threshold import choose_threshold
 from llava_df.model.build import build_model
 from llava_df.model.processor import run_processor
+from llava_df.projectors import create_projector
 from llava_df.provenance import git_state
 
 PROBES = ("probe_linear", "probe_mlp", "probe_kan")
@@ -95,7 +98,6 @@ class TokenProbe(nn.Module):
 
 def torch_probe(feats: dict, projector: str, seed: int) -> dict:
     """{split: P(Fake)} from a token probe trained on train, the epoch chosen by val AUC."""
-    from llava_df.projectors import create_projector
 
     torch.manual_seed(seed)
     dim = feats["train"][0].shape[-1]
@@ -125,8 +127,6 @@ def torch_probe(feats: dict, projector: str, seed: int) -> dict:
 
 def probe_record(name: str, seed: int, scores: dict, feats: dict, seconds: float, key: str) -> dict:
     """A run record (comparison/record.py's fields that the tables read) for one probe run."""
-    from llava_df.eval.metrics import binary_metrics
-    from llava_df.eval.threshold import choose_threshold
 
     # Accuracy at the validation EER point, as the pipeline's runs report it.
     threshold, _ = choose_threshold("eer", {"is_fake": feats["val"][1], "p_fake": scores["val"]})

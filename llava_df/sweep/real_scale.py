@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 
+from llava_df.memory.plan import make_plan
+
 REAL_SCALE_MODEL = "llava-hf/llava-1.5-7b-hf"
 REAL_SCALE_FLAGS = [
     "--model_name_or_path", REAL_SCALE_MODEL, "--bits", "8", "--bf16", "true", "--model_max_length", "2048",
@@ -33,7 +35,6 @@ def real_scale_argv(projector: str, strategy: str) -> list[str]:
 
 @functools.cache
 def planned_7b_peak_gib(projector: str, strategy: str) -> float:
-    from llava_df.memory.plan import make_plan
 
     plan = make_plan(real_scale_argv(projector, strategy), target="cuda", dry=False)
     return plan["estimate"]["peak_bytes"] / 2**30

@@ -18,8 +18,11 @@ import hashlib
 import logging
 from pathlib import Path
 
+from llava_df.data.captions import write_captions
 from llava_df.errors import RunError
+from llava_df.spec import parse_spec
 from llava_df.sweep.record import cell_key, code_fingerprint
+from llava_df.train.workflow import train
 
 logger = logging.getLogger(__name__)
 STAGE1_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "stage1_tiny.yaml"
@@ -42,8 +45,6 @@ def _captions(runs_dir: Path, captions: str | None, n: int) -> Path:
         return Path(captions)
     path = runs_dir / "stage1" / "captions" / "captions.json"
     if not path.is_file():
-        from llava_df.data.captions import write_captions
-
         write_captions(path.parent, n=n, seed=0)
     return path
 
@@ -56,8 +57,6 @@ def run_stage1(
     n_captions: int = 1000,
 ) -> dict[str, str]:
     """Train (or reuse) one stage-1 projector per name; returns {name: mm_projector.safetensors path}."""
-    from llava_df.spec import parse_spec
-    from llava_df.train.workflow import train
 
     data = _captions(runs_dir, captions, n_captions)
     data_sha = hashlib.sha256(data.read_bytes()).hexdigest()

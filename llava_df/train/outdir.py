@@ -47,6 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch.distributed as dist
 from filelock import FileLock, Timeout
 from transformers import TrainerCallback
 
@@ -280,7 +281,6 @@ def _set_aside(out: Path, artifacts: list[Path]) -> Path:
 def _wait_for_everyone() -> None:
     """A barrier when several processes run (torchrun / accelerate): every process has checked the
     folder before the main one writes to it, so none sees a half-claimed folder."""
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -8,6 +8,7 @@ How to call (train.py does)::
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from llava_df.eval.scoring import AnswerTrainer
 from llava_df.model.anatomy import projector as projector_of
 from llava_df.model.anatomy import unwrap
 from llava_df.model.checkpoint import CheckpointRecord, load_trainable_weights, save_trainable
+from llava_df.model.strategies import param_groups
 
 
 class NonFiniteLossError(RunError):
@@ -26,10 +28,9 @@ class NonFiniteLossError(RunError):
 
 def _gathered(trainer, params):
     """DeepSpeed ZeRO-3 keeps each parameter sharded; gather the trained ones to save them whole."""
-    import contextlib
 
     if getattr(trainer, "is_deepspeed_enabled", False):
-        import deepspeed
+        import deepspeed  # lazy: DeepSpeed is optional (CUDA machines only), needed only under ZeRO-3
 
         if trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
             return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
@@ -75,8 +76,6 @@ class DeepfakeTrainer(AnswerTrainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.args.mm_projector_lr is not None:
-            from llava_df.model.strategies import param_groups
-
             opt_model = model or self.model
             cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             groups = param_groups(
