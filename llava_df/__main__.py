@@ -34,8 +34,8 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None):
-    argv = list(sys.argv[1:] if argv is None else argv)
+def run(argv: list[str]):
+    """Run ``llava-df`` with ``argv``; returns what the verb returns (a run's results dict, predict's rows...)."""
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return None
@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None):
     # Imported only when its verb runs: `llava-df --help` stays instant, and a verb's heavy or
     # optional dependencies (gradio for demo) load only for it.
     return importlib.import_module(module).main([*prefix, *rest])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: returns nothing, so its exit code is 0 unless a verb exits otherwise."""
+    run(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
