@@ -18,11 +18,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import typing
 from typing import Any
 
 from transformers import HfArgumentParser
 
 from llava_df.errors import UsageError
+
+# The words HfArgumentParser's string_to_bool reads as a boolean value (case-insensitive).
+TRUE_WORDS, FALSE_WORDS = frozenset({"yes", "true", "t", "y", "1"}), frozenset({"no", "false", "f", "n", "0"})
+
+
+def bool_value(text: str) -> bool | None:
+    """True / False for a word the dialect reads as a boolean (true/false, yes/no, t/f, y/n, 1/0), else None."""
+    word = text.strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
 
 
 class VerbParser(HfArgumentParser):
@@ -30,6 +40,26 @@ class VerbParser(HfArgumentParser):
 
     def error(self, message: str):
         raise UsageError(f"{message}. Run `{self.prog} --help` for every flag.")
+
+
+def _bare_booleans(dataclass_type, argv: list[str]) -> list[str]:
+    """``argv`` with ``True`` after each boolean flag that is followed by a positional argument.
+
+    HfArgumentParser's boolean takes an optional value (``--flag [BOOL]``), so in ``--generate face.jpg``
+    it would read ``face.jpg`` as that value and fail; with a positional argument in the verb the
+    bare flag means True and the file is a positional.
+    """
+    hints = typing.get_type_hints(dataclass_type)
+    names = [f.name for f in dataclasses.fields(dataclass_type) if f.init and hints[f.name] in (bool, bool | None)]
+    flags = {f"--{n}" for n in names} | {f"--{n.replace('_', '-')}" for n in names}
+    end = argv.index("--") if "--" in argv else len(argv)  # after "--" every argument is positional
+    out: list[str] = []
+    for i, token in enumerate(argv):
+        out.append(token)
+        value = argv[i + 1] if i + 1 < end else None
+        if token in flags and value is not None and not value.startswith("-") and bool_value(value) is None:
+            out.append("True")
+    return out
 
 
 def parse_verb(
@@ -45,11 +75,14 @@ def parse_verb(
     """(the dataclass filled from ``argv``, unknown arguments: [] unless ``allow_unknown``).
 
     ``positional``: (name, nargs, help) of one positional argument, set as an attribute of the result.
+    ``description``: a docstring's first line does; its ``literal`` markup is shown plain.
     """
+    description = description.replace("``", "") if description else description
     parser = VerbParser(dataclass_type, prog=prog, description=description, epilog=epilog, allow_abbrev=False)
     if positional is not None:
         name, nargs, help_ = positional
-        parser.add_argument(name, nargs=nargs, help=help_)
+        parser.add_argument(name, nargs=nargs, help=help_, **({"default": []} if nargs == "*" else {}))
+        argv = _bare_booleans(dataclass_type, argv)
     namespace, rest = parser.parse_known_args(argv)
     if rest and not allow_unknown:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -65,4 +98,4 @@ def help_requested(argv: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in argv)
 
 
-__all__ = ["VerbParser", "argparse", "help_requested", "parse_verb"]
+__all__ = ["VerbParser", "argparse", "bool_value", "help_requested", "parse_verb"]

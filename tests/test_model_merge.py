@@ -1,4 +1,4 @@
-"""python -m llava_df.apps.merge: LoRA folded into a 16-bit base; the result loads standalone."""
+"""`llava-df merge`: LoRA folded into a 16-bit base; the result loads standalone."""
 
 import numpy as np
 import pytest

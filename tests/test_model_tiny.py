@@ -53,7 +53,7 @@ def test_special_tokens(processor):
 
 
 def test_shipped_tokenizer_matches_its_generator(tmp_path):
-    """`python -m llava_df.model.tiny --write-tokenizer` reproduces the shipped files."""
+    """`python -m llava_df.model.tiny --write_tokenizer` reproduces the shipped files."""
     tiny.write_tokenizer(tmp_path / "tok")
     regenerated = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
     shipped = json.loads((tiny.TOKENIZER_DIR / "tokenizer.json").read_text())

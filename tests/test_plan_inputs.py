@@ -32,7 +32,7 @@ def _folder(tmp_path: Path, config: dict, name: str = "ckpt") -> Path:
 
 
 def _error_line(capsys, argv: list[str]) -> str:
-    """Run `python -m llava_df.memory` in this process; the one `error:` line it ends with (exit 2)."""
+    """Run `llava-df plan` (llava_df.memory.__main__) in this process; the one `error:` line it ends with (exit 2)."""
     with pytest.raises(SystemExit) as exit_info:
         plan_main(argv)
     assert exit_info.value.code == 2

@@ -1,4 +1,4 @@
-"""`python -m llava_df.projectors`: the table of every preset, --bench, --json, --fit-gelu."""
+"""`llava-df projectors` (`python -m llava_df.projectors`): the table of every preset, --bench, --json, --fit_gelu."""
 
 import json
 import os
@@ -28,7 +28,7 @@ def table_row(stdout: str, name: str) -> list[str]:
 
 def test_bench_table_and_json(tmp_path, capsys):
     path = tmp_path / "sub" / "projectors.json"
-    args = ["--in-dim", str(IN), "--out-dim", str(OUT), "--bench", "--tokens", "16", "--repeats", "1"]
+    args = ["--in_dim", str(IN), "--out_dim", str(OUT), "--bench", "--tokens", "16", "--repeats", "1"]
     result = main([*args, "--also", "kan_light_g16", "--json", str(path)])
     out = capsys.readouterr().out
 
@@ -43,7 +43,8 @@ def test_bench_table_and_json(tmp_path, capsys):
 
     written = json.loads(path.read_text())
     assert written == json.loads(json.dumps(result))
-    assert written["command"].startswith("python -m llava_df.projectors --in-dim 32")
+    assert written["command"].startswith("llava-df projectors --in_dim 32")
+    assert written["settings"]["in_dim"] == IN and written["settings"]["also"] == ["kan_light_g16"]
     assert written["environment"]["packages"]["torch"] == metadata.version(
         "torch"
     )  # CUDA wheels: no +cu label
@@ -69,7 +70,7 @@ def test_bench_table_and_json(tmp_path, capsys):
 def test_module_entry_point_runs(tmp_path):
     env = os.environ | {"PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "llava_df.projectors", "--in-dim", str(IN), "--out-dim", str(OUT)],
+        [sys.executable, "-m", "llava_df.projectors", "--in_dim", str(IN), "--out_dim", str(OUT)],
         capture_output=True,
         text=True,
         env=env,
@@ -85,7 +86,7 @@ def test_module_entry_point_runs(tmp_path):
     "argv,message",
     [
         (["--also", "mlp2x_relu"], "Unknown projector 'mlp2x_relu'"),
-        (["--in-dim", "0"], "--in-dim must be >= 1"),
+        (["--in_dim", "0"], "--in_dim 0: expected an integer >= 1"),
         (["--dtype", "float8"], "invalid choice"),
     ],
 )
@@ -97,7 +98,7 @@ def test_bad_arguments_exit_with_a_message(argv, message, capsys):
 
 
 def test_fit_gelu_reproduces_the_stored_constants(capsys):
-    result = main(["--fit-gelu"])
+    result = main(["--fit_gelu"])
     assert "GELU_NUMERATOR = (" in capsys.readouterr().out
     assert result["max_error"] <= GELU_FIT_MAX_ERROR
     refit = GroupRational(1, groups=1).double()

@@ -1,14 +1,15 @@
-"""``python -m llava_df.apps.demo``: a local web page that says whether an uploaded face is fake (Gradio).
+"""``llava-df demo``: a local web page that says whether an uploaded face is fake (Gradio).
 
 How to call::
 
-    python -m llava_df.apps.demo --run_dir outputs/run [--weights best] [--port 7860] [--threshold 0.5]
-    python -m llava_df.apps.demo --model_dir outputs/run-merged
+    llava-df demo --run_dir outputs/run [--weights best] [--port 7860] [--threshold 0.5]
+    llava-df demo --model_dir outputs/run-merged
     # then open http://127.0.0.1:7860
+    llava-df demo --help                    # every flag, with its default
 
 The page shows P(Fake) with the label at the run's threshold (``threshold.json``, or
 ``--threshold``), the model's generated answer on request, and the run's name, projector and
-strategy. The numbers are ``python -m llava_df.apps.predict``'s: the same detector and scoring code.
+strategy. The numbers are ``llava-df predict``'s: the same detector and scoring code.
 
 Privacy: it binds to 127.0.0.1 unless ``--host`` says otherwise (an IPv4 or IPv6 address of this
 machine, or a name it resolves), never creates a public share link, refuses uploads over
@@ -29,11 +30,16 @@ import ipaddress
 import logging
 import os
 import socket
+from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
+from typing import Literal
 
 from llava_df.apps.predict import load_detector, predict, read_images
-from llava_df.errors import ArgumentParser, UsageError, UserError, cli_entry
+from llava_df.cli_args import parse_verb
+from llava_df.errors import UsageError, UserError, cli_entry
 from llava_df.eval.detector import Detector
+from llava_df.eval.threshold import check_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +111,8 @@ def uploaded_file(upload) -> tuple[str | None, str]:
 
 
 def _upload_folder() -> Path:
-    from gradio.utils import get_upload_folder  # GRADIO_TEMP_DIR, else <tmp>/gradio
+    # lazy: gradio is an optional extra ([demo]); GRADIO_TEMP_DIR, else <tmp>/gradio
+    from gradio.utils import get_upload_folder
 
     return Path(get_upload_folder()).resolve()
 
@@ -134,7 +141,7 @@ def _forget(path: str) -> None:
 def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str, str, str, str, str]:
     """(P(Fake) text, label, threshold text, generated answer, size warning) for one upload (see
     uploaded_file), read and scored as predict reads and scores it. The uploaded file is deleted."""
-    import gradio as gr
+    import gradio as gr  # lazy: gradio is an optional extra ([demo]); llava-df demo checks for it first
 
     path, name = uploaded_file(upload)
     if not path:
@@ -162,7 +169,7 @@ def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str,
 
 
 def build_app(detector: Detector):
-    import gradio as gr
+    import gradio as gr  # lazy: gradio is an optional extra ([demo]); llava-df demo checks for it first
 
     info = detector.info
     d = detector.data
@@ -213,29 +220,35 @@ def serve(app, host: str, port: int, max_upload_mb: float = MAX_UPLOAD_MB, **lau
     )  # fmt: skip
 
 
+@dataclass
+class DemoArguments:
+    """``llava-df demo``'s flags."""
+
+    run_dir: str | None = field(default=None, metadata={"help": "A training run's --output_dir."})
+    model_dir: str | None = field(default=None, metadata={"help": "A `llava-df merge` output, instead of --run_dir."})
+    weights: Literal["best", "final"] = field(default="best", metadata={"help": "Which weights of the run."})
+    threshold: float | None = field(
+        default=None, metadata={"help": "Cut on P(Fake); None: the run's threshold.json."}
+    )
+    host: str = field(
+        default="127.0.0.1",
+        metadata={"help": "Interface to serve on (127.0.0.1: this machine only; ::1 for IPv6, 0.0.0.0 for all)."},
+    )
+    port: int = field(default=7860, metadata={"help": "TCP port of the page."})
+    max_upload_mb: float = field(default=MAX_UPLOAD_MB, metadata={"help": "Largest upload accepted, in MiB."})
+
+
 @cli_entry
 def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="python -m llava_df.apps.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--run_dir", help="A training run's --output_dir.")
-    parser.add_argument("--model_dir", help="A `python -m llava_df.apps.merge` output, instead of --run_dir.")
-    parser.add_argument("--weights", default="best", choices=("best", "final"))
-    parser.add_argument("--threshold", type=float, default=None, help="Cut on P(Fake) (default: the run's).")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="Interface to serve on (default: this machine only)."
-    )
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument(
-        "--max_upload_mb", type=float, default=MAX_UPLOAD_MB, help="Largest upload accepted, in MiB."
-    )
-    args = parser.parse_args(argv)
-    from importlib.util import find_spec
-
+    args, _ = parse_verb(DemoArguments, argv, prog="llava-df demo", description=__doc__.split("\n")[0])
     if find_spec("gradio") is None:
         raise UsageError("the demo page needs Gradio, which is not installed: pip install -e '.[demo]'.")
     if not 0 < args.max_upload_mb <= 4096:
         raise UsageError(
             f"--max_upload_mb {args.max_upload_mb}: expected a size in MiB in (0, 4096], e.g. 25."
         )
+    if args.threshold is not None:
+        check_threshold(args.threshold)
     host = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host  # [::1]
     check_port(host, args.port)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

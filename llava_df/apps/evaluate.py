@@ -3,6 +3,7 @@
 How to call::
 
     llava-df evaluate --run_dir outputs/run [--weights best|final] [--split test]
+    llava-df evaluate --help                # every flag, with its default
     evaluate_run(run_dir, weights="best", split="test")   # the metrics dict
 """
 
@@ -11,11 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from llava_df.cli_args import parse_verb
 from llava_df.data.load import load_splits
 from llava_df.data.pipeline import split_of
-from llava_df.errors import ArgumentParser, RunError, UsageError, cli_entry
+from llava_df.errors import RunError, UsageError, cli_entry
 from llava_df.eval.detector import Detector
 from llava_df.eval.scoring import predict_split, scoring_trainer
 from llava_df.eval.threshold import choose_threshold
@@ -64,33 +68,35 @@ def evaluate_run(
     }
 
 
+@dataclass
+class EvaluateArguments:
+    """``llava-df evaluate``'s flags."""
+
+    run_dir: str = field(metadata={"help": "Required: a finished run's output_dir (has run_config.json)."})
+    weights: Literal["best", "final"] = field(default="best", metadata={"help": "Which saved weights to load."})
+    split: Literal["train", "val", "test", "heldout"] = field(
+        default="test", metadata={"help": "The split to score (heldout: the held-out manipulation family)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Images per forward pass."})
+    output: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where to write the metrics JSON (None: RUN_DIR/eval_<weights>_<split>.json); use it for a "
+            "read-only run folder."
+        },
+    )
+    drop_nonfinite_scores: bool = field(
+        default=False,
+        metadata={"help": "Leave samples with a NaN/inf score out of the metrics instead of stopping with an error."},
+    )
+    allow_base_mismatch: bool = field(
+        default=False, metadata={"help": "Load the run's weights even onto another base revision."}
+    )
+
+
 @cli_entry
 def main(argv: list[str]) -> dict:
-    from transformers.hf_argparser import string_to_bool
-
-    parser = ArgumentParser(prog="llava-df evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--run_dir", required=True, help="A finished run's output_dir (has run_config.json).")
-    parser.add_argument(
-        "--weights", default="best", choices=("best", "final"), help="Which saved weights to load."
-    )
-    parser.add_argument("--split", default="test", choices=("train", "val", "test", "heldout"))
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument(
-        "--output",
-        default=None,
-        help="Where to write the metrics JSON (default: RUN_DIR/eval_<weights>_<split>.json); use it for a "
-        "read-only run folder.",
-    )
-    parser.add_argument(
-        "--drop_nonfinite_scores",
-        type=string_to_bool,
-        default=False,
-        help="Leave samples with a NaN/inf score out of the metrics instead of stopping with an error.",
-    )
-    parser.add_argument(
-        "--allow_base_mismatch", action="store_true", help="Load the run's weights even onto another base revision."
-    )
-    args = parser.parse_args(argv)
+    args, _ = parse_verb(EvaluateArguments, argv, prog="llava-df evaluate", description=__doc__.split("\n")[0])
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -1,6 +1,7 @@
 """``llava-df merge``: a trained run as one standalone checkpoint (LoRA folded in), through the Detector.
 
     llava-df merge --run_dir outputs/run --output_dir outputs/run-merged [--dtype bfloat16] [--overwrite]
+    llava-df merge --help                   # every flag, with its default
 
 Rebuilds the base at 16 bits (LoRA trained on an INT8/NF4 base is merged into the unquantized
 weights, as QLoRA does), loads projector + unfrozen layers + adapter, folds LoRA into the weights
@@ -17,11 +18,14 @@ Interface::
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from llava_df.errors import ArgumentParser, UsageError, cli_entry
+from llava_df.cli_args import parse_verb
+from llava_df.errors import UsageError, cli_entry
 from llava_df.eval.detector import SAVED_IF_ANY, Detector
 from llava_df.model.checkpoint import CHECKPOINT_JSON
 
@@ -69,25 +73,26 @@ def merge_run(
     return out
 
 
+@dataclass
+class MergeArguments:
+    """``llava-df merge``'s flags."""
+
+    run_dir: str = field(metadata={"help": "Required: a checkpoint folder, or a run folder with best/ or final/."})
+    output_dir: str = field(metadata={"help": "Required: where the standalone checkpoint is written."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "Weights dtype (auto: the base checkpoint's)."}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Write into a non-empty --output_dir (never into the run itself)."}
+    )
+    allow_base_mismatch: bool = field(
+        default=False, metadata={"help": "Merge even onto another base revision than trained on."}
+    )
+
+
 @cli_entry
 def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="python -m llava_df.apps.merge", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--run_dir", required=True, help="A checkpoint folder, or a run folder with best/ or final/."
-    )
-    parser.add_argument("--output_dir", required=True, help="Where the standalone checkpoint is written.")
-    parser.add_argument(
-        "--dtype", default="auto", choices=list(DTYPES), help="Weights dtype (auto: the base checkpoint's)."
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="Write into a non-empty --output_dir (never into the run itself).",
-    )
-    parser.add_argument(
-        "--allow_base_mismatch", action="store_true", help="Merge even onto another base revision than trained on."
-    )
-    args = parser.parse_args(argv)
+    args, _ = parse_verb(MergeArguments, argv, prog="llava-df merge", description=__doc__.split("\n")[0])
     merge_run(
         args.run_dir, args.output_dir, torch_dtype=DTYPES[args.dtype], overwrite=args.overwrite,
         allow_base_mismatch=args.allow_base_mismatch,

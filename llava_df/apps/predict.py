@@ -1,11 +1,12 @@
-"""``python -m llava_df.apps.predict``: is this face fake? P(Fake) for your own images from a trained detector.
+"""``llava-df predict``: is this face fake? P(Fake) for your own images from a trained detector.
 
 How to call::
 
-    python -m llava_df.apps.predict --run_dir outputs/run face.jpg faces/ 'more/**/*.png' [--output predictions.csv]
-    python -m llava_df.apps.predict --run_dir outputs/run --weights final --threshold 0.4 faces/
-    python -m llava_df.apps.predict --model_dir outputs/run-merged faces/            # a `python -m llava_df.apps.merge` output
-    python -m llava_df.apps.predict --run_dir outputs/run --generate --prompt "<image>\\nIs this face real or fake? Explain why." face.jpg
+    llava-df predict --run_dir outputs/run face.jpg faces/ 'more/**/*.png' [--output predictions.csv]
+    llava-df predict --run_dir outputs/run --weights final --threshold 0.4 faces/
+    llava-df predict --model_dir outputs/run-merged faces/            # a `llava-df merge` output
+    llava-df predict --run_dir outputs/run --generate --prompt "<image>\\nIs this face real or fake? Explain why." face.jpg
+    llava-df predict --help                                           # every flag, with its default
 
 One row per image (a table on stdout; ``--output x.csv`` or ``x.jsonl`` for a file): path,
 P(Fake) (the score ``evaluate`` uses: softmax over the first answer token of Real vs Fake), the
@@ -37,15 +38,19 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
+from llava_df.cli_args import parse_verb
+from llava_df.data.conversation import get_template
 from llava_df.data.images import ImageLoadError, load_rgb, load_rgb_with_info
-from llava_df.errors import ArgumentParser, RunError, UsageError, cli_entry
+from llava_df.errors import RunError, UsageError, cli_entry
 from llava_df.eval.detector import SAVED, Detector
+from llava_df.eval.threshold import check_threshold
 from llava_df.io import write_text
 
 logger = logging.getLogger(__name__)
@@ -234,8 +239,6 @@ def generate_answers(
     batch_size: int = 8,
 ) -> list[str]:
     """The model's free-text answer per image, from generate() with the run's conversation template."""
-    from llava_df.data.conversation import get_template
-
     d = detector
     template = get_template(d.data.conv_template)
     prefix, _ = template.build(prompt or d.data.prompt, "", "")
@@ -377,39 +380,35 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m llava_df.apps.predict", description=__doc__.split("\n")[0])
-    parser.add_argument("images", nargs="*", help="Image files, folders (recursive) and globs.")
-    parser.add_argument("--run_dir", help="A training run's --output_dir.")
-    parser.add_argument("--model_dir", help="A `python -m llava_df.apps.merge` output, instead of --run_dir.")
-    parser.add_argument(
-        "--weights", default="best", choices=("best", "final"), help="Which weights of the run."
+@dataclass
+class PredictArguments:
+    """``llava-df predict``'s flags (the images are its positional arguments)."""
+
+    run_dir: str | None = field(default=None, metadata={"help": "A training run's --output_dir."})
+    model_dir: str | None = field(default=None, metadata={"help": "A `llava-df merge` output, instead of --run_dir."})
+    weights: Literal["best", "final"] = field(default="best", metadata={"help": "Which weights of the run."})
+    threshold: float | None = field(
+        default=None, metadata={"help": "Cut on P(Fake); None: the run's threshold.json."}
     )
-    parser.add_argument(
-        "--threshold", type=float, default=None, help="Cut on P(Fake) (default: the run's threshold.json)."
+    output: str | None = field(default=None, metadata={"help": "Also write the rows to this .csv or .jsonl file."})
+    batch_size: int = field(default=8, metadata={"help": "Images per forward pass."})
+    generate: bool = field(default=False, metadata={"help": "Also generate the model's free-text answer."})
+    prompt: str | None = field(
+        default=None, metadata={"help": "The question for --generate (None: the run's prompt); must hold <image>."}
     )
-    parser.add_argument("--output", default=None, help="Also write the rows to this .csv or .jsonl file.")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--generate", action="store_true", help="Also generate the model's free-text answer.")
-    parser.add_argument(
-        "--prompt",
-        default=None,
-        help="The question for --generate (default: the run's prompt); must hold <image>.",
+    max_new_tokens: int = field(default=48, metadata={"help": "Length limit of a generated answer."})
+    allow_base_mismatch: bool = field(
+        default=False, metadata={"help": "Load the run's weights even onto another base revision."}
     )
-    parser.add_argument("--max_new_tokens", type=int, default=48, help="Length limit of a generated answer.")
-    parser.add_argument(
-        "--allow_base_mismatch",
-        action="store_true",
-        help="Load the run's weights even onto another base revision.",
-    )
-    return parser
+    images: list[str] = field(default_factory=list, init=False)  # the positional arguments
 
 
-@cli_entry
-def main(argv: list[str]) -> list[dict]:
-    from llava_df.eval.threshold import check_threshold
-
-    args = build_parser().parse_args(argv)
+def parse(argv: list[str]) -> PredictArguments:
+    """The flags and images of ``argv``, every value checked (UsageError) before anything is read or loaded."""
+    args, _ = parse_verb(
+        PredictArguments, argv, prog="llava-df predict", description=__doc__.split("\n")[0],
+        positional=("images", "*", "Image files, folders (recursive) and globs."),
+    )  # fmt: skip
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
     if args.max_new_tokens < 1:
@@ -418,6 +417,12 @@ def main(argv: list[str]) -> list[dict]:
         check_threshold(args.threshold)
     if args.prompt is not None and args.prompt.count("<image>") != 1:
         raise UsageError(f"--prompt {args.prompt!r}: expected exactly one <image> (where the image goes).")
+    return args
+
+
+@cli_entry
+def main(argv: list[str]) -> list[dict]:
+    args = parse(argv)
     output = Path(args.output) if args.output else None
     if output is not None:
         check_output(output)
@@ -433,8 +438,9 @@ def main(argv: list[str]) -> list[dict]:
         )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     detector = load_detector(
-        args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold
-    )
+        args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold,
+        allow_base_mismatch=args.allow_base_mismatch,
+    )  # fmt: skip
     scored, summary = predict(
         detector, images, batch_size=args.batch_size, generate=args.generate, prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,

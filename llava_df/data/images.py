@@ -129,6 +129,12 @@ def load_rgb(path: str | Path) -> Image.Image:
     return load_rgb_with_info(path)[0]
 
 
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that is not valid UTF-8 (decoded by Python as lone
+    surrogates) written as \\xNN escapes: a terminal, a log file or a JSON reader can show it."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass
 class LoadSummary:
     """What a loader kept and what it skipped, with reasons. Returned and logged, never silent."""
@@ -144,7 +150,7 @@ class LoadSummary:
     def line(self) -> str:
         text = f"{self.source}: loaded {self.loaded}, skipped {len(self.skipped)}"
         if self.skipped:
-            named = "; ".join(f"{w} ({r})" for w, r in self.skipped[:_MAX_NAMED])
+            named = "; ".join(f"{printable(w)} ({printable(r)})" for w, r in self.skipped[:_MAX_NAMED])
             more = f"; and {len(self.skipped) - _MAX_NAMED} more" if len(self.skipped) > _MAX_NAMED else ""
             text += f": {named}{more}"
         return text

@@ -7,7 +7,8 @@ blending traces forgeries share. This module has no landmark detector, so the ma
 central ~60% x 75% of the frame -- right for face crops (FF++/Celeb-DF frames cropped around the
 face), wrong for wide shots. Crop faces first.
 
-    python -m llava_df.data.sbi --real_dir data/real_faces --out data/sbi --seed 0 --difficulty 0.5
+    llava-df data sbi --real_dir data/real_faces --out data/sbi --seed 0 --difficulty 0.5
+    llava-df data sbi --help                # every flag, with its default
 
 writes ``real/`` (each readable source, as PNG), ``fake/`` (its SBI fakes) and metadata.csv
 (file_name, label, manipulation=self_blend, group=source), so ``--data_dir data/sbi`` trains on
@@ -20,14 +21,16 @@ from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from llava_df.cli_args import parse_verb
 from llava_df.data.images import ImageLoadError, LoadSummary, load_rgb
 from llava_df.data.manipulations import check_difficulty, self_blend_array
-from llava_df.errors import ArgumentParser, DataError, DataNotFoundError, cli_entry
+from llava_df.errors import DataError, DataNotFoundError, cli_entry
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +98,20 @@ def write_sbi_folder(
     return meta, summary
 
 
+@dataclass
+class SbiArguments:
+    """``llava-df data sbi``'s flags."""
+
+    real_dir: str = field(metadata={"help": "Required: folder of real face crops (searched recursively)."})
+    out: str = field(metadata={"help": "Required: output image folder (real/, fake/, metadata.csv)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the blends (one stream per source image)."})
+    difficulty: float = field(default=0.5, metadata={"help": "0 (obvious blend) .. 1 (subtle)."})
+    per_image: int = field(default=1, metadata={"help": "SBI fakes per real image."})
+
+
 @cli_entry
 def main(argv: list[str]) -> Path:
-    parser = ArgumentParser(prog="python -m llava_df.data.sbi", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--real_dir", "--real-dir", required=True, help="Folder of real face crops (searched recursively)."
-    )
-    parser.add_argument("--out", required=True, help="Output image folder (real/, fake/, metadata.csv).")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--difficulty", type=float, default=0.5, help="0 (obvious blend) .. 1 (subtle).")
-    parser.add_argument("--per_image", "--per-image", type=int, default=1, help="SBI fakes per real image.")
-    args = parser.parse_args(argv)
+    args, _ = parse_verb(SbiArguments, argv, prog="llava-df data sbi", description=__doc__.split("\n\n")[0])
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     meta, summary = write_sbi_folder(
         args.real_dir, args.out, seed=args.seed, difficulty=args.difficulty, per_image=args.per_image

@@ -17,8 +17,9 @@ In memory (training, vision pretraining)::
 
 On disk (every run reads the same files)::
 
-    python -m llava_df.data.synthetic --out data/synth --n 2000 --seed 0 --image-size 64 --difficulty 0.5
-    python -m llava_df.data.synthetic --captions --out data/captions --n 1000   # stage-1 captions (data/captions.py)
+    llava-df data synthetic --out data/synth --n 2000 --seed 0 --image_size 64 --difficulty 0.5
+    llava-df data synthetic --captions --out data/captions --n 1000   # stage-1 captions (data/captions.py)
+    llava-df data synthetic --help                                    # every flag, with its default
 
 writes ``images/<id>.png`` (lossless PNG of the final, JPEG-decoded pixels), ``metadata.csv``
 (file_name, label, manipulation, split, id, then the attributes) for ``datasets``' imagefolder,
@@ -46,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from llava_df.cli_args import parse_verb
 from llava_df.data.dataset import REAL_MANIPULATION, SPLITS, parse_fractions, split_sizes
 from llava_df.data.faces import add_sensor_noise, attributes, render_face, sample_face_params
 from llava_df.data.labels import CLASS_NAMES, label_mapping
@@ -55,7 +57,7 @@ from llava_df.data.manipulations import (
     available_manipulations,
     check_difficulty,
 )
-from llava_df.errors import ArgumentParser, DataError, cli_entry
+from llava_df.errors import DataError, cli_entry
 
 logger = logging.getLogger(__name__)
 
@@ -231,28 +233,35 @@ def write_benchmark(cfg: SyntheticConfig, out: str | Path) -> Path:
     return meta
 
 
+@dataclass
+class SyntheticArguments:
+    """``llava-df data synthetic``'s flags."""
+
+    out: str = field(metadata={"help": "Required: output folder (images/, metadata.csv, benchmark.json)."})
+    n: int = field(default=2000, metadata={"help": "Number of images in all splits (half fake)."})
+    seed: int = field(default=0, metadata={"help": "Generation and split seed."})
+    image_size: int = field(default=64, metadata={"help": "Image side in pixels."})
+    difficulty: float = field(default=0.5, metadata={"help": "0 (obvious fakes) .. 1 (subtle)."})
+    holdout_manipulation: str | None = field(
+        default=None,
+        metadata={"help": "Family seen only in test (cross-manipulation protocol); one of "
+                          f"{', '.join(available_manipulations())}."},
+    )  # fmt: skip
+    captions: bool = field(
+        default=False,
+        metadata={"help": "Write image-caption pairs (LLaVA-Pretrain format: captions.json + images/) for stage 1 "
+                          "instead."},
+    )  # fmt: skip
+
+
 @cli_entry
 def main(argv: list[str]) -> Path:
-    parser = ArgumentParser(prog="python -m llava_df.data.synthetic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="Output folder (images/, metadata.csv, benchmark.json).")
-    parser.add_argument("--n", type=int, default=2000, help="Number of images in all splits (half fake).")
-    parser.add_argument("--seed", type=int, default=0, help="Generation and split seed.")
-    parser.add_argument(
-        "--image-size", "--image_size", dest="image_size", type=int, default=64, help="Image side in pixels."
+    args, _ = parse_verb(
+        SyntheticArguments, argv, prog="llava-df data synthetic", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--difficulty", type=float, default=0.5, help="0 (obvious fakes) .. 1 (subtle).")
-    parser.add_argument(
-        "--holdout-manipulation", "--holdout_manipulation", dest="holdout_manipulation", default=None,
-        help=f"Family seen only in test (cross-manipulation protocol); one of {available_manipulations()}.",
-    )  # fmt: skip
-    parser.add_argument(
-        "--captions", action="store_true",
-        help="Write image-caption pairs (LLaVA-Pretrain format: captions.json + images/) for stage 1 instead.",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.captions:
-        from llava_df.data.captions import write_captions
+        from llava_df.data.captions import write_captions  # lazy: captions imports this module (its _jpeg)
 
         if args.n < 3:
             raise DataError(f"--n {args.n}: stage 1 needs at least 3 captions (train, val, test); e.g. --n 1000.")

@@ -1,43 +1,52 @@
-"""``python -m llava_df.memory plan``: will this training config fit, and where does the memory go?
+"""``llava-df plan``: will this training config fit, and where does the memory go?
 
-Usage::
+How to call (``python -m llava_df.memory plan ...`` is the same command)::
 
-    python -m llava_df.memory plan --config configs/llava15_7b_12-16gb_lora.yaml
-    python -m llava_df.memory plan --model_name_or_path llava-hf/llava-1.5-7b-hf --strategy lora --bits 8 \\
+    llava-df plan --config configs/llava15_7b_12-16gb_lora.yaml
+    llava-df plan --model_name_or_path llava-hf/llava-1.5-7b-hf --strategy lora --bits 8 \\
         --bf16 true --per_device_train_batch_size 4 --gradient_checkpointing true [--json]
-    python -m llava_df.memory plan --config ... --budget 24GB [--margin 0.1] [--top 3]
+    llava-df plan --config ... --budget 24GB [--margin 0.1] [--top 3]
+    llava-df plan --help                    # the planner's own flags, with their defaults
 
-Every training flag is accepted (``python -m llava_df.train --help``); the planner's own:
-``--target cuda|cpu`` (whose kernels to predict; default cuda), ``--json``, ``--budget SIZE``,
-``--margin F``, ``--top N``, ``--text_tokens N`` (prompt + answer tokens per sample, default 48),
-``--no_dry_run`` (closed form only). No GPU, no weights, no network: shapes come from the
-config (``llava_df.memory.shapes``), every size in it checked first. Without ``--model_max_length``
-the plan takes the checkpoint's (``shapes.checkpoint_max_length``: 2048 for LLaVA-1.5), not
-training's default of 512, and says so in a note.
+Every training flag is accepted (``llava-df train --help``); the planner's own are PlanArguments
+below. No GPU, no weights, no network: shapes come from the config (``llava_df.memory.shapes``),
+every size in it checked first. Without ``--model_max_length`` the plan takes the checkpoint's
+(``shapes.checkpoint_max_length``: 2048 for LLaVA-1.5), not training's default of 512, and says so
+in a note.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
+from typing import Literal
 
-from llava_df.errors import ArgumentParser, UsageError, cli_entry
+from llava_df.cli_args import parse_verb
+from llava_df.errors import UsageError, cli_entry
+from llava_df.memory.budget import parse_size, search
 from llava_df.memory.plan import format_plan, make_plan
 
 GIB = 2**30
 
 
-def _planner_parser() -> ArgumentParser:
-    ap = ArgumentParser(prog="python -m llava_df.memory plan", add_help=False)
-    ap.add_argument("--target", default="cuda", choices=("cuda", "cpu"))
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--budget", default=None)
-    ap.add_argument("--margin", type=float, default=0.1)
-    ap.add_argument("--top", type=int, default=3)
-    ap.add_argument("--text_tokens", type=int, default=48)
-    ap.add_argument("--no_dry_run", action="store_true")
-    ap.add_argument("-h", "--help", action="store_true")
-    return ap
+@dataclass
+class PlanArguments:
+    """The planner's own flags; every other flag is a training flag (the run to plan)."""
+
+    target: Literal["cuda", "cpu"] = field(default="cuda", metadata={"help": "Whose kernels to predict."})
+    json: bool = field(default=False, metadata={"help": "Print the plan (or the --budget search) as JSON."})
+    budget: str | None = field(
+        default=None,
+        metadata={"help": "Search for the fastest configurations that fit this memory, e.g. 24GB or 16000MB; "
+                          "each is printed as a ready --config file."},
+    )  # fmt: skip
+    margin: float = field(default=0.1, metadata={"help": "--budget: the fraction of it kept free."})
+    top: int = field(default=3, metadata={"help": "--budget: how many configurations to print."})
+    text_tokens: int = field(default=48, metadata={"help": "Prompt + answer tokens per sample."})
+    no_dry_run: bool = field(
+        default=False, metadata={"help": "Closed form only: no dry run of the model on meta tensors."}
+    )
 
 
 @cli_entry
@@ -45,12 +54,14 @@ def main(argv: list[str]) -> dict:
     if not argv or argv[0] != "plan":
         raise UsageError(
             f"expected the subcommand `plan`, got {argv[0] if argv else 'nothing'!r}. "
-            "Run `python -m llava_df.memory plan --config <training YAML>` (or any training flags)."
+            "Run `llava-df plan --config <training YAML>` (or any training flags)."
         )
-    opts, train_argv = _planner_parser().parse_known_args(argv[1:])
-    if opts.help:
-        print(__doc__)
-        return {}
+    opts, train_argv = parse_verb(
+        PlanArguments, argv[1:], prog="llava-df plan", description=__doc__.split("\n")[0],
+        epilog="Every other flag is a training flag (llava-df train --help lists them), e.g. --config, "
+        "--model_name_or_path, --strategy, --bits, --per_device_train_batch_size.",
+        allow_unknown=True,
+    )  # fmt: skip
     if opts.text_tokens < 1:
         raise UsageError(
             f"--text_tokens {opts.text_tokens}: expected a positive number of prompt + answer tokens."
@@ -58,8 +69,6 @@ def main(argv: list[str]) -> dict:
     if opts.top < 1:
         raise UsageError(f"--top {opts.top}: expected at least 1.")
     if opts.budget is not None:
-        from llava_df.memory.budget import parse_size, search
-
         found = search(
             train_argv, budget_bytes=parse_size(opts.budget), margin=opts.margin, target=opts.target,
             top=opts.top, text_tokens=opts.text_tokens, verify=not opts.no_dry_run,

@@ -16,7 +16,7 @@ SAME quantization code path as a real LLaVA checkpoint.
 
 Regenerate the shipped tokenizer (only needed when the corpus below changes)::
 
-    python -m llava_df.model.tiny --write-tokenizer
+    python -m llava_df.model.tiny --write_tokenizer
 
 Print the preset (sizes, parameter counts, cache folder)::
 
@@ -30,12 +30,14 @@ import json
 import os
 import shutil
 import string
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
 
 import torch
 import transformers
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     CLIPVisionConfig,
     LlamaConfig,
@@ -45,7 +47,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from llava_df.errors import ArgumentParser, cli_entry
+from llava_df.cli_args import parse_verb
+from llava_df.errors import cli_entry
 from llava_df.io import build_once
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -110,7 +113,6 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     ``<s>`` prepended by the post-processor. ``Real``/``Fake`` must come out as single tokens:
     evaluation reads the probability of the first answer token.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -174,9 +176,9 @@ def _image_processor():
     # transformers picks a torchvision backend for CLIPImageProcessor and warns when torchvision
     # is missing (CPU-only installs); the PIL one gives the same pixels, so take it explicitly.
     if find_spec("torchvision") is not None:
-        from transformers import CLIPImageProcessor as cls
+        from transformers import CLIPImageProcessor as cls  # lazy: needs torchvision, which may be absent
     else:
-        from transformers import CLIPImageProcessorPil as cls
+        from transformers import CLIPImageProcessorPil as cls  # lazy: the class to use without torchvision
     return cls(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
 
 
@@ -295,7 +297,6 @@ def save_model_files(model, folder: Path) -> None:
     TrainingArguments starts that group at parse time. The cache is shared, so whichever process
     builds it must write all of it.
     """
-    from safetensors.torch import save_model
 
     folder = Path(folder)
     model.config.save_pretrained(folder)
@@ -343,11 +344,18 @@ def example_batch(processor: LlavaProcessor | None = None, batch_size: int = 4, 
     return dict(batch)
 
 
+@dataclass
+class TinyArguments:
+    """``python -m llava_df.model.tiny``'s flags."""
+
+    write_tokenizer: bool = field(
+        default=False, metadata={"help": "Regenerate the shipped tokenizer (llava_df/assets/tiny_tokenizer/) first."}
+    )
+
+
 @cli_entry
 def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="python -m llava_df.model.tiny", description=__doc__.split("\n")[0])
-    parser.add_argument("--write-tokenizer", action="store_true", help=f"Regenerate {TOKENIZER_DIR}.")
-    args = parser.parse_args(argv)
+    args, _ = parse_verb(TinyArguments, argv, prog="python -m llava_df.model.tiny", description=__doc__.split("\n")[0])
     if args.write_tokenizer:
         print(f"wrote {write_tokenizer()}")
     model = build_tiny_model()

@@ -1,9 +1,12 @@
-"""Compare every projector preset at given widths, relative to LLaVA's ``mlp2x_gelu``.
+"""``llava-df projectors``: every projector preset at given widths, relative to LLaVA's ``mlp2x_gelu``.
 
-    python -m llava_df.projectors --in-dim 1024 --out-dim 4096            # parameters, MACs/token
-    python -m llava_df.projectors --in-dim 1024 --out-dim 4096 --bench --tokens 1152 --repeats 5 \\
+How to call (``python -m llava_df.projectors ...`` is the same command)::
+
+    llava-df projectors --in_dim 1024 --out_dim 4096                      # parameters, MACs/token
+    llava-df projectors --in_dim 1024 --out_dim 4096 --bench --tokens 1152 --repeats 5 \\
         --json results/projectors.json                                    # + time and saved memory
-    python -m llava_df.projectors --fit-gelu                              # refit kan_light's GELU init
+    llava-df projectors --fit_gelu                                        # refit kan_light's GELU init
+    llava-df projectors --help                                            # every flag, with its default
 
 The rows are the registry's ``PRESETS`` (plus ``--also`` names), so a newly registered family
 shows up here without touching this file. With ``--bench`` the input does not require grad (the
@@ -14,15 +17,17 @@ and the fastest round (the least disturbed one, timeit's estimator on a busy mac
 
 from __future__ import annotations
 
-import argparse
 import json
+import shlex
 import statistics
-import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from llava_df.errors import ArgumentParser, cli_entry
+from llava_df.cli_args import parse_verb
+from llava_df.errors import UsageError, cli_entry
 from llava_df.projectors import PRESETS, create_projector, resolve
 from llava_df.projectors.profile import (
     macs_per_token,
@@ -144,58 +149,50 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog="python -m llava_df.projectors",
+@dataclass
+class ProjectorsArguments:
+    """``llava-df projectors``'s flags."""
+
+    in_dim: int = field(default=1024, metadata={"help": "Vision feature width (CLIP ViT-L/14: 1024)."})
+    out_dim: int = field(default=4096, metadata={"help": "LLM hidden width (Vicuna/LLaMA-7B: 4096)."})
+    also: list[str] = field(
+        default_factory=list,
+        metadata={"metavar": "NAME", "help": "Extra names beyond the presets, e.g. kan_light_g16."},
+    )
+    bench: bool = field(default=False, metadata={"help": "Also measure fwd+bwd time and bytes saved for backward."})
+    tokens: int = field(default=1152, metadata={"help": "Tokens per measured batch (1152 = 2 images x 576)."})
+    repeats: int = field(default=5, metadata={"help": "Timed rounds per projector (median reported)."})
+    device: str = field(default="cpu", metadata={"help": "Device to measure on: cpu or cuda."})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32", metadata={"help": "Parameter and input dtype."}
+    )
+    seed: int = field(default=0, metadata={"help": "torch.manual_seed before each projector is built."})
+    json: Path | None = field(
+        default=None, metadata={"metavar": "PATH", "help": "Also write the rows and settings as JSON."}
+    )
+    fit_gelu: bool = field(
+        default=False,
+        metadata={"help": f"Refit kan_light's rational GELU init on {list(GELU_FIT_RANGE)}, print the constants and exit."},
+    )
+
+
+def parse_args(argv: list[str]) -> ProjectorsArguments:
+    """The flags of ``argv``, every value checked (UsageError) before anything is built."""
+    args, _ = parse_verb(
+        ProjectorsArguments, argv, prog="llava-df projectors",
         description=f"Table of every projector preset: parameters, forward multiply-adds per token and, with "
         f"--bench, measured forward+backward time and memory saved for backward, each relative to {REFERENCE}.",
-    )
-    parser.add_argument(
-        "--in-dim", type=int, default=1024, help="Vision feature width (CLIP ViT-L/14: 1024)."
-    )
-    parser.add_argument("--out-dim", type=int, default=4096, help="LLM hidden width (Vicuna/LLaMA-7B: 4096).")
-    parser.add_argument(
-        "--also",
-        nargs="+",
-        default=[],
-        metavar="NAME",
-        help="Extra names beyond the presets, e.g. kan_light_g16.",
-    )
-    parser.add_argument(
-        "--bench", action="store_true", help="Also measure fwd+bwd time and bytes saved for backward."
-    )
-    parser.add_argument(
-        "--tokens", type=int, default=1152, help="Tokens per measured batch (default 1152 = 2 images x 576)."
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=5, help="Timed rounds per projector (median reported)."
-    )
-    parser.add_argument("--device", default="cpu", help="Device to measure on: cpu or cuda.")
-    parser.add_argument(
-        "--dtype", default="float32", choices=sorted(DTYPES), help="Parameter and input dtype."
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="torch.manual_seed before each projector is built."
-    )
-    parser.add_argument(
-        "--json", type=Path, default=None, metavar="PATH", help="Also write the rows and settings as JSON."
-    )
-    parser.add_argument(
-        "--fit-gelu",
-        action="store_true",
-        help=f"Refit kan_light's rational GELU init on {list(GELU_FIT_RANGE)}, print the constants and exit.",
-    )
-    args = parser.parse_args(argv)
+    )  # fmt: skip
     for flag in ("in_dim", "out_dim", "tokens", "repeats"):
         if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}.")
+            raise UsageError(f"--{flag} {getattr(args, flag)}: expected an integer >= 1.")
     for name in args.also:
         try:
             resolve(name)
         except KeyError as exc:
-            parser.error(str(exc.args[0]))
+            raise UsageError(f"--also {name}: {exc.args[0]}") from None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(
+        raise UsageError(
             f"--device {args.device}: no CUDA device visible to torch {torch.__version__}; use --device cpu."
         )
     return args
@@ -224,10 +221,10 @@ def main(argv: list[str]) -> dict:
         dtype=DTYPES[args.dtype],
         seed=args.seed,
     )
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "fit_gelu"}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items() if k != "fit_gelu"}
     environment = run_environment() | {"cpu_model": cpu_model(), "torch_threads": torch.get_num_threads()}
     result = {
-        "command": "python -m llava_df.projectors " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": shlex.join(["llava-df", "projectors", *argv]),
         "settings": settings,
         "environment": environment,
         "rows": rows,

@@ -57,11 +57,11 @@ def default_checkpointing_kwargs(bits: int) -> dict:
 class _Parser(HfArgumentParser):
     # argparse exits on errors; raising lets train.main print one clean message and tests catch it.
     def error(self, message: str):
-        raise ConfigError(f"{message}\nRun `python -m llava_df.train --help` for every flag.")
+        raise ConfigError(f"{message}\nRun `llava-df train --help` for every flag.")
 
 
 def build_parser() -> _Parser:
-    parser = _Parser((ModelArguments, DataArguments, TrainingArguments), allow_abbrev=False)
+    parser = _Parser((ModelArguments, DataArguments, TrainingArguments), prog="llava-df train", allow_abbrev=False)
     parser.add_argument(
         "--config",
         default=None,

@@ -1,17 +1,19 @@
-"""``python -m llava_df.compare_projectors``: the sweep that answers the research question.
+"""``llava-df compare``: the sweep that answers the research question.
 
 How do LLaVA's ``mlp2x_gelu``, the B-spline KAN at several sizes and the lightweight KAN compare,
 in accuracy and peak memory, under projector-only, LoRA and unfreeze-early training?
 
-How to call::
+How to call (``python -m llava_df.compare_projectors`` is the same command, kept for scripts)::
 
-    python -m llava_df.compare_projectors                   # the embedded default: 7 projectors x 3
-                                                            # strategies x 3 seeds, tiny preset, INT8
-    python -m llava_df.compare_projectors --workers 2       # two runs at a time (one per core / GPU)
-    python -m llava_df.compare_projectors --quick           # 2 x 2 x 1, small data: about a minute
-    python -m llava_df.compare_projectors --projectors mlp2x_gelu,kan_h64_g3_k2 --strategies lora \\
+    llava-df compare                        # the embedded default: 7 projectors x 3 strategies x 3 seeds,
+                                            # tiny preset, INT8
+    llava-df compare --workers 2            # two runs at a time (one per core / GPU)
+    llava-df compare --quick                # 2 x 2 x 1, small data: about a minute
+    llava-df compare --projectors mlp2x_gelu,kan_h64_g3_k2 --strategies lora \\
         --seeds 0,1 --model_name_or_path llava-hf/llava-1.5-7b-hf --data_dir /data/faces --bits 8
-    python -m llava_df.compare_projectors --aggregate       # tables and plots from results/ alone
+    llava-df compare --aggregate            # tables and plots from results/ alone
+    llava-df compare --stage1               # stage 1 (caption alignment) per projector first
+    llava-df compare --help                 # the sweep's flags, with their defaults
 
 Every cell trains with the same recipe (``--recipe``, default configs/sweep_tiny.yaml, plus any
 training flag given here) and differs only in projector, strategy and seed. Each finished run
@@ -22,8 +24,10 @@ are unchanged, so a killed sweep picks up where it stopped. The answer is
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures as futures
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
@@ -35,12 +39,21 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
-from llava_df.errors import ArgumentParser, ConfigError, RunError, UsageError, cli_entry
+from llava_df.cli_args import bool_value, parse_verb
+from llava_df.errors import ConfigError, RunError, UsageError, cli_entry
 from llava_df.io import write_json
+from llava_df.model.inputs import check_model_inputs
+from llava_df.projectors import available_projectors, create_projector, resolve
+from llava_df.projectors.profile import macs_per_token
+from llava_df.provenance import run_environment
+from llava_df.spec import parse_spec
+from llava_df.spec.strategy import STRATEGIES
 from llava_df.sweep.cells import (
     DEFAULT_PROJECTORS,
     DEFAULT_RECIPE,
@@ -52,6 +65,7 @@ from llava_df.sweep.cells import (
     grid,
 )
 from llava_df.sweep.plots import write_plots
+from llava_df.sweep.probes import PROBES, run_probes, tower_features
 from llava_df.sweep.record import (
     build_record,
     cell_key,
@@ -60,6 +74,8 @@ from llava_df.sweep.record import (
     record_path,
     write_record,
 )
+from llava_df.sweep.stage1 import run_stage1
+from llava_df.sweep.stats import hanley_mcneil_se
 from llava_df.sweep.tables import (
     comparison_rows,
     minimum_detectable,
@@ -67,6 +83,7 @@ from llava_df.sweep.tables import (
     write_summary,
     write_tables,
 )
+from llava_df.train.workflow import train
 
 logger = logging.getLogger(__name__)
 # Below this many test images per class a run's AUC has a standard error above ~0.05.
@@ -77,72 +94,70 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="python -m llava_df.compare_projectors",
-        description=__doc__.split("\n\n")[0],
-        epilog="Any other flag goes to every run, e.g. --model_name_or_path, --data_dir, --bits, --learning_rate "
-        "(python -m llava_df.train --help lists them).",
-    )
-    parser.add_argument(
-        "--projectors", help=f"Comma-separated projector names (default: {','.join(DEFAULT_PROJECTORS)})."
-    )
-    parser.add_argument(
-        "--strategies", help=f"Comma-separated strategies (default: {','.join(DEFAULT_STRATEGIES)})."
-    )
-    parser.add_argument(
-        "--seeds", help=f"Comma-separated training seeds (default: {','.join(map(str, DEFAULT_SEEDS))})."
-    )
-    parser.add_argument(
-        "--recipe", default=str(DEFAULT_RECIPE), help="The training config every cell shares."
-    )
-    parser.add_argument(
-        "--results_dir", default="results", help="Where comparison.{csv,md}, plots and runs/ go."
-    )
-    parser.add_argument("--runs_dir", default="outputs/compare", help="Where each run's weights and logs go.")
-    parser.add_argument(
-        "--workers", type=int, default=1, help="Runs at once: one per CPU core, or one per GPU."
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="2 projectors x 2 strategies x 1 seed on small data."
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="Rerun cells even when their record is up to date."
-    )
-    parser.add_argument(
-        "--aggregate", action="store_true", help="Only rebuild tables and plots from the run JSONs."
-    )
-    parser.add_argument("--n_boot", type=int, default=1000, help="Bootstrap resamples of the paired test.")
-    parser.add_argument(
-        "--skip_probes", action="store_true",
-        help="Do not run the feature probes (linear / MLP / KAN on the frozen tower's features, the ceiling rows).",
+@dataclass
+class CompareArguments:
+    """``llava-df compare``'s own flags; every other flag is a training flag, given to every run."""
+
+    projectors: str | None = field(
+        default=None,
+        metadata={"help": f"Comma-separated projector names (None: {','.join(DEFAULT_PROJECTORS)}; --quick: "
+                          f"{','.join(QUICK['projectors'])})."},
     )  # fmt: skip
-    parser.add_argument(
-        "--only_probes", action="store_true",
-        help="Run (or reuse) only the feature probes of the recipe's data, then rebuild the tables.",
+    strategies: str | None = field(
+        default=None,
+        metadata={"help": f"Comma-separated strategies (None: {','.join(DEFAULT_STRATEGIES)}; --quick: "
+                          f"{','.join(QUICK['strategies'])})."},
     )  # fmt: skip
-    parser.add_argument(
-        "--stage1",
-        nargs="?",
-        const="run",
+    seeds: str | None = field(
+        default=None,
+        metadata={"help": f"Comma-separated training seeds (None: {','.join(map(str, DEFAULT_SEEDS))}; --quick: "
+                          f"{','.join(map(str, QUICK['seeds']))})."},
+    )  # fmt: skip
+    recipe: str = field(default=str(DEFAULT_RECIPE), metadata={"help": "The training config every cell shares."})
+    results_dir: str = field(default="results", metadata={"help": "Where comparison.{csv,md}, plots and runs/ go."})
+    runs_dir: str = field(default="outputs/compare", metadata={"help": "Where each run's weights and logs go."})
+    workers: int = field(default=1, metadata={"help": "Runs at once: one per CPU core, or one per GPU."})
+    quick: bool = field(default=False, metadata={"help": "2 projectors x 2 strategies x 1 seed on small data."})
+    force: bool = field(default=False, metadata={"help": "Rerun cells even when their record is up to date."})
+    aggregate: bool = field(default=False, metadata={"help": "Only rebuild tables and plots from the run JSONs."})
+    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples of the paired test."})
+    skip_probes: bool = field(
+        default=False,
+        metadata={"help": "Do not run the feature probes (linear / MLP / KAN on the frozen tower's features, the "
+                          "ceiling rows)."},
+    )  # fmt: skip
+    only_probes: bool = field(
+        default=False,
+        metadata={"help": "Run (or reuse) only the feature probes of the recipe's data, then rebuild the tables."},
+    )
+    # Not a plain boolean: alone (or True) it runs stage 1, with name=path pairs it names stage-1 files.
+    # HfArgumentParser passes the metadata on to argparse, so nargs="?" with a const keeps both meanings.
+    stage1: str = field(
         default="",
-        help="Alone: run stage 1 (caption alignment, configs/stage1_tiny.yaml) for each projector before its "
-        "stage-2 runs. With name=path[,name=path]: start those projectors from these stage-1 files.",
+        metadata={
+            "nargs": "?",
+            "const": "True",
+            "help": "Alone (or True): run stage 1 (caption alignment, configs/stage1_tiny.yaml) for each projector "
+            "before its stage-2 runs. With name=path[,name=path]: start those projectors from these stage-1 files.",
+        },
     )
-    parser.add_argument(
-        "--stage1_data", default=None,
-        help="--stage1's captions (LLaVA-Pretrain JSON); default: synthetic captions written to RUNS_DIR/stage1/captions.",
+    stage1_data: str | None = field(
+        default=None,
+        metadata={"help": "--stage1's captions (LLaVA-Pretrain JSON); None: synthetic captions written to "
+                          "RUNS_DIR/stage1/captions."},
     )  # fmt: skip
-    return parser
 
 
 def parse(argv: list[str]):
     """(sweep args, training flags for every cell); UsageError before anything runs."""
-    from llava_df.projectors import available_projectors, resolve
-    from llava_df.spec import parse_spec
-    from llava_df.spec.strategy import STRATEGIES
-
-    args, train_flags = build_parser().parse_known_args(argv)
+    flags, train_flags = parse_verb(
+        CompareArguments, argv, prog="llava-df compare", description=__doc__.split("\n\n")[0],
+        epilog="Any other flag goes to every run, e.g. --model_name_or_path, --data_dir, --bits, --learning_rate "
+        "(llava-df train --help lists them).",
+        allow_unknown=True,
+    )  # fmt: skip
+    # The resolved settings: lists, paths and the stage-1 plan where the flags hold text.
+    args = argparse.Namespace(**vars(flags))
     defaults = (
         (QUICK["projectors"], QUICK["strategies"], QUICK["seeds"])
         if args.quick
@@ -173,10 +188,12 @@ def parse(argv: list[str]):
         raise UsageError("--projectors, --strategies and --seeds each need at least one value.")
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: expected 1 or more.")
-    args.run_stage1 = args.stage1 == "run"
-    if args.run_stage1:
+    # --stage1 alone or True: run stage 1; False: do not; anything else: name=path pairs of stage-1 files.
+    run_stage1 = bool_value(args.stage1)
+    args.run_stage1 = bool(run_stage1)
+    if run_stage1 is not None:
         args.stage1 = ""
-    elif args.stage1_data:
+    if args.stage1_data and not args.run_stage1:
         raise UsageError("--stage1_data is the data of --stage1 (alone, which runs stage 1); add --stage1.")
     if args.stage1_data and not Path(args.stage1_data).is_file():
         raise UsageError(f"--stage1_data {args.stage1_data}: no such file. Pass a LLaVA-Pretrain caption JSON.")
@@ -199,8 +216,6 @@ def parse(argv: list[str]):
         for cell in grid(args.projectors, args.strategies, args.seeds[:1]):
             spec = parse_spec(cell_argv(args, train_flags, cell))
             if cell.projector in args.stage1 and cell.strategy == args.strategies[0]:
-                from llava_df.model.inputs import check_model_inputs
-
                 check_model_inputs(spec)  # a stage-1 file that does not fit its projector fails now
     except ConfigError as err:
         raise UsageError(f"a training flag of the sweep: {err}") from None
@@ -225,7 +240,6 @@ def _stop_worker(signum, frame):
 
 
 def _init_worker(gpus) -> None:
-    import torch
 
     _die_with_parent()
     signal.signal(signal.SIGINT, _stop_worker)
@@ -244,7 +258,6 @@ def _die_with_parent() -> None:
     parent pid and ends the worker within a few seconds of it changing."""
     parent = os.getppid()
     with contextlib.suppress(Exception):  # not Linux, or no libc to call: the watchdog alone
-        import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
@@ -262,10 +275,6 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
     """Train one cell, write its record; returns a short summary for the progress bar."""
     if _stopping:  # already queued to this worker when the sweep was stopped
         raise KeyboardInterrupt
-    from llava_df.projectors import create_projector
-    from llava_df.projectors.profile import macs_per_token
-    from llava_df.spec import parse_spec
-    from llava_df.train.workflow import train
 
     spec = parse_spec([*argv, "--disable_tqdm", "True"])
     out = Path(spec.training.output_dir)
@@ -292,8 +301,6 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
 # ---- feature probes (the ceiling rows) ------------------------------------------------------
 def run_probe_records(args, train_flags: list[str], command: str) -> None:
     """Probe records for the recipe's data (comparison/probes.py), reused while their key holds."""
-    from llava_df.spec import parse_spec
-    from llava_df.sweep.probes import PROBES, run_probes, tower_features
 
     cell = next(iter(grid([REFERENCE], ["projector_only"], args.seeds[:1])))
     spec = parse_spec(cell_argv(args, train_flags, cell))
@@ -327,7 +334,6 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
 # ---- the sweep ------------------------------------------------------------------------------
 def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], int]:
     """(cells to run with argv, record path and key; how many are up to date and skipped)."""
-    from llava_df.spec import parse_spec
 
     fingerprint = code_fingerprint()
     todo, skipped = [], 0
@@ -379,7 +385,6 @@ def run_sweep(args, todo) -> list[str]:
     if not todo:
         return failures
     gpus = None
-    import torch
 
     if torch.cuda.is_available() and args.workers > 1:
         gpus = multiprocessing.get_context("spawn").Queue()
@@ -438,7 +443,6 @@ def run_sweep(args, todo) -> list[str]:
 
 def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
     """Tables and plots from the run JSONs alone."""
-    from llava_df.provenance import run_environment
 
     out = results_dir / "comparison"
     records, bad = read_records(out)
@@ -525,7 +529,6 @@ def _run_commits(records: list[dict]) -> str:
 
 def _val_size(records: list[dict]) -> str:
     """The validation split's size and its AUC standard error (it picks best/ and the threshold)."""
-    from llava_df.sweep.stats import hanley_mcneil_se
 
     y = (records[0]["scores"].get("val") or {}).get("is_fake")
     if not y:
@@ -563,8 +566,6 @@ def main(argv: list[str]) -> dict:
     if args.only_probes and (args.aggregate or args.skip_probes):
         raise UsageError("--only_probes runs the probes: it cannot go with --aggregate or --skip_probes.")
     if args.run_stage1 and not args.aggregate and not args.only_probes:
-        from llava_df.sweep.stage1 import run_stage1
-
         n_captions = 120 if args.quick else 1000  # --quick: a smoke run of the whole pipeline
         args.stage1 = run_stage1(
             args.projectors, args.runs_dir, train_flags, captions=args.stage1_data, n_captions=n_captions
