@@ -25,25 +25,15 @@ are unchanged, so a killed sweep picks up where it stopped. The answer is
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as futures
 import contextlib
-import ctypes
 import hashlib
 import json
 import logging
-import math
-import multiprocessing
-import os
 import shlex
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from tqdm import tqdm
 
 from llava_df.cli_args import bool_value, parse_verb
 from llava_df.errors import ConfigError, RunError, UsageError, cli_entry
@@ -51,7 +41,6 @@ from llava_df.io import write_json
 from llava_df.model.inputs import check_model_inputs
 from llava_df.projectors import available_projectors, create_projector, resolve
 from llava_df.projectors.profile import macs_per_token
-from llava_df.provenance import run_environment
 from llava_df.spec import parse_spec
 from llava_df.spec.strategy import STRATEGIES
 from llava_df.sweep.cells import (
@@ -64,30 +53,20 @@ from llava_df.sweep.cells import (
     Cell,
     grid,
 )
-from llava_df.sweep.plots import write_plots
+from llava_df.sweep.pool import run_pool, stopping
 from llava_df.sweep.probes import PROBES, run_probes, tower_features
 from llava_df.sweep.record import (
     build_record,
     cell_key,
     code_fingerprint,
-    read_records,
     record_path,
     write_record,
 )
+from llava_df.sweep.report import aggregate
 from llava_df.sweep.stage1 import run_stage1
-from llava_df.sweep.stats import hanley_mcneil_se
-from llava_df.sweep.tables import (
-    comparison_rows,
-    minimum_detectable,
-    seeds_advice,
-    write_summary,
-    write_tables,
-)
 from llava_df.train.workflow import train
 
 logger = logging.getLogger(__name__)
-# Below this many test images per class a run's AUC has a standard error above ~0.05.
-MIN_PER_CLASS = 50
 
 
 def _names(text: str) -> list[str]:
@@ -230,50 +209,9 @@ def cell_argv(args, train_flags: list[str], cell: Cell) -> list[str]:
 
 
 # ---- running one cell (in a worker process) -------------------------------------------------
-_stopping = False  # in a worker: the sweep asked it to stop (SIGINT); a queued cell then does not start
-
-
-def _stop_worker(signum, frame):
-    global _stopping
-    _stopping = True
-    raise KeyboardInterrupt
-
-
-def _init_worker(gpus) -> None:
-
-    _die_with_parent()
-    signal.signal(signal.SIGINT, _stop_worker)
-    torch.set_num_threads(1)  # one core per worker; the tiny preset gains nothing from more
-    if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent() -> None:
-    """A worker must not outlive the sweep: killed with SIGKILL, the sweep cannot stop it, and an orphan
-    would go on writing run folders while a rerun races it on the same cells. Linux sends SIGTERM on
-    the parent's death (prctl PR_SET_PDEATHSIG); elsewhere, and as a backstop, a thread watches the
-    parent pid and ends the worker within a few seconds of it changing."""
-    parent = os.getppid()
-    with contextlib.suppress(Exception):  # not Linux, or no libc to call: the watchdog alone
-
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(2)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="llava_df-parent-watch", daemon=True).start()
-
-
 def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
     """Train one cell, write its record; returns a short summary for the progress bar."""
-    if _stopping:  # already queued to this worker when the sweep was stopped
+    if stopping():  # already queued to this worker when the sweep was stopped
         raise KeyboardInterrupt
 
     spec = parse_spec([*argv, "--disable_tqdm", "True"])
@@ -357,206 +295,6 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
     return todo, skipped
 
 
-class SweepInterrupted(RunError):
-    """SIGINT or SIGTERM stopped the sweep; finished cells are kept and a rerun continues."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum  # what a shell reports for a process stopped by that signal
-
-
-class _Stop(BaseException):  # raised in the main thread by the signal handler below
-    def __init__(self, signum: int):
-        self.signum = signum
-
-
-def _raise_stop(signum, frame):
-    raise _Stop(signum)
-
-
-def run_sweep(args, todo) -> list[str]:
-    """Run the cells, ``args.workers`` at a time, with a progress bar; returns the failures.
-
-    SIGINT (Ctrl+C) or SIGTERM stops it: no new cell starts, the running ones are terminated (their
-    folders keep their last complete checkpoint), and SweepInterrupted says how to continue. The
-    default handlers would not do that: the pool's shutdown waits for every queued cell.
-    """
-    failures: list[str] = []
-    if not todo:
-        return failures
-    gpus = None
-
-    if torch.cuda.is_available() and args.workers > 1:
-        gpus = multiprocessing.get_context("spawn").Queue()
-        for i in range(args.workers):
-            gpus.put(i % torch.cuda.device_count())
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch state
-    in_main = threading.current_thread() is threading.main_thread()  # signal handlers only go there
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    bar = tqdm(total=len(todo), desc="runs", unit="run", dynamic_ncols=True)
-    pool = futures.ProcessPoolExecutor(args.workers, mp_context=context, initializer=_init_worker, initargs=(gpus,))
-    done = 0
-    try:
-        jobs = {pool.submit(run_cell, cell, argv, str(path), key): cell for cell, argv, path, key in todo}
-        for job in futures.as_completed(jobs):
-            cell = jobs[job]
-            try:
-                result = job.result()
-                bar.set_postfix_str(f"{result['cell']}: test AUC {result['auc']:.3f}")
-            except Exception as err:  # one failed cell must not lose the others
-                failures.append(
-                    f"{cell.name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                )
-                bar.set_postfix_str(f"{cell.name}: FAILED")
-            done += 1
-            bar.update()
-    except _Stop as stop:
-        pool.shutdown(wait=False, cancel_futures=True)  # no new cell starts
-        # SIGINT first: the run in a worker stops with KeyboardInterrupt, the worker hands it back and exits
-        # like a finished one, so the pool frees its queues (a terminated worker leaks a semaphore). A
-        # worker that does not stop in time is terminated.
-        workers = multiprocessing.active_children()
-        for worker in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGINT)
-        for worker in workers:
-            worker.join(timeout=30)
-            if worker.is_alive():
-                worker.terminate()
-                worker.join(timeout=10)
-        pool.shutdown(wait=True)
-        bar.close()
-        name = signal.Signals(stop.signum).name
-        raise SweepInterrupted(
-            f"{name}: stopped the sweep after {done} of {len(todo)} runs ({len(failures)} failed); {len(workers)} "
-            "worker(s) stopped mid-run (their run folders keep their last complete checkpoint). Rerun the same "
-            "command to continue: finished cells are kept and skipped.",
-            stop.signum,
-        ) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    pool.shutdown(wait=True)
-    bar.close()
-    return failures
-
-
-def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
-    """Tables and plots from the run JSONs alone."""
-
-    out = results_dir / "comparison"
-    records, bad = read_records(out)
-    if not records:
-        raise UsageError(f"{out / 'runs'} holds no complete run record: run the sweep first.")
-    rows = comparison_rows(records, n_boot=n_boot)
-    env = run_environment()
-    device = env["device"]
-    machine = (
-        f"{device.get('gpu_name')} x{device.get('gpu_count')}"
-        if device.get("type") == "cuda"
-        else f"{device.get('cpu_model')}, {device.get('cpu_count')} cores, no GPU"
-    )
-    mdd = minimum_detectable(rows)
-    advice = seeds_advice(rows)
-    sweep_file = out / "sweep.json"
-    sweep = json.loads(sweep_file.read_text()) if sweep_file.is_file() else {"command": command}
-    ran = (
-        f" ({sweep['runs']} runs in {sweep['wall_s'] / 60:.0f} min with {sweep['workers']} worker(s))"
-        if "wall_s" in sweep
-        else ""
-    )
-    test_sizes = _test_sizes(records)
-    header = "\n".join(
-        [
-            "# Projector comparison",
-            "",
-            f"Sweep: `{sweep['command']}`{ran}; tables and plots from its run JSONs: "
-            "`python -m llava_df.compare_projectors --aggregate`.",
-            f"Machine: {machine}; torch {env['packages'].get('torch')}, transformers {env['packages'].get('transformers')}; "
-            f"the runs' code: {_run_commits(records)}.",
-            f"Runs: {len(records)} records{f', {len(bad)} unreadable and skipped' if bad else ''}; "
-            f"in-distribution test set {test_sizes}; {_val_size(records)}.",
-            f"Minimum detectable test-AUC difference against {REFERENCE} (paired bootstrap over seed pairs and "
-            f"test images, 80% power, 5% two-sided): {mdd:.3f}. Cells are marked better or worse only where the "
-            "paired 95% interval excludes 0; otherwise they read 'no significant difference'. Selection: best/ is "
-            "the epoch with the lowest validation loss (the plateau schedule's criterion), never the test split.",
-            _seeds_line(advice, mdd),
-            "Probe rows (strategy probe): linear / MLP / KAN probes on the frozen tower's features, the same splits "
-            "(`--only_probes` recomputes them; comparison/probes.py); the last column is each row's test AUC minus the "
-            "best probe's.",
-            "Accuracy is at each run's decision threshold, chosen on its validation scores (--threshold_rule, default the EER point); peak memory "
-            f"is {rows[0]['peak_memory_kind']} of the whole run (tiny preset: what the run measured, not a 7B figure).",
-        ]
-    )
-    csv, md = write_tables(rows, results_dir, header)
-    summary_md = write_summary(rows, results_dir, mdd)
-    plots = write_plots(rows, results_dir, f"{len(records)} runs; error bars: 95% CI over seeds")
-    print(md.read_text())
-    for path, why in bad:
-        print(f"skipped {path}: {why}", file=sys.stderr)
-    return {
-        "rows": rows,
-        "files": [str(csv), str(md), str(summary_md), *map(str, plots)],
-        "skipped": [str(p) for p, _ in bad],
-        "mdd": mdd,
-    }
-
-
-def _seeds_line(advice: dict, mdd: float) -> str:
-    if advice["seeds"] is None and not math.isfinite(advice["se_image"]):
-        return "Seeds needed for a 0.02 minimum detectable difference: n/a (needs at least 2 paired seeds)."
-    split = (
-        f"the paired SE splits into {advice['se_image']:.4f} from the test images and a seed-to-seed SD of "
-        f"{advice['sd_seed']:.4f} per difference"
-    )
-    if advice["seeds"] is None:
-        return (f"More seeds alone cannot bring the minimum detectable difference ({mdd:.3f}) to {advice['target']}: "
-                f"{split}, and the image part does not shrink with seeds; more test images would.")  # fmt: skip
-    print(f"seeds for a {advice['target']} minimum detectable difference: {advice['seeds']} ({split})", file=sys.stderr)
-    return (f"With {advice['n_seeds']} seeds the minimum detectable difference is {mdd:.3f}; {advice['seeds']} seeds "
-            f"would bring it to {advice['target']} ({split}).")  # fmt: skip
-
-
-def _run_commits(records: list[dict]) -> str:
-    """The git commits the runs were made at, each with its dirty flag (the records' own env)."""
-    seen: dict[str, int] = {}
-    for r in records:
-        git = r["env"].get("git") or {}
-        name = f"git {str(git.get('commit'))[:10]}" + (" (dirty)" if git.get("dirty") else " (clean)")
-        seen[name] = seen.get(name, 0) + 1
-    return ", ".join(f"{name} x{n}" if len(seen) > 1 else name for name, n in seen.items())
-
-
-def _val_size(records: list[dict]) -> str:
-    """The validation split's size and its AUC standard error (it picks best/ and the threshold)."""
-
-    y = (records[0]["scores"].get("val") or {}).get("is_fake")
-    if not y:
-        return "no validation scores"
-    fake, real = sum(y), len(y) - sum(y)
-    return (f"validation {len(y)} images ({real} real, {fake} fake), AUC standard error "
-            f"{hanley_mcneil_se(0.8, fake, real):.3f} at AUC 0.8")  # fmt: skip
-
-
-def _test_sizes(records: list[dict]) -> str:
-    y = records[0]["scores"]["test"]["is_fake"]
-    fake, real = sum(y), len(y) - sum(y)
-    text = f"{len(y)} images ({real} real, {fake} fake)"
-    if min(fake, real) < MIN_PER_CLASS:
-        # Hanley & McNeil's SE of an AUC near 0.8 with these class sizes.
-        q1, q2, auc = 0.8 / 1.2, 2 * 0.64 / 1.8, 0.8
-        se = math.sqrt(
-            (auc * (1 - auc) + (fake - 1) * (q1 - auc**2) + (real - 1) * (q2 - auc**2)) / max(fake * real, 1)
-        )
-        logger.warning(
-            "the test split has %d real and %d fake images: one run's AUC has a standard error of about %.2f, so "
-            "differences below ~%.2f are noise. Use more data (at least %d per class).",
-            real, fake, se, 2.8 * se, MIN_PER_CLASS,
-        )  # fmt: skip
-        text += f", below {MIN_PER_CLASS} per class"
-    return text
-
-
 @cli_entry
 def main(argv: list[str]) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -574,7 +312,7 @@ def main(argv: list[str]) -> dict:
         todo, skipped = plan(args, train_flags)
         print(f"{len(todo)} runs to do, {skipped} up to date ({args.workers} worker(s))", file=sys.stderr)
         start = time.time()
-        failures = run_sweep(args, todo)
+        failures = run_pool(run_cell, [(cell.name, (cell, argv, str(path), key)) for cell, argv, path, key in todo], args.workers)
         wall = time.time() - start
         print(f"sweep: {len(todo) - len(failures)} runs in {wall:.0f} s", file=sys.stderr)
         if todo:  # the command and time the tables' header names
