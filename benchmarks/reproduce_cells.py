@@ -2,6 +2,7 @@
 
     python benchmarks/reproduce_cells.py                       # the default three cells, one per strategy
     python benchmarks/reproduce_cells.py --cells mlp2x_gelu__lora__seed0,kan_light__projector_only__seed1
+    python benchmarks/reproduce_cells.py --also_at eb1a017     # and each cell at that commit, compared with today's
 
 Each cell is re-run through the sweep itself (``python -m llava_df.compare_projectors`` with
 that projector, strategy and seed and the committed recipe), into a scratch folder; its fresh
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -32,13 +34,15 @@ DEFAULT = ("mlp2x_gelu__lora__seed0", "kan_h64_g3_k2__projector_only__seed0", "k
 SPLITS = ("val", "test", "heldout")
 
 
-def rerun(cell: str, scratch: Path) -> tuple[dict, float]:
+def rerun(cell: str, scratch: Path, code: Path = ROOT) -> tuple[dict, float]:
+    """The cell's fresh record, run by the llava_df of ``code`` (a checkout of any commit)."""
     projector, strategy, seed = cell.split("__")
     argv = [sys.executable, "-m", "llava_df.compare_projectors", "--projectors", projector, "--strategies", strategy,
             "--seeds", seed.removeprefix("seed"), "--skip_probes", "--force", "--results_dir", str(scratch / "results"),
             "--runs_dir", str(scratch / "runs")]  # fmt: skip
     start = time.time()
-    subprocess.run(argv, check=True, cwd=ROOT, capture_output=True)
+    env = dict(os.environ, PYTHONPATH=str(code), OMP_NUM_THREADS="1")
+    subprocess.run(argv, check=True, cwd=code, capture_output=True, env=env)
     return json.loads((scratch / "results" / "comparison" / "runs" / f"{cell}.json").read_text()), time.time() - start
 
 
@@ -72,15 +76,29 @@ def compare(old: dict, new: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cells", default=",".join(DEFAULT))
+    ap.add_argument("--also_at", default=None, help="Also run each cell at this commit (a git worktree) and compare.")
     ap.add_argument("--out", default=str(ROOT / "results" / "reproduction.md"))
     args = ap.parse_args()
     rows = []
-    for cell in args.cells.split(","):
-        old = json.loads((COMMITTED / f"{cell}.json").read_text())
-        with tempfile.TemporaryDirectory(prefix="llava_df_repro_") as scratch:
-            new, seconds = rerun(cell, Path(scratch))
-        rows.append({"cell": cell, "old_commit": old["env"]["git"]["commit"][:10], "seconds": seconds} | compare(old, new))
-        print(json.dumps(rows[-1]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="llava_df_repro_") as scratch:
+        other = None
+        if args.also_at:
+            other = Path(scratch) / "checkout"
+            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(other), args.also_at], check=True, cwd=ROOT)
+        try:
+            for cell in args.cells.split(","):
+                committed = json.loads((COMMITTED / f"{cell}.json").read_text())
+                now, seconds = rerun(cell, Path(scratch) / "now")
+                row = {"cell": cell, "reference": f"record ({committed['env']['git']['commit'][:10]})", "seconds": seconds}
+                rows.append(row | compare(committed, now))
+                print(json.dumps(rows[-1]), flush=True)
+                if other is not None:
+                    then, _ = rerun(cell, Path(scratch) / "then", code=other)
+                    rows.append(row | {"reference": f"rerun at {args.also_at[:10]}"} | compare(then, now))
+                    print(json.dumps(rows[-1]), flush=True)
+        finally:
+            if other is not None:
+                subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=ROOT)
     git = git_state()
     lines = [
         "# Do committed sweep cells reproduce?",
@@ -88,15 +106,16 @@ def main() -> None:
         f"Command: `{shlex.join(['python', 'benchmarks/reproduce_cells.py', *sys.argv[1:]])}`; code: git "
         f"{str(git['commit'])[:10]}{' (dirty)' if git['dirty'] else ''}; machine: {cpu_model()}, no GPU.",
         "Each cell re-runs through `python -m llava_df.compare_projectors` with the committed recipe and is compared with "
-        "its committed record (`results/comparison/runs/<cell>.json`, made at the commit named in the row): the largest "
-        "absolute difference over every val / test / held-out metric and over every image's P(Fake).",
+        "a reference: its committed record (`results/comparison/runs/<cell>.json`, made at the commit named), or the same "
+        "cell re-run at an earlier commit (`--also_at`). Columns: the largest absolute difference over every val / test / "
+        "held-out metric and over every image's P(Fake).",
         "",
-        "| cell | record made at | steps (record, now) | test AUC (record, now) | max metric diff | max P(Fake) diff | s |",
+        "| cell | reference | steps (reference, now) | test AUC (reference, now) | max metric diff | max P(Fake) diff | s |",
         "|---|---|---|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['cell']} | {r['old_commit']} | {r['steps'][0]}, {r['steps'][1]} | {r['test_auc'][0]:.6f}, "
+            f"| {r['cell']} | {r['reference']} | {r['steps'][0]}, {r['steps'][1]} | {r['test_auc'][0]:.6f}, "
             f"{r['test_auc'][1]:.6f} | {r['max_metric_diff']:.2e} | {r['max_p_fake_diff']:.2e} | {r['seconds']:.0f} |"
         )
     Path(args.out).write_text("\n".join(lines) + "\n")

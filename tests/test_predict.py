@@ -246,6 +246,30 @@ def test_merged_checkpoint_predicts_like_its_run(run, tmp_path):
         assert abs(a["p_fake"] - b["p_fake"]) < 1e-4
 
 
+@pytest.mark.slow
+def test_a_merged_kan_detector_loads_with_from_pretrained_and_scores_like_its_run(run, tmp_path):
+    """A KAN projector has no Hugging Face class: the merged folder still loads the way every HF model
+    loads (Detector.from_pretrained), with its threshold, and scores exactly as the run did."""
+    from llava_df.eval.detector import Detector
+    from llava_df.model.anatomy import projector
+
+    _, images = run
+    kan_run = tmp_path / "kan"
+    train_main(
+        ["--output_dir", str(kan_run), "--max_steps", "4", "--synthetic_n", "80", "--report_to", "none",
+         "--per_device_train_batch_size", "8", "--eval_strategy", "steps", "--eval_steps", "2",
+         "--save_strategy", "no", "--lora_enable", "True", "--lora_r", "4", "--mm_projector_type", "kan_h64_g3_k2"]
+    )  # fmt: skip
+    direct = Detector.from_pretrained(kan_run)
+    merged_dir = Detector.from_pretrained(kan_run, bits=16).save_pretrained(tmp_path / "merged")
+    assert (merged_dir / "mm_projector.safetensors").is_file()  # the KAN, beside HF's weights
+    merged = Detector.from_pretrained(merged_dir)
+    assert type(projector(merged.model)) is type(projector(direct.model))  # KANProjector both
+    assert merged.threshold == direct.threshold and merged.weights == direct.weights
+    files = [str(p) for p in sorted(images.glob("*.png"))[:6]]
+    np.testing.assert_allclose(merged.score(files), direct.score(files), atol=1e-5)
+
+
 # ---- the demo page: predict's numbers, for any image mode --------------------------------------
 def _non_rgb_copies(image: Path, folder: Path) -> list[Path]:
     """The same face as RGBA (half transparent), 16-bit grayscale, float (mode F TIFF) and CMYK files."""
