@@ -57,7 +57,9 @@ def measure(bits: int, mode: str, batch_size: int, seed: int = 0) -> tuple[float
         model_name_or_path="tiny", bits=bits, lora_enable=True, lora_r=8, lora_alpha=16, lora_dropout=0.0
     )
     built = build_model(args, "lora")
-    model = apply_strategy(built.model, args, "lora", gradient_checkpointing=MODES[mode] is not None, verbose=False)
+    model = apply_strategy(
+        built.model, args, "lora", gradient_checkpointing=MODES[mode] is not None, verbose=False
+    )
     processor = built.processor
     if MODES[mode] is not None:  # what Trainer.train() does with activation_checkpointing_kwargs
         unwrap(model).activation_checkpointing_enable(activation_checkpointing_kwargs=dict(MODES[mode]))

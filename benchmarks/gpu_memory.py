@@ -129,11 +129,16 @@ def one_step(
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model = build_model(
-        args, resolve_strategy(args), torch_dtype=torch.bfloat16, device_map={"": 0} if device == "cuda" else None
+        args,
+        resolve_strategy(args),
+        torch_dtype=torch.bfloat16,
+        device_map={"": 0} if device == "cuda" else None,
     ).model
     if bits == 16 and device == "cuda":
         model.to("cuda")
-    model = apply_strategy(model, args, resolve_strategy(args), gradient_checkpointing=checkpointing, verbose=False)
+    model = apply_strategy(
+        model, args, resolve_strategy(args), gradient_checkpointing=checkpointing, verbose=False
+    )
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": bits == 8})
     import bitsandbytes as bnb

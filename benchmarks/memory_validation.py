@@ -79,12 +79,17 @@ def measure(argv: list[str]) -> dict:
     torch.manual_seed(0)
     parsed = parse_spec(argv)
     processor, _ = run_processor(parsed.model, parsed.data)
-    data = prepare_data(parsed.data, processor, seed=parsed.training.seed, model_max_length=parsed.training.model_max_length)
+    data = prepare_data(
+        parsed.data, processor, seed=parsed.training.seed, model_max_length=parsed.training.model_max_length
+    )
     train = split_of(data.splits, "train")
     batch = data.collator([train[i] for i in range(BATCH)])
     model = build_model(parsed.model, parsed.strategy).model
     model = apply_strategy(
-        model, parsed.model, parsed.strategy, gradient_checkpointing=parsed.training.activation_checkpointing,
+        model,
+        parsed.model,
+        parsed.strategy,
+        gradient_checkpointing=parsed.training.activation_checkpointing,
         verbose=False,
     )
     if parsed.training.activation_checkpointing:  # as Trainer.train() does, with the run's kwargs

@@ -30,7 +30,11 @@ sys.path.insert(0, str(ROOT))
 from llava_df.provenance import cpu_model, git_state  # noqa: E402
 
 COMMITTED = ROOT / "results" / "comparison" / "runs"
-DEFAULT = ("mlp2x_gelu__lora__seed0", "kan_h64_g3_k2__projector_only__seed0", "kan_light__unfreeze_early__seed0")
+DEFAULT = (
+    "mlp2x_gelu__lora__seed0",
+    "kan_h64_g3_k2__projector_only__seed0",
+    "kan_light__unfreeze_early__seed0",
+)
 SPLITS = ("val", "test", "heldout")
 
 
@@ -43,11 +47,15 @@ def rerun(cell: str, scratch: Path, code: Path = ROOT) -> tuple[dict, float]:
     start = time.time()
     env = dict(os.environ, PYTHONPATH=str(code), OMP_NUM_THREADS="1")
     subprocess.run(argv, check=True, cwd=code, capture_output=True, env=env)
-    return json.loads((scratch / "results" / "comparison" / "runs" / f"{cell}.json").read_text()), time.time() - start
+    return json.loads(
+        (scratch / "results" / "comparison" / "runs" / f"{cell}.json").read_text()
+    ), time.time() - start
 
 
 def _numbers(metrics: dict | None) -> dict:
-    return {k: v for k, v in (metrics or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        k: v for k, v in (metrics or {}).items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def compare(old: dict, new: dict) -> dict:
@@ -76,7 +84,9 @@ def compare(old: dict, new: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cells", default=",".join(DEFAULT))
-    ap.add_argument("--also_at", default=None, help="Also run each cell at this commit (a git worktree) and compare.")
+    ap.add_argument(
+        "--also_at", default=None, help="Also run each cell at this commit (a git worktree) and compare."
+    )
     ap.add_argument("--out", default=str(ROOT / "results" / "reproduction.md"))
     args = ap.parse_args()
     rows = []
@@ -84,12 +94,18 @@ def main() -> None:
         other = None
         if args.also_at:
             other = Path(scratch) / "checkout"
-            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(other), args.also_at], check=True, cwd=ROOT)
+            subprocess.run(
+                ["git", "worktree", "add", "-q", "--detach", str(other), args.also_at], check=True, cwd=ROOT
+            )
         try:
             for cell in args.cells.split(","):
                 committed = json.loads((COMMITTED / f"{cell}.json").read_text())
                 now, seconds = rerun(cell, Path(scratch) / "now")
-                row = {"cell": cell, "reference": f"record ({committed['env']['git']['commit'][:10]})", "seconds": seconds}
+                row = {
+                    "cell": cell,
+                    "reference": f"record ({committed['env']['git']['commit'][:10]})",
+                    "seconds": seconds,
+                }
                 rows.append(row | compare(committed, now))
                 print(json.dumps(rows[-1]), flush=True)
                 if other is not None:

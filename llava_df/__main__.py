@@ -15,21 +15,38 @@ import sys
 
 # verb -> (module whose main(argv) runs it, arguments put before the user's, one line of help)
 VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "train": ("llava_df.train.workflow", (), "train a detector (INT8/NF4/16-bit LLaVA, any strategy and projector)"),
+    "train": (
+        "llava_df.train.workflow",
+        (),
+        "train a detector (INT8/NF4/16-bit LLaVA, any strategy and projector)",
+    ),
     "evaluate": ("llava_df.apps.evaluate", (), "score one split of a finished run at its threshold rule"),
     "predict": ("llava_df.apps.predict", (), "P(Fake) and a label for your own images"),
     "demo": ("llava_df.apps.demo", (), "a local web page that scores an uploaded face (Gradio)"),
     "merge": ("llava_df.apps.merge", (), "a run as one standalone checkpoint, LoRA folded in"),
     "compare": ("llava_df.sweep.compare", (), "the projector comparison: runs, statistics, tables, plots"),
-    "plan": ("llava_df.memory.__main__", ("plan",), "will a training config fit, and where does the memory go"),
+    "plan": (
+        "llava_df.memory.__main__",
+        ("plan",),
+        "will a training config fit, and where does the memory go",
+    ),
     "projectors": ("llava_df.projectors.__main__", (), "the projector zoo: parameters, multiply-adds, speed"),
-    "data": ("llava_df.data.__main__", (), "write the synthetic benchmark, its captions, or SBI fakes to disk"),
+    "data": (
+        "llava_df.data.__main__",
+        (),
+        "write the synthetic benchmark, its captions, or SBI fakes to disk",
+    ),
 }
 
 
 def usage() -> str:
     width = max(map(len, VERBS))
-    lines = [__doc__.strip().split("\n")[0], "", "usage: llava-df <verb> [flags]   (llava-df <verb> --help)", ""]
+    lines = [
+        __doc__.strip().split("\n")[0],
+        "",
+        "usage: llava-df <verb> [flags]   (llava-df <verb> --help)",
+        "",
+    ]
     lines += [f"  {verb:<{width}}  {line}" for verb, (_, _, line) in VERBS.items()]
     return "\n".join(lines)
 
@@ -41,7 +58,10 @@ def run(argv: list[str]):
         return None
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
-        print(f"error: unknown verb {verb!r}; expected one of {', '.join(VERBS)}. Run `llava-df --help`.", file=sys.stderr)
+        print(
+            f"error: unknown verb {verb!r}; expected one of {', '.join(VERBS)}. Run `llava-df --help`.",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     module, prefix, _ = VERBS[verb]
     # Imported only when its verb runs: `llava-df --help` stays instant, and a verb's heavy or

@@ -50,7 +50,9 @@ def _bare_booleans(dataclass_type, argv: list[str]) -> list[str]:
     bare flag means True and the file is a positional.
     """
     hints = typing.get_type_hints(dataclass_type)
-    names = [f.name for f in dataclasses.fields(dataclass_type) if f.init and hints[f.name] in (bool, bool | None)]
+    names = [
+        f.name for f in dataclasses.fields(dataclass_type) if f.init and hints[f.name] in (bool, bool | None)
+    ]
     flags = {f"--{n}" for n in names} | {f"--{n.replace('_', '-')}" for n in names}
     end = argv.index("--") if "--" in argv else len(argv)  # after "--" every argument is positional
     out: list[str] = []

@@ -105,7 +105,9 @@ def _mark_complete(folder: Path) -> None:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != COMPLETE
     }
-    write_json(folder / COMPLETE, {"files": files, "written": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid()})
+    write_json(
+        folder / COMPLETE, {"files": files, "written": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid()}
+    )
 
 
 def _remove(folder: Path) -> None:

@@ -30,28 +30,47 @@ RUN_FOLDER: tuple[Entry, ...] = (
     Entry("run_config.json", "the resolved run spec; `segments`: what each resumed part of the run used"),
     Entry("config.yaml", "only the keys that were set: rerun with --config output_dir/config.yaml"),
     Entry("env.json", "git commit + dirty flag, package versions, device"),
-    Entry("training_history.json", "one entry per evaluation: step, epoch, loss, val loss, lr, accuracy, AUC"),
-    Entry("runs", "tensorboard logs (TENSORBOARD_LOGGING_DIR or --logging_dir put them elsewhere)", folder=True),
-    Entry("checkpoint-*", "the Trainer's resumable checkpoints, with our trained parts (see CHECKPOINT_FOLDER)", folder=True),
-    Entry("best", "trained parts at the lowest validation loss (the plateau schedule's criterion)", folder=True),
+    Entry(
+        "training_history.json", "one entry per evaluation: step, epoch, loss, val loss, lr, accuracy, AUC"
+    ),
+    Entry(
+        "runs", "tensorboard logs (TENSORBOARD_LOGGING_DIR or --logging_dir put them elsewhere)", folder=True
+    ),
+    Entry(
+        "checkpoint-*",
+        "the Trainer's resumable checkpoints, with our trained parts (see CHECKPOINT_FOLDER)",
+        folder=True,
+    ),
+    Entry(
+        "best", "trained parts at the lowest validation loss (the plateau schedule's criterion)", folder=True
+    ),
     Entry("final", "trained parts at the last step", folder=True),
     Entry("mm_projector.safetensors", "the test weights' projector in LLaVA's key layout (stage 2 reads it)"),
     Entry("mm_projector.bin", "the same in LLaVA's torch pickle, with --mm_projector_bin True"),
     Entry("scores.json", "P(Fake) per image of val, test (+ heldout): what paired comparisons resample"),
-    Entry("threshold.json", "the cut on P(Fake) chosen on validation, naming the weights (step + hash) it is for"),
+    Entry(
+        "threshold.json",
+        "the cut on P(Fake) chosen on validation, naming the weights (step + hash) it is for",
+    ),
     Entry("eval_*.json", "metrics written by `llava-df evaluate` for this run"),
-    Entry("results.json", "every metric, peak memory, the plan, data skipped; written LAST: the run is finished"),
+    Entry(
+        "results.json", "every metric, peak memory, the plan, data skipped; written LAST: the run is finished"
+    ),
 )
 FINISHED = "results.json"  # a run is finished only once its last file is written
 
 CHECKPOINT_FOLDER: tuple[Entry, ...] = (
-    Entry("llava_df_checkpoint.json", "model arguments, strategy, base identity, projector, files, weights hash"),
+    Entry(
+        "llava_df_checkpoint.json", "model arguments, strategy, base identity, projector, files, weights hash"
+    ),
     Entry("mm_projector.safetensors", "the projector's state dict"),
     Entry("mm_projector.json", "projector name, class, in/out widths, parameter count"),
     Entry("adapter_config.json", "PEFT LoRA adapter config (lora, unfreeze_early)"),
     Entry("adapter_model.safetensors", "PEFT LoRA weights (lora, unfreeze_early)"),
     Entry("unfrozen_layers.safetensors", "the first N decoder layers in full (unfreeze_early)"),
-    Entry("llava_df_complete.json", "checkpoint-N/ only: written after the Trainer's own files, with each size"),
+    Entry(
+        "llava_df_complete.json", "checkpoint-N/ only: written after the Trainer's own files, with each size"
+    ),
 )
 
 # Bookkeeping of the folder contract itself (llava_df.train.outdir): never part of a run's results.
@@ -82,6 +101,7 @@ def is_finished(out: str | Path) -> bool:
 
 def describe(entries: tuple[Entry, ...] = RUN_FOLDER) -> str:
     """The entries as an aligned text block, folders with a trailing slash."""
+
     def label(e: Entry) -> str:
         return e.name + ("/" if e.folder else "")
 

@@ -27,7 +27,9 @@ def test_another_base_is_refused_naming_both_unless_allowed(saved, tmp_path):
     meta = json.loads((saved / CHECKPOINT_JSON).read_text())
     meta["base"] = {"name": "tiny", "revision": "local:0123456789abcdef"}
     (saved / CHECKPOINT_JSON).write_text(json.dumps(meta))
-    with pytest.raises(WeightsError, match=r"trained on base tiny \(revision local:0123456789abcdef\).*revision local:"):
+    with pytest.raises(
+        WeightsError, match=r"trained on base tiny \(revision local:0123456789abcdef\).*revision local:"
+    ):
         load_trained(saved)
     model, _ = load_trained(saved, allow_base_mismatch=True)
     assert model is not None

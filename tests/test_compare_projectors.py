@@ -121,7 +121,9 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
     )
     assert "Feature probes on the frozen tower" in summary_table and "| probe | probe_mlp |" in table
     # the gap to the best probe reads as words with its sign in them ("0.006 below"), never "+0.006 below"
-    assert re.search(r"is (\d\.\d{3} (above|below)|level with) the best probe \(probe_\w+: \d\.\d{3}\)", summary_table)
+    assert re.search(
+        r"is (\d\.\d{3} (above|below)|level with) the best probe \(probe_\w+: \d\.\d{3}\)", summary_table
+    )
     assert "seeds would bring it to 0.02" in table or "Seeds needed for a 0.02" in table
     for png in ("auc_vs_trainable_params.png", "auc_vs_peak_memory.png"):
         assert (results / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -172,7 +174,10 @@ def test_the_results_notebook_shows_what_the_sweep_wrote(quick):
         out.get("text", "") + json.dumps(out.get("data", {}))
         for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs
     )  # fmt: skip
-    assert "LOADED 7 runs, 7 rows, projectors ['kan_h64_g3_k2', 'mlp2x_gelu', 'probe_kan', 'probe_linear', 'probe_mlp']" in text
+    assert (
+        "LOADED 7 runs, 7 rows, projectors ['kan_h64_g3_k2', 'mlp2x_gelu', 'probe_kan', 'probe_linear', 'probe_mlp']"
+        in text
+    )
     assert "FAMILIES" in text and "heldout" in text and "image/png" in text and "peak_memory_mib" in text
 
 
@@ -280,7 +285,10 @@ def test_a_signal_stops_the_sweep_and_its_workers_and_says_how_to_continue(sig, 
     _, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 128 + getattr(signal, sig)
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: {sig}: stopped the sweep after 0 of 2 runs") and "Rerun the same command" in last
+    assert (
+        last.startswith(f"error: {sig}: stopped the sweep after 0 of 2 runs")
+        and "Rerun the same command" in last
+    )
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, f"workers outlived the sweep: {alive}"
 

@@ -75,9 +75,7 @@ def files_under(folder: Path) -> list[Path]:
 
 def _stub_detector():
     """Enough of a Detector for build_app: the page is built, nothing is ever scored."""
-    return types.SimpleNamespace(
-        info={"run": "stub"}, data=types.SimpleNamespace(prompt="<image>\nReal?")
-    )
+    return types.SimpleNamespace(info={"run": "stub"}, data=types.SimpleNamespace(prompt="<image>\nReal?"))
 
 
 def _as_gradio_stores_it(src: Path, folder: Path, name: str) -> dict:

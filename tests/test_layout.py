@@ -30,7 +30,9 @@ def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def package_copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("layers")
-    shutil.copytree(ROOT / "llava_df", root / "llava_df", ignore=shutil.ignore_patterns("__pycache__", "assets"))
+    shutil.copytree(
+        ROOT / "llava_df", root / "llava_df", ignore=shutil.ignore_patterns("__pycache__", "assets")
+    )
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
     return root
 
@@ -46,7 +48,9 @@ def test_an_upward_import_breaks_the_contract(package_copy, tmp_path):
     shutil.copytree(package_copy, broken)
     labels = broken / "llava_df" / "data" / "labels.py"
     # data is a low layer; training is high above it.
-    labels.write_text(labels.read_text() + "\n\ndef _upward():\n    import llava_df.train.workflow  # noqa: F401\n")
+    labels.write_text(
+        labels.read_text() + "\n\ndef _upward():\n    import llava_df.train.workflow  # noqa: F401\n"
+    )
     done = _lint_imports(broken)
     assert done.returncode != 0
     assert "BROKEN" in done.stdout and "llava_df.data.labels -> llava_df.train.workflow" in done.stdout
@@ -92,4 +96,14 @@ def test_every_verb_of_the_console_script_is_declared_in_pyproject():
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"llava-df": "llava_df.__main__:main"}
-    assert set(VERBS) == {"train", "evaluate", "predict", "demo", "merge", "compare", "plan", "projectors", "data"}
+    assert set(VERBS) == {
+        "train",
+        "evaluate",
+        "predict",
+        "demo",
+        "merge",
+        "compare",
+        "plan",
+        "projectors",
+        "data",
+    }

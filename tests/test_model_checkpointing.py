@@ -25,7 +25,11 @@ def test_round_trip_gives_identical_logits(strategy, bits, tmp_path):
     )
     reference = logits(model, batch)
     grads_before = {n: p.requires_grad for n, p in model.named_parameters()}
-    out = save_trainable(model, tmp_path / "best", dataclasses.replace(rec, run_config={"learning_rate": 1e-2, "note": object()}))
+    out = save_trainable(
+        model,
+        tmp_path / "best",
+        dataclasses.replace(rec, run_config={"learning_rate": 1e-2, "note": object()}),
+    )
     # Saving changes nothing in the model being trained.
     assert torch.equal(logits(model, batch), reference)
     assert {n: p.requires_grad for n, p in model.named_parameters()} == grads_before

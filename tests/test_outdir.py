@@ -202,21 +202,25 @@ def test_a_resumed_run_finishes_after_the_rotation_deleted_its_checkpoint(tmp_pa
 
 @pytest.mark.slow
 def test_a_run_that_dies_in_its_final_evaluation_is_unfinished_and_resumable(tmp_path, monkeypatch, capsys):
-    import llava_df.eval.scoring as scoring  # the final evaluation scores each split through it
+    import llava_df.eval.scoring as scoring  # the final evaluation scores test and held-out through it
 
     out = tmp_path / "o"
-    real = scoring.predict_split
+    real = scoring.score_once
 
-    def dies_on_test(trainer, dataset, prefix, **kwargs):
-        if prefix == "test":
+    def dies_on_test(trainer, datasets, prefix="predict"):
+        if "test" in datasets:
             raise RuntimeError("out of memory in the final evaluation")
-        return real(trainer, dataset, prefix, **kwargs)
+        return real(trainer, datasets, prefix)
 
-    monkeypatch.setattr(scoring, "predict_split", dies_on_test)
+    monkeypatch.setattr(scoring, "score_once", dies_on_test)
     with pytest.raises(RuntimeError, match="out of memory"):
         run(out)
-    monkeypatch.setattr(scoring, "predict_split", real)
-    assert (out / "final").is_dir() and not (out / "results.json").exists() and not (out / "threshold.json").exists()
+    monkeypatch.setattr(scoring, "score_once", real)
+    assert (
+        (out / "final").is_dir()
+        and not (out / "results.json").exists()
+        and not (out / "threshold.json").exists()
+    )
     with pytest.raises(SystemExit):
         main([*RUN, "--output_dir", str(out)])
     assert "holds an unfinished run" in capsys.readouterr().err

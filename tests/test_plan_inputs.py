@@ -193,5 +193,7 @@ def test_training_checks_the_same_sizes_before_it_builds_anything(tmp_path, caps
     with pytest.raises(SystemExit) as info:
         train_main(["--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert info.value.code == 2 and err[-1].startswith("error: ") and f"text_config.{field} {value}" in err[-1]
+    assert (
+        info.value.code == 2 and err[-1].startswith("error: ") and f"text_config.{field} {value}" in err[-1]
+    )
     assert not (tmp_path / "o").exists()

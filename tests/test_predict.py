@@ -76,7 +76,11 @@ def test_the_threshold_names_the_weights_it_was_chosen_for_and_other_weights_ref
 
     out, images = run
     saved, best = read_threshold(out, "best"), weights_identity(out / "best")
-    assert saved["step"] == best["step"] and saved["weights_sha256"] == best["sha256"] and len(best["sha256"]) == 64
+    assert (
+        saved["step"] == best["step"]
+        and saved["weights_sha256"] == best["sha256"]
+        and len(best["sha256"]) == 64
+    )
     # An old run's threshold.json beside these weights (what an interrupted --overwrite_output_dir could leave).
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
@@ -85,9 +89,15 @@ def test_the_threshold_names_the_weights_it_was_chosen_for_and_other_weights_ref
     with pytest.raises(SystemExit) as info:
         predict_main(["--run_dir", str(copy), str(images)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert info.value.code == 1 and err[-1].startswith("error: ") and "was chosen for other weights (step 99" in err[-1]
+    assert (
+        info.value.code == 1
+        and err[-1].startswith("error: ")
+        and "was chosen for other weights (step 99" in err[-1]
+    )
     assert f"step {best['step']}, weights sha256 {best['sha256'][:12]}" in err[-1]
-    rows = predict_main(["--run_dir", str(copy), str(images), "--threshold", "0.5"])  # an explicit cut still works
+    rows = predict_main(
+        ["--run_dir", str(copy), str(images), "--threshold", "0.5"]
+    )  # an explicit cut still works
     assert rows and rows[0]["threshold_source"] == "--threshold"
 
 

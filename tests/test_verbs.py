@@ -47,7 +47,17 @@ def test_the_console_script_lists_every_verb():
     assert res.returncode == 0, res.stderr
     listed = [line.split()[0] for line in res.stdout.splitlines() if line.startswith("  ")]
     assert listed == list(VERBS)
-    assert set(VERBS) == {"train", "evaluate", "predict", "demo", "merge", "compare", "plan", "projectors", "data"}
+    assert set(VERBS) == {
+        "train",
+        "evaluate",
+        "predict",
+        "demo",
+        "merge",
+        "compare",
+        "plan",
+        "projectors",
+        "data",
+    }
 
 
 def test_every_verb_is_in_the_help_table():
@@ -81,7 +91,12 @@ def test_a_boolean_is_a_bare_flag_or_takes_a_value_and_dash_spellings_map_to_und
     assert parse_predict(["--generate=yes"]).generate is True
     assert parse_predict(["face.jpg"]).generate is False
     dashed = parse_predict(["--run-dir", "r", "--batch-size", "4", "--allow-base-mismatch", "x.png"])
-    assert (dashed.run_dir, dashed.batch_size, dashed.allow_base_mismatch, dashed.images) == ("r", 4, True, ["x.png"])
+    assert (dashed.run_dir, dashed.batch_size, dashed.allow_base_mismatch, dashed.images) == (
+        "r",
+        4,
+        True,
+        ["x.png"],
+    )
     assert [bool_value(w) for w in ("True", "no", "1", "maybe")] == [True, False, True, None]
 
 
@@ -96,7 +111,9 @@ def test_dash_spellings_run_a_verb(capsys):
     "argv, run_stage1",
     [(["--stage1"], True), (["--stage1", "True"], True), (["--stage1", "False"], False), ([], False)],
 )
-def test_compare_stage1_alone_or_as_a_boolean_runs_stage1_and_other_flags_go_to_training(argv, run_stage1, tmp_path):
+def test_compare_stage1_alone_or_as_a_boolean_runs_stage1_and_other_flags_go_to_training(
+    argv, run_stage1, tmp_path
+):
     args, train_flags = parse_compare(
         ["--quick", *argv, "--results-dir", str(tmp_path / "r"), "--learning_rate", "5e-4"]
     )

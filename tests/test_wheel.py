@@ -36,7 +36,9 @@ def test_the_wheel_alone_trains_and_plans_from_another_folder(tmp_path):
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
-    assert "done:" in train.stdout and json.loads((elsewhere / "run" / "results.json").read_text())["steps"] == 2
+    assert (
+        "done:" in train.stdout and json.loads((elsewhere / "run" / "results.json").read_text())["steps"] == 2
+    )
     plan = subprocess.run(
         [str(script), "plan", "--config", "llava15_7b_12-16gb_lora", "--no_dry_run", "--json"],
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600,

@@ -29,7 +29,9 @@ def prepare(model, args: ModelArguments, **kwargs):
     return apply_strategy(model, args, resolve_strategy(args), **kwargs)
 
 
-def record(args: ModelArguments, run_config: dict | None = None, base: dict | None = None) -> CheckpointRecord:
+def record(
+    args: ModelArguments, run_config: dict | None = None, base: dict | None = None
+) -> CheckpointRecord:
     return CheckpointRecord(dataclasses.asdict(args), resolve_strategy(args), base, run_config or {})
 
 

@@ -225,14 +225,18 @@ class DemoArguments:
     """``llava-df demo``'s flags."""
 
     run_dir: str | None = field(default=None, metadata={"help": "A training run's --output_dir."})
-    model_dir: str | None = field(default=None, metadata={"help": "A `llava-df merge` output, instead of --run_dir."})
+    model_dir: str | None = field(
+        default=None, metadata={"help": "A `llava-df merge` output, instead of --run_dir."}
+    )
     weights: Literal["best", "final"] = field(default="best", metadata={"help": "Which weights of the run."})
     threshold: float | None = field(
         default=None, metadata={"help": "Cut on P(Fake); None: the run's threshold.json."}
     )
     host: str = field(
         default="127.0.0.1",
-        metadata={"help": "Interface to serve on (127.0.0.1: this machine only; ::1 for IPv6, 0.0.0.0 for all)."},
+        metadata={
+            "help": "Interface to serve on (127.0.0.1: this machine only; ::1 for IPv6, 0.0.0.0 for all)."
+        },
     )
     port: int = field(default=7860, metadata={"help": "TCP port of the page."})
     max_upload_mb: float = field(default=MAX_UPLOAD_MB, metadata={"help": "Largest upload accepted, in MiB."})

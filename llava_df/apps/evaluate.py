@@ -73,7 +73,9 @@ class EvaluateArguments:
     """``llava-df evaluate``'s flags."""
 
     run_dir: str = field(metadata={"help": "Required: a finished run's output_dir (has run_config.json)."})
-    weights: Literal["best", "final"] = field(default="best", metadata={"help": "Which saved weights to load."})
+    weights: Literal["best", "final"] = field(
+        default="best", metadata={"help": "Which saved weights to load."}
+    )
     split: Literal["train", "val", "test", "heldout"] = field(
         default="test", metadata={"help": "The split to score (heldout: the held-out manipulation family)."}
     )
@@ -87,7 +89,9 @@ class EvaluateArguments:
     )
     drop_nonfinite_scores: bool = field(
         default=False,
-        metadata={"help": "Leave samples with a NaN/inf score out of the metrics instead of stopping with an error."},
+        metadata={
+            "help": "Leave samples with a NaN/inf score out of the metrics instead of stopping with an error."
+        },
     )
     allow_base_mismatch: bool = field(
         default=False, metadata={"help": "Load the run's weights even onto another base revision."}
@@ -96,7 +100,9 @@ class EvaluateArguments:
 
 @cli_entry
 def main(argv: list[str]) -> dict:
-    args, _ = parse_verb(EvaluateArguments, argv, prog="llava-df evaluate", description=__doc__.split("\n")[0])
+    args, _ = parse_verb(
+        EvaluateArguments, argv, prog="llava-df evaluate", description=__doc__.split("\n")[0]
+    )
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

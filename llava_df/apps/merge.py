@@ -77,7 +77,9 @@ def merge_run(
 class MergeArguments:
     """``llava-df merge``'s flags."""
 
-    run_dir: str = field(metadata={"help": "Required: a checkpoint folder, or a run folder with best/ or final/."})
+    run_dir: str = field(
+        metadata={"help": "Required: a checkpoint folder, or a run folder with best/ or final/."}
+    )
     output_dir: str = field(metadata={"help": "Required: where the standalone checkpoint is written."})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto", metadata={"help": "Weights dtype (auto: the base checkpoint's)."}

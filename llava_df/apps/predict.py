@@ -38,6 +38,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -52,6 +53,7 @@ from llava_df.errors import RunError, UsageError, cli_entry
 from llava_df.eval.detector import SAVED, Detector
 from llava_df.eval.threshold import check_threshold
 from llava_df.io import write_text
+from llava_df.threads import use_chosen_threads
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +213,9 @@ def load_detector(
 ) -> Detector:
     """--run_dir (a run, or one of its checkpoints) or --model_dir (a merge output) through Detector.from_pretrained."""
     if (run_dir is None) == (model_dir is None):
-        raise UsageError("pass exactly one of --run_dir (a training run) and --model_dir (a merged checkpoint).")
+        raise UsageError(
+            "pass exactly one of --run_dir (a training run) and --model_dir (a merged checkpoint)."
+        )
     return Detector.from_pretrained(
         run_dir or model_dir, weights=weights, threshold=SAVED if threshold is None else threshold,
         allow_base_mismatch=allow_base_mismatch,
@@ -385,16 +389,21 @@ class PredictArguments:
     """``llava-df predict``'s flags (the images are its positional arguments)."""
 
     run_dir: str | None = field(default=None, metadata={"help": "A training run's --output_dir."})
-    model_dir: str | None = field(default=None, metadata={"help": "A `llava-df merge` output, instead of --run_dir."})
+    model_dir: str | None = field(
+        default=None, metadata={"help": "A `llava-df merge` output, instead of --run_dir."}
+    )
     weights: Literal["best", "final"] = field(default="best", metadata={"help": "Which weights of the run."})
     threshold: float | None = field(
         default=None, metadata={"help": "Cut on P(Fake); None: the run's threshold.json."}
     )
-    output: str | None = field(default=None, metadata={"help": "Also write the rows to this .csv or .jsonl file."})
+    output: str | None = field(
+        default=None, metadata={"help": "Also write the rows to this .csv or .jsonl file."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Images per forward pass."})
     generate: bool = field(default=False, metadata={"help": "Also generate the model's free-text answer."})
     prompt: str | None = field(
-        default=None, metadata={"help": "The question for --generate (None: the run's prompt); must hold <image>."}
+        default=None,
+        metadata={"help": "The question for --generate (None: the run's prompt); must hold <image>."},
     )
     max_new_tokens: int = field(default=48, metadata={"help": "Length limit of a generated answer."})
     allow_base_mismatch: bool = field(
@@ -437,14 +446,21 @@ def main(argv: list[str]) -> list[dict]:
             f"none of the {len(skipped)} images could be read (named above). Pass intact images (any format PIL reads)."
         )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    threads, why = (
+        use_chosen_threads() if not torch.cuda.is_available() else (torch.get_num_threads(), "CUDA")
+    )
     detector = load_detector(
         args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold,
         allow_base_mismatch=args.allow_base_mismatch,
     )  # fmt: skip
+    started = time.perf_counter()
     scored, summary = predict(
         detector, images, batch_size=args.batch_size, generate=args.generate, prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
     )  # fmt: skip
+    seconds = time.perf_counter() - started
+    print(f"scored {len(images)} images in {seconds:.2f} s ({len(images) / seconds:.1f} images/s) with {threads} "
+          f"CPU threads ({why})", file=sys.stderr)  # fmt: skip
     # One row per input file, in input order: the skipped ones too, with their reason.
     rows = {r["path"]: r for r in scored}
     rows.update((path, skipped_row(path, reason, list(scored[0]))) for path, reason in skipped)

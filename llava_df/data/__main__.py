@@ -1,7 +1,7 @@
 """``llava-df data <what>``: the datasets llava_df generates, written to disk as image folders.
 
-    llava-df data synthetic --out data/synth [--n 2000 --seed 0 --difficulty 0.5]   # the benchmark (+ --captions)
-    llava-df data sbi --real_dir faces/real --out data/sbi                         # self-blended fakes of real faces
+llava-df data synthetic --out data/synth [--n 2000 --seed 0 --difficulty 0.5]   # the benchmark (+ --captions)
+llava-df data sbi --real_dir faces/real --out data/sbi                         # self-blended fakes of real faces
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def main(argv: list[str]):
         return None
     kind, rest = argv[0], argv[1:]
     if kind not in KINDS:
-        raise UsageError(f"llava-df data {kind!r}: expected one of {', '.join(KINDS)}. Run `llava-df data --help`.")
+        raise UsageError(
+            f"llava-df data {kind!r}: expected one of {', '.join(KINDS)}. Run `llava-df data --help`."
+        )
     return KINDS[kind](rest)
 
 

@@ -264,7 +264,9 @@ def main(argv: list[str]) -> Path:
         from llava_df.data.captions import write_captions  # lazy: captions imports this module (its _jpeg)
 
         if args.n < 3:
-            raise DataError(f"--n {args.n}: stage 1 needs at least 3 captions (train, val, test); e.g. --n 1000.")
+            raise DataError(
+                f"--n {args.n}: stage 1 needs at least 3 captions (train, val, test); e.g. --n 1000."
+            )
         path = write_captions(args.out, n=args.n, seed=args.seed, image_size=args.image_size)
         print(f"wrote {args.n} image-caption pairs to {path}")
         return path

@@ -35,6 +35,7 @@ from llava_df.eval.scoring import score_dataset, scoring_trainer
 from llava_df.eval.threshold import THRESHOLD_FILE, check_threshold, read_threshold
 from llava_df.io import write_json
 from llava_df.model.checkpoint import CHECKPOINT_JSON, load_trained, read_checkpoint, weights_identity
+from llava_df.model.feature_cache import attach_existing
 from llava_df.model.merged import load_merged, save_merged
 from llava_df.model.processor import run_processor
 from llava_df.spec.args import DataArguments, TrainingArguments
@@ -59,7 +60,9 @@ class Detector:
     threshold: float | None
     threshold_source: str | None  # where the threshold came from, shown beside every label
     threshold_rule: str | None = None  # eer / youden / fixed:p when it is the run's (threshold.json)
-    weights: dict = field(default_factory=dict)  # {"step", "sha256"} of the trained weights (threshold.json names them)
+    weights: dict = field(
+        default_factory=dict
+    )  # {"step", "sha256"} of the trained weights (threshold.json names them)
     info: dict = field(default_factory=dict)  # run name, projector, strategy, weights: shown by the demo
     bits: int = 16
 
@@ -84,7 +87,9 @@ class Detector:
         """
         folder = Path(path)
         if not folder.is_dir():
-            raise RunError(f"{folder}: no such folder. Pass a run's --output_dir, a checkpoint or a saved detector.")
+            raise RunError(
+                f"{folder}: no such folder. Pass a run's --output_dir, a checkpoint or a saved detector."
+            )
         if isinstance(threshold, int | float) and not isinstance(threshold, bool):
             check_threshold(threshold)
         if (folder / DETECTOR_FILE).is_file():
@@ -92,7 +97,9 @@ class Detector:
         return cls._from_run(folder, weights, threshold, bits, torch_dtype, device_map, allow_base_mismatch)
 
     @classmethod
-    def _from_run(cls, folder, weights, threshold, bits, torch_dtype, device_map, allow_base_mismatch) -> Detector:
+    def _from_run(
+        cls, folder, weights, threshold, bits, torch_dtype, device_map, allow_base_mismatch
+    ) -> Detector:
         ckpt, run_dir = _checkpoint_of(folder, weights)
         meta = read_checkpoint(ckpt)
         settings = meta.get("run_config") or _run_config(run_dir)
@@ -129,9 +136,12 @@ class Detector:
     @classmethod
     def _assemble(cls, model, processor, data, model_max_length, chosen, identity, info, bits) -> Detector:
         if data.task == "caption":
-            raise RunError("a caption run (stage 1) aligns a projector and does not score faces; pass a detector run.")
+            raise RunError(
+                "a caption run (stage 1) aligns a projector and does not score faces; pass a detector run."
+            )
         processor, _ = run_processor(None, data, processor)
         collator, fake_id, real_id = load_data_settings(data, processor, model_max_length)
+        attach_existing(model)  # images a training run already cached skip the frozen tower
         value, source, rule = chosen
         return cls(
             model.eval(), processor, collator, data, model_max_length, fake_id, real_id, value, source, rule,
@@ -149,8 +159,13 @@ class Detector:
 
     def label(self, p_fake) -> list[str]:
         if self.threshold is None:
-            raise UsageError("this detector was loaded without a threshold; pass threshold=P (a cut on P(Fake)).")
-        return [self.data.answer_fake if p >= self.threshold else self.data.answer_real for p in np.atleast_1d(p_fake)]
+            raise UsageError(
+                "this detector was loaded without a threshold; pass threshold=P (a cut on P(Fake))."
+            )
+        return [
+            self.data.answer_fake if p >= self.threshold else self.data.answer_real
+            for p in np.atleast_1d(p_fake)
+        ]
 
     # ---- saving -----------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
@@ -185,7 +200,10 @@ def _checkpoint_of(folder: Path, weights: str) -> tuple[Path, Path | None]:
     if (folder / CHECKPOINT_JSON).is_file():  # best/, final/ or checkpoint-N/ itself
         run = folder.parent if (folder.parent / "run_config.json").is_file() else None
         return folder, run
-    if not any((folder / name).is_file() for name in ("run_config.json", f"best/{CHECKPOINT_JSON}", f"final/{CHECKPOINT_JSON}")):
+    if not any(
+        (folder / name).is_file()
+        for name in ("run_config.json", f"best/{CHECKPOINT_JSON}", f"final/{CHECKPOINT_JSON}")
+    ):
         raise RunError(
             f"{folder} is not a llava_df run (no run_config.json, best/ or final/), checkpoint ({CHECKPOINT_JSON}) or "
             f"saved detector ({DETECTOR_FILE}). Pass a training run's --output_dir, one of its checkpoints, or a merge "
@@ -210,13 +228,17 @@ def _run_config(run_dir: Path | None) -> dict:
     try:
         return json.loads((run_dir / "run_config.json").read_text())
     except ValueError as err:
-        raise RunError(f"{run_dir / 'run_config.json'} is unreadable ({err}); re-run training or restore it.") from None
+        raise RunError(
+            f"{run_dir / 'run_config.json'} is unreadable ({err}); re-run training or restore it."
+        ) from None
 
 
 def _data_settings(settings: dict, ckpt: Path) -> tuple[DataArguments, int]:
     """The run's data arguments with the aspect ratio it used, and its --model_max_length."""
     if not settings:  # a checkpoint saved outside a training run records no run settings
-        logger.warning("%s records no run settings: scoring with the default prompt, template and answers", ckpt)
+        logger.warning(
+            "%s records no run settings: scoring with the default prompt, template and answers", ckpt
+        )
         settings = {"data": {}, "training": {"model_max_length": TrainingArguments.model_max_length}}
     try:
         data = dict(settings["data"])

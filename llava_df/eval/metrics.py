@@ -103,6 +103,9 @@ class AnswerMetrics:
         self.manipulations = list(manipulations) if manipulations is not None else None
         self.ids = list(ids) if ids is not None else None
         self.drop_nonfinite = drop_nonfinite
+        self.last: np.ndarray | None = (
+            None  # the predictions [N, 2] of the latest call (kept for the final evaluation)
+        )
 
     @classmethod
     def for_split(cls, dataset, drop_nonfinite: bool = False) -> AnswerMetrics:
@@ -110,6 +113,7 @@ class AnswerMetrics:
 
     def __call__(self, eval_pred) -> dict[str, float]:
         preds = np.asarray(eval_pred.predictions, dtype=np.float64).reshape(-1, 2)
+        self.last = preds
         return binary_metrics(
             preds[:, 0], preds[:, 1], self.manipulations, ids=self.ids, drop_nonfinite=self.drop_nonfinite
         )
@@ -212,5 +216,3 @@ def column(dataset, name: str) -> list:
     if hasattr(dataset, "column_names") and name in dataset.column_names:
         return list(dataset[name])
     return [dataset[i][name] for i in range(len(dataset))]
-
-

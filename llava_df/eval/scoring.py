@@ -60,6 +60,13 @@ def predict_split(
     for accuracy (e.g. the validation split's EER threshold) and also report accuracy at 0.5.
     """
     preds, output_metrics = score_dataset(trainer, dataset, prefix)
+    loss = output_metrics.get(f"{prefix}_loss")
+    return split_result(preds, loss, dataset, prefix, threshold=threshold, drop_nonfinite=drop_nonfinite)
+
+
+def split_result(preds, loss, dataset, prefix: str, *, threshold: float = 0.5, drop_nonfinite: bool = False):
+    """predict_split's (metrics, scores) from predictions [N, 2] already made (e.g. by training's evaluation)."""
+    preds = np.asarray(preds, dtype=np.float64).reshape(-1, 2)
     ids, families = column(dataset, "id"), column(dataset, "manipulation")
     kwargs = {"ids": ids, "drop_nonfinite": drop_nonfinite}
     metrics = binary_metrics(preds[:, 0], preds[:, 1], families, threshold=threshold, **kwargs)
@@ -74,8 +81,32 @@ def predict_split(
         "is_fake": [int(v) for v in preds[:, 1]],
         "manipulation": [str(f) for f in families],
     }
-    loss = output_metrics.get(f"{prefix}_loss")
     return {f"{prefix}_{k}": v for k, v in metrics.items()} | {f"{prefix}_loss": loss}, scores
+
+
+def _record_key(record) -> tuple:
+    return (record.id, record.path, record.is_fake, record.manipulation, record.prompt, record.answer)
+
+
+def score_once(trainer, datasets: dict, prefix: str = "predict") -> dict:
+    """{name: predictions [N, 2]} of several splits, each distinct image scored once.
+
+    The held-out split shares the test split's real faces: with the same weights their P(Fake)
+    is the same, so the union is scored in one pass and split back. Splits that are not
+    FaceDatasets (no ``records``) are scored one by one.
+    """
+    if not all(hasattr(ds, "records") for ds in datasets.values()):
+        return {name: score_dataset(trainer, ds, name)[0] for name, ds in datasets.items()}
+    rows: dict[tuple, int] = {}
+    union = []
+    for ds in datasets.values():
+        for r in ds.records:
+            if _record_key(r) not in rows:
+                rows[_record_key(r)] = len(union)
+                union.append(r)
+    first = next(iter(datasets.values()))
+    preds, _ = score_dataset(trainer, type(first)(union, name="+".join(datasets)), prefix)
+    return {name: preds[[rows[_record_key(r)] for r in ds.records]] for name, ds in datasets.items()}
 
 
 @contextlib.contextmanager
@@ -113,8 +144,6 @@ def score_dataset(trainer, dataset, prefix: str = "predict"):
     return np.asarray(output.predictions, dtype=np.float64).reshape(-1, 2), output.metrics
 
 
-
-
 @dataclass
 class FinalScores:
     """What a run's final evaluation found, on the weights it tests (best/, else final/)."""
@@ -125,9 +154,14 @@ class FinalScores:
     rule: str | None
 
 
-def evaluate_final(trainer, splits: dict, *, caption: bool, threshold_rule: str, drop_nonfinite: bool) -> FinalScores:
-    """Score val, test (and heldout) with the trainer's current weights.
+def evaluate_final(
+    trainer, splits: dict, *, caption: bool, threshold_rule: str, drop_nonfinite: bool, val_scored=None
+) -> FinalScores:
+    """Score val, test (and heldout) with the trainer's current weights, each image once.
 
+    ``val_scored``: (predictions [N, 2], loss) that training's evaluation already made of val with
+    these very weights (the selection epoch's); then val is not scored again. Test and held-out
+    share their real faces and are scored as one set (score_once).
     The decision threshold is chosen on validation (``threshold_rule``), never on test; accuracy at
     0.5 is reported beside it, since a 0.5 cut on an uncalibrated score can be far off. A caption run
     (stage 1) reports its val and test loss only.
@@ -139,11 +173,20 @@ def evaluate_final(trainer, splits: dict, *, caption: bool, threshold_rule: str,
             ds = splits[name]
             evaluated[name] = trainer.evaluate(ds, metric_key_prefix=name) | {f"{name}_n": len(ds)}
         return FinalScores(evaluated, scores, None, None)
-    evaluated["val"], scores["val"] = predict_split(trainer, splits["val"], "val", drop_nonfinite=drop_nonfinite)
+    if val_scored is not None:
+        preds, loss = val_scored
+        evaluated["val"], scores["val"] = split_result(
+            preds, loss, splits["val"], "val", drop_nonfinite=drop_nonfinite
+        )
+    else:
+        evaluated["val"], scores["val"] = predict_split(
+            trainer, splits["val"], "val", drop_nonfinite=drop_nonfinite
+        )
     threshold, rule = choose_threshold(threshold_rule, scores["val"])
-    for name in ("test", "heldout"):
-        if name in splits:
-            evaluated[name], scores[name] = predict_split(
-                trainer, splits[name], name, threshold=threshold, drop_nonfinite=drop_nonfinite
-            )
+    rest = {name: splits[name] for name in ("test", "heldout") if name in splits}
+    for name, preds in score_once(trainer, rest, prefix="test").items():
+        # The loss of a split is not reported for test/held-out: scoring them as one set has one loss.
+        evaluated[name], scores[name] = split_result(
+            preds, None, rest[name], name, threshold=threshold, drop_nonfinite=drop_nonfinite
+        )
     return FinalScores(evaluated, scores, threshold, rule)

@@ -52,7 +52,9 @@ def choose_threshold(rule: str, val_scores: dict) -> tuple[float, str]:
     return float(min(thresholds[i], 1.0)), rule  # roc_curve's first threshold is inf
 
 
-def write_threshold(run_dir: str | Path, value: float, rule: str, weights: str, identity: dict | None = None) -> Path:
+def write_threshold(
+    run_dir: str | Path, value: float, rule: str, weights: str, identity: dict | None = None
+) -> Path:
     """threshold.json for the weights in ``run_dir/weights``; ``identity`` ({"step", "sha256"}:
     llava_df.model.checkpoint.weights_identity) names those exact weights, so it is never applied to others."""
 

@@ -110,7 +110,9 @@ def _argv_for(argv: list[str], c: dict) -> list[str]:
 def _with(spec, c: dict):
     """``spec`` with candidate ``c``'s settings (copies; ``spec`` is unchanged)."""
     model = dataclasses.replace(spec.model, bits=c["bits"], lora_r=c["lora_r"])
-    training = copy.copy(spec.training)  # transformers' TrainingArguments: a copy, then the candidate's values
+    training = copy.copy(
+        spec.training
+    )  # transformers' TrainingArguments: a copy, then the candidate's values
     training.per_device_train_batch_size = c["batch_size"]
     training.gradient_accumulation_steps = c["gradient_accumulation_steps"]
     training.optim = c["optim"]

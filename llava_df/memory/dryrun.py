@@ -138,7 +138,9 @@ def build_meta_model(spec, config, *, verbose: bool = False) -> nn.Module:
         # meta tensors cannot compute: built on CPU, then moved to meta. Its size is bounded by
         # training's cap (validation.check_projector_size), which plan_spec checks first.
         swap_projector(model, m.mm_projector_type)
-    model = apply_strategy(model, m, spec.strategy, gradient_checkpointing=bool(t.activation_checkpointing), verbose=verbose)
+    model = apply_strategy(
+        model, m, spec.strategy, gradient_checkpointing=bool(t.activation_checkpointing), verbose=verbose
+    )
     if t.activation_checkpointing:  # what Trainer.train() then does with the run's kwargs
         enable_checkpointing(model, t.activation_checkpointing_kwargs or {"use_reentrant": False})
     model.train()

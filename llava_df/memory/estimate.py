@@ -207,7 +207,10 @@ def estimate(
         # in flight)
         "backward": max(
             states + held + saved + max(loss, recompute + layer_grads),
-            states + grads + layer_grads + (recompute if ckpt else (layer_unfrozen if n_unfrozen else layer_frozen)),
+            states
+            + grads
+            + layer_grads
+            + (recompute if ckpt else (layer_unfrozen if n_unfrozen else layer_frozen)),
         ),
         # unfused torch AdamW (--optim adamw_torch) runs foreach on CUDA: whole-list temporaries, about
         # one more gradient set; the fused default (adamw_torch_fused) and bitsandbytes' keep none

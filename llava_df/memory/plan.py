@@ -44,9 +44,7 @@ def parse_plan_args(argv: list[str]):
 def make_plan(argv: list[str], *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48,
               dry: bool = True) -> dict:  # fmt: skip
     """The plan of a training command line; see :func:`plan_spec`."""
-    return plan_spec(
-        parse_plan_args(argv), target=target, seq_len=seq_len, text_tokens=text_tokens, dry=dry
-    )
+    return plan_spec(parse_plan_args(argv), target=target, seq_len=seq_len, text_tokens=text_tokens, dry=dry)
 
 
 def plan_spec(spec, *, target: str = "cuda", seq_len: int | None = None, text_tokens: int = 48,

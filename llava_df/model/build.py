@@ -43,6 +43,7 @@ from llava_df.model.assemble import (
 )
 from llava_df.model.base_identity import base_identity
 from llava_df.model.quantization import (
+    dequantized_int8_on_cpu,
     disable_cpu_4bit_repack,
     is_quantized_linear,
     quantization_config,
@@ -158,14 +159,20 @@ def _apply_vision_flags(config, model_args, source: str):
                 f"--mm_vision_select_layer {layer}: the tower has {n} layers (hidden states {-n - 1}..{n}); LLaVA-1.5 uses -2."
             )
         logger.warning(
-            "--mm_vision_select_layer %d: %s was trained reading layer %s", layer, source, config.vision_feature_layer
+            "--mm_vision_select_layer %d: %s was trained reading layer %s",
+            layer,
+            source,
+            config.vision_feature_layer,
         )
         config.vision_feature_layer = layer
     if feature is not None:
         strategy = SELECT_FEATURES[feature]
         if strategy != config.vision_feature_select_strategy:
             logger.warning(
-                "--mm_vision_select_feature %s: %s was trained with %s", feature, source, config.vision_feature_select_strategy
+                "--mm_vision_select_feature %s: %s was trained with %s",
+                feature,
+                source,
+                config.vision_feature_select_strategy,
             )
         config.vision_feature_select_strategy = strategy
     return config
@@ -188,7 +195,9 @@ def load_processor(model_args):
     if kind == "assembled":
         return assembled_processor(path, model_args.vision_tower, model_args)
     processor = (
-        load_tiny_processor() if kind == "tiny" else AutoProcessor.from_pretrained(path, cache_dir=model_args.cache_dir)
+        load_tiny_processor()
+        if kind == "tiny"
+        else AutoProcessor.from_pretrained(path, cache_dir=model_args.cache_dir)
     )
     if model_args.mm_vision_select_feature is not None:
         processor.vision_feature_select_strategy = SELECT_FEATURES[model_args.mm_vision_select_feature]
@@ -331,7 +340,9 @@ class BuiltModel:
     projector_init: str  # random, checkpoint (the base's own projector) or file:<path>
 
 
-def build_model(model_args, strategy: str, *, torch_dtype: torch.dtype | None = None, device_map=None) -> BuiltModel:
+def build_model(
+    model_args, strategy: str, *, torch_dtype: torch.dtype | None = None, device_map=None
+) -> BuiltModel:
     """The model ``model_args`` (llava_df.spec.args.ModelArguments) describe, for ``strategy`` (resolved by
     the spec): projector swapped in, --bits applied; the strategy itself is applied later (model.strategies).
 
@@ -344,7 +355,9 @@ def build_model(model_args, strategy: str, *, torch_dtype: torch.dtype | None = 
     bits = validate_bits(model_args.bits)
     kind, _ = _source(model_args)
     path = materialize_base(model_args, torch_dtype=torch_dtype)
-    config = _apply_vision_flags(_load_config(path, model_args.cache_dir), model_args, model_args.model_name_or_path)
+    config = _apply_vision_flags(
+        _load_config(path, model_args.cache_dir), model_args, model_args.model_name_or_path
+    )
     n_unfrozen = model_args.num_unfreeze_early_layers if strategy == "unfreeze_early" else 0
     skip = skip_modules(config, n_unfrozen)  # also validates N against the layer count
     quant = None
@@ -369,6 +382,8 @@ def build_model(model_args, strategy: str, *, torch_dtype: torch.dtype | None = 
     )
     if bits == 4:
         disable_cpu_4bit_repack(model)
+    if bits == 8 and getattr(model_args, "int8_cpu_eval", "dequantize") == "dequantize":
+        dequantized_int8_on_cpu(model)
     _, init = swap_projector(model, model_args.mm_projector_type, weights=model_args.pretrain_mm_mlp_adapter)
     name = model_args.model_name_or_path + (f" + {model_args.vision_tower}" if kind == "assembled" else "")
     return BuiltModel(model, load_processor(model_args), base_identity(path, name), init)

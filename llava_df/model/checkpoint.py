@@ -152,7 +152,9 @@ def weights_identity(ckpt_dir: str | os.PathLike) -> dict:
 LLAVA_PREFIX = "model.mm_projector."  # the key prefix of LLaVA's stage-1 mm_projector.bin
 
 
-def export_mm_projector(model: nn.Module, out_dir: str | os.PathLike, *, llava_bin: bool = False) -> list[Path]:
+def export_mm_projector(
+    model: nn.Module, out_dir: str | os.PathLike, *, llava_bin: bool = False
+) -> list[Path]:
     """Stage-1 output in LLaVA's layout: ``out_dir/mm_projector.safetensors`` (keys ``model.mm_projector.*``,
     the projector name in its metadata) and, with ``llava_bin``, LLaVA's ``mm_projector.bin`` (torch pickle).
 
@@ -164,7 +166,12 @@ def export_mm_projector(model: nn.Module, out_dir: str | os.PathLike, *, llava_b
     state = _cpu_state(proj, LLAVA_PREFIX)
     name = str(getattr(base.config, PROJECTOR_JSON_KEY, getattr(proj, "projector_name", "")))
     in_dim, out_dim = projector_dims(base.config)
-    meta = {"mm_projector_type": name, "in_dim": str(in_dim), "out_dim": str(out_dim), "format": "llava_df stage 1"}
+    meta = {
+        "mm_projector_type": name,
+        "in_dim": str(in_dim),
+        "out_dim": str(out_dim),
+        "format": "llava_df stage 1",
+    }
     written = [out / PROJECTOR_FILE]
     save_file(state, written[0], metadata=meta)
     if llava_bin:
@@ -304,4 +311,3 @@ def load_trained(
             model = PeftModel.from_pretrained(model, ckpt, is_trainable=False)
     model.requires_grad_(False)
     return model.eval(), built.processor
-

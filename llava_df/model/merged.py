@@ -64,7 +64,9 @@ def to_hf_projector(projector: nn.Module, config) -> LlavaMultiModalProjector | 
     return None
 
 
-def save_merged(model: nn.Module, processor, out_dir: str | os.PathLike, *, extra_config: dict | None = None) -> str:
+def save_merged(
+    model: nn.Module, processor, out_dir: str | os.PathLike, *, extra_config: dict | None = None
+) -> str:
     """Fold LoRA into the weights (PEFT ``merge_and_unload``) and write one checkpoint + processor to
     ``out_dir``; returns how to load it: "from_pretrained" or "llava_df" (a projector HF has no class for)."""
     if hasattr(model, "merge_and_unload"):
@@ -76,7 +78,9 @@ def save_merged(model: nn.Module, processor, out_dir: str | os.PathLike, *, extr
     proj = projector_of(base)
     hf = to_hf_projector(proj, base.config)
     if hf is None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in proj.state_dict().items()}, out / PROJECTOR_FILE)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in proj.state_dict().items()}, out / PROJECTOR_FILE
+        )
     else:
         base.model.multi_modal_projector = hf
     # One dtype for the whole checkpoint (trained parts were fp32); the projector file keeps fp32.

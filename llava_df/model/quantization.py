@@ -149,6 +149,40 @@ def disable_cpu_4bit_repack(model: nn.Module) -> int:
     return changed
 
 
+def _training_matmul_on_cpu(module, args):
+    # bitsandbytes 0.50 picks its CPU matmul from ``state.is_training``, which Linear8bitLt.forward
+    # copies from ``module.training``: in train() it dequantizes the int8 weights and runs a plain
+    # fp matmul (MatMul8bitFp), in eval() it also quantizes every activation to int8
+    # (MatMul8bitLt), which on CPU is slower (no fast kernel) and less exact. Saying "training" for
+    # CPU inputs makes evaluation compute the function training optimized. The layer has no
+    # dropout or other train-mode behaviour, so nothing else changes; CUDA inputs keep
+    # bitsandbytes' own int8 kernels.
+    x = args[0] if args else None
+    if torch.is_tensor(x) and x.device.type == "cpu" and not module.training:
+        module.training = True
+
+
+def dequantized_int8_on_cpu(model: nn.Module) -> int:
+    """CPU evaluation of LLM.int8 layers through training's dequantizing matmul; returns how many layers.
+
+    Numerically: eval's logits become those of the same weights in train mode (int8 weights
+    dequantized, activations in full precision) instead of bitsandbytes' activation-quantized
+    int8 product; tests/test_int8_eval.py checks both. ``--int8_cpu_eval bitsandbytes`` keeps
+    bitsandbytes' own choice.
+    """
+    try:
+        import bitsandbytes as bnb  # lazy: bitsandbytes loads a native library that may be missing; --bits 16 runs without it
+    except Exception:
+        return 0
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear8bitLt) and not getattr(module, "_llava_df_cpu_fp_eval", False):
+            module.register_forward_pre_hook(_training_matmul_on_cpu)
+            module._llava_df_cpu_fp_eval = True
+            changed += 1
+    return changed
+
+
 # ---- training preparation -------------------------------------------------------------------
 def _cast_inputs_fp32(module, args, kwargs):
     hidden = args[0] if args else kwargs.get("hidden_states")

@@ -58,7 +58,9 @@ def register_strategy(name: str):
 
     def wrap(fn):
         if name not in STRATEGIES:
-            raise ValueError(f"Strategy {name!r} is not one of {', '.join(STRATEGIES)}: add it to llava_df.spec.strategy first.")
+            raise ValueError(
+                f"Strategy {name!r} is not one of {', '.join(STRATEGIES)}: add it to llava_df.spec.strategy first."
+            )
         if name in REGISTRY:
             raise ValueError(f"Strategy {name!r} is already registered; pick another name.")
         REGISTRY[name] = Strategy(name, STRATEGIES[name], fn)
@@ -69,7 +71,9 @@ def register_strategy(name: str):
 
 def get_strategy(name: str) -> Strategy:
     if name not in REGISTRY:
-        raise KeyError(f"Unknown strategy {name!r}. Valid strategies: {', '.join(REGISTRY)}. Check --strategy.")
+        raise KeyError(
+            f"Unknown strategy {name!r}. Valid strategies: {', '.join(REGISTRY)}. Check --strategy."
+        )
     return REGISTRY[name]
 
 

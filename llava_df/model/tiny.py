@@ -282,6 +282,7 @@ def materialize_tiny(seed: int = TINY_SEED, cache_dir: str | os.PathLike | None 
         "transformers": transformers.__version__,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
     def write(tmp: Path) -> None:
         save_model_files(build_tiny_model(seed), tmp)
         load_tiny_processor().save_pretrained(tmp)
@@ -302,7 +303,9 @@ def save_model_files(model, folder: Path) -> None:
     model.config.save_pretrained(folder)
     if getattr(model, "generation_config", None) is not None and model.can_generate():
         model.generation_config.save_pretrained(folder)
-    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})  # shared tensors kept once
+    save_model(
+        model, str(folder / "model.safetensors"), metadata={"format": "pt"}
+    )  # shared tensors kept once
 
 
 def checkpoint_problem(folder: Path) -> str | None:
@@ -349,13 +352,16 @@ class TinyArguments:
     """``python -m llava_df.model.tiny``'s flags."""
 
     write_tokenizer: bool = field(
-        default=False, metadata={"help": "Regenerate the shipped tokenizer (llava_df/assets/tiny_tokenizer/) first."}
+        default=False,
+        metadata={"help": "Regenerate the shipped tokenizer (llava_df/assets/tiny_tokenizer/) first."},
     )
 
 
 @cli_entry
 def main(argv: list[str]) -> None:
-    args, _ = parse_verb(TinyArguments, argv, prog="python -m llava_df.model.tiny", description=__doc__.split("\n")[0])
+    args, _ = parse_verb(
+        TinyArguments, argv, prog="python -m llava_df.model.tiny", description=__doc__.split("\n")[0]
+    )
     if args.write_tokenizer:
         print(f"wrote {write_tokenizer()}")
     model = build_tiny_model()

@@ -159,7 +159,9 @@ class ProjectorsArguments:
         default_factory=list,
         metadata={"metavar": "NAME", "help": "Extra names beyond the presets, e.g. kan_light_g16."},
     )
-    bench: bool = field(default=False, metadata={"help": "Also measure fwd+bwd time and bytes saved for backward."})
+    bench: bool = field(
+        default=False, metadata={"help": "Also measure fwd+bwd time and bytes saved for backward."}
+    )
     tokens: int = field(default=1152, metadata={"help": "Tokens per measured batch (1152 = 2 images x 576)."})
     repeats: int = field(default=5, metadata={"help": "Timed rounds per projector (median reported)."})
     device: str = field(default="cpu", metadata={"help": "Device to measure on: cpu or cuda."})
@@ -172,7 +174,9 @@ class ProjectorsArguments:
     )
     fit_gelu: bool = field(
         default=False,
-        metadata={"help": f"Refit kan_light's rational GELU init on {list(GELU_FIT_RANGE)}, print the constants and exit."},
+        metadata={
+            "help": f"Refit kan_light's rational GELU init on {list(GELU_FIT_RANGE)}, print the constants and exit."
+        },
     )
 
 

@@ -1,7 +1,7 @@
 """Arguments -> one resolved, frozen RunSpec: parse once, validate once, resolve once.
 
-    spec = parse_spec(argv)        # llava_df.spec.parse
-    spec.strategy, spec.model, ... # llava_df.spec.run_spec.RunSpec
+spec = parse_spec(argv)        # llava_df.spec.parse
+spec.strategy, spec.model, ... # llava_df.spec.run_spec.RunSpec
 """
 
 from llava_df.spec.parse import parse_spec

@@ -45,6 +45,14 @@ class ModelArguments:
         default=True, metadata={"help": "4-bit only: quantize the quantization constants (QLoRA)."}
     )
     quant_type: str = field(default="nf4", metadata={"help": "4-bit only: nf4 or fp4."})
+    int8_cpu_eval: str = field(
+        default="dequantize",
+        metadata={
+            "help": "8-bit on CPU, evaluation's matmul: dequantize (training's own: int8 weights, full-precision "
+            "activations; faster and closer to the 16-bit model) or bitsandbytes (its activation-quantized int8 "
+            "product, what eval() picks by itself). CUDA always uses bitsandbytes' kernels."
+        },
+    )
     strategy: str | None = field(
         default=None,
         metadata={"help": f"One of {tuple(STRATEGIES)}. Derived from the LLaVA flags below when not given."},
@@ -75,7 +83,9 @@ class ModelArguments:
     )
     cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Hugging Face download cache for the checkpoint, tower and LLM (default: HF_HOME's)."},
+        metadata={
+            "help": "Hugging Face download cache for the checkpoint, tower and LLM (default: HF_HOME's)."
+        },
     )
     # ---- LLaVA's own flags (llava/train/train.py), with LLaVA's meaning: llava_df/llava_flags.py ----
     version: str | None = field(
@@ -107,7 +117,8 @@ class ModelArguments:
         default=False, metadata={"help": "Only False: HF LLaVA has no image patch token."}
     )
     mm_patch_merge_type: str = field(
-        default="flat", metadata={"help": "Only flat (LLaVA-1.5); LLaVA-1.6's spatial merge is not supported."}
+        default="flat",
+        metadata={"help": "Only flat (LLaVA-1.5); LLaVA-1.6's spatial merge is not supported."},
     )
     allow_large_projector: bool = field(
         default=False,
@@ -173,7 +184,8 @@ class DataArguments:
         },
     )
     lazy_preprocess: bool = field(
-        default=False, metadata={"help": "Accepted for LLaVA's scripts: samples are always tokenized lazily here."}
+        default=False,
+        metadata={"help": "Accepted for LLaVA's scripts: samples are always tokenized lazily here."},
     )
     is_multimodal: bool = field(
         default=True, metadata={"help": "Accepted for LLaVA's scripts: every sample has an image here."}
@@ -248,16 +260,27 @@ class TrainingArguments(transformers.TrainingArguments):
     )
     group_by_modality_length: bool = field(
         default=False,
-        metadata={"help": "Accepted for LLaVA's scripts: every sample has an image, so there is nothing to group."},
+        metadata={
+            "help": "Accepted for LLaVA's scripts: every sample has an image, so there is nothing to group."
+        },
     )
     freeze_mm_mlp_adapter: bool = field(
         default=False, metadata={"help": "Only False: llava_df always trains the projector."}
     )
     lora_weight_path: str = field(
-        default="", metadata={"help": "Only empty (LLaVA never reads it either); resume with --resume_from_checkpoint."}
+        default="",
+        metadata={"help": "Only empty (LLaVA never reads it either); resume with --resume_from_checkpoint."},
     )
     mpt_attn_impl: str | None = field(
         default="triton", metadata={"help": "Accepted for LLaVA's scripts; MPT models are not supported."}
+    )
+    feature_cache: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: the frozen vision tower's selected-layer features are computed once per (tower weights, "
+            "images, preprocessing) under $LLAVA_DF_CACHE/features and reused by every epoch, evaluation and run "
+            "(never when the tower trains or its output is random); off: the tower runs on every forward."
+        },
     )
     drop_nonfinite_scores: bool = field(
         default=False,

@@ -42,6 +42,10 @@ def validate(spec) -> None:
         raise ConfigError(f"--bits {m.bits}: expected 4 (NF4), 8 (LLM.int8) or 16.")
     if m.quant_type not in ("nf4", "fp4"):
         raise ConfigError(f"--quant_type {m.quant_type}: expected nf4 or fp4.")
+    if m.int8_cpu_eval not in ("dequantize", "bitsandbytes"):
+        raise ConfigError(f"--int8_cpu_eval {m.int8_cpu_eval}: expected dequantize or bitsandbytes.")
+    if t.feature_cache not in ("auto", "off"):
+        raise ConfigError(f"--feature_cache {t.feature_cache}: expected auto or off.")
     _check_projector(m.mm_projector_type)
     if d.data_dir is not None and not Path(d.data_dir).is_dir():
         raise ConfigError(
@@ -78,5 +82,3 @@ def _check_projector(name: str) -> None:
         raise ConfigError(
             f"--mm_projector_type {name}: not a registered projector ({err}). Known: {available_projectors()}"
         ) from err
-
-

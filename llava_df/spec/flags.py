@@ -19,10 +19,7 @@ RENAMED = {
 SPECIAL = ("logging_dir", "load_in_8bit", "load_in_4bit")
 
 
-
 def unknown_message(name: str, flags: list[str], where: str) -> str:
     close = difflib.get_close_matches(name, flags, n=4, cutoff=0.6)
     hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
     return f"{where}: unknown flag --{name}.{hint} Run `llava-df train --help` for every flag."
-
-

@@ -68,11 +68,17 @@ def resolve_llava_flags(values, explicit: set[str]) -> list[str]:
     if adapter is not None and not Path(adapter).is_file() and Path(adapter).name == "mm_projector.bin":
         sibling = Path(adapter).with_suffix(".safetensors")
         if sibling.is_file():  # stage 1 here writes .safetensors; LLaVA's finetune scripts name the .bin
-            notes.append(f"--pretrain_mm_mlp_adapter {adapter}: not there; using {sibling} (stage 1's output)")
+            notes.append(
+                f"--pretrain_mm_mlp_adapter {adapter}: not there; using {sibling} (stage 1's output)"
+            )
             v.pretrain_mm_mlp_adapter = str(sibling)
     for flag, on, meaning in (
         ("lazy_preprocess", v.lazy_preprocess, "samples are always tokenized per batch here"),
-        ("group_by_modality_length", v.group_by_modality_length, "every sample has an image, nothing to group"),
+        (
+            "group_by_modality_length",
+            v.group_by_modality_length,
+            "every sample has an image, nothing to group",
+        ),
     ):
         if on:
             notes.append(f"--{flag} True accepted: {meaning}")

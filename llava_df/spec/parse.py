@@ -61,7 +61,9 @@ class _Parser(HfArgumentParser):
 
 
 def build_parser() -> _Parser:
-    parser = _Parser((ModelArguments, DataArguments, TrainingArguments), prog="llava-df train", allow_abbrev=False)
+    parser = _Parser(
+        (ModelArguments, DataArguments, TrainingArguments), prog="llava-df train", allow_abbrev=False
+    )
     parser.add_argument(
         "--config",
         default=None,
@@ -141,7 +143,9 @@ def _derive(values: argparse.Namespace, explicit: set[str]) -> list[str]:
     if values.activation_checkpointing and not values.activation_checkpointing_kwargs:
         kwargs = default_checkpointing_kwargs(int(values.bits))
         values.activation_checkpointing_kwargs = values.gradient_checkpointing_kwargs = kwargs
-        notes.append(f"--bits {values.bits}: checkpointing kwargs {kwargs} (see results/gradient_checkpointing.md)")
+        notes.append(
+            f"--bits {values.bits}: checkpointing kwargs {kwargs} (see results/gradient_checkpointing.md)"
+        )
     launcher = _data_parallel_on_cpu(values)
     if launcher:
         notes.append(launcher)
@@ -183,7 +187,9 @@ def _check_backends(namespace) -> None:
         )
     wanted = namespace.report_to
     wanted = [w.strip() for w in wanted.split(",")] if isinstance(wanted, str) else list(wanted or [])
-    missing = [w for w in wanted if w not in ("all", "none") and w not in get_available_reporting_integrations()]
+    missing = [
+        w for w in wanted if w not in ("all", "none") and w not in get_available_reporting_integrations()
+    ]
     if missing:
         raise ConfigError(
             f"--report_to {','.join(missing)}: not installed here (available: "

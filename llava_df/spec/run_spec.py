@@ -43,8 +43,12 @@ class RunSpec:
     training: TrainingArguments
     strategy: str  # projector_only | lora | unfreeze_early (llava_df.spec.strategy.STRATEGIES)
     notes: tuple[str, ...] = ()  # what was renamed or derived, logged when the run starts
-    explicit: Mapping[str, Any] = field(default_factory=dict)  # {flag: value} set by the YAML or the command line
-    env: Mapping[str, str] = field(default_factory=dict)  # environment a flag maps to (TENSORBOARD_LOGGING_DIR)
+    explicit: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # {flag: value} set by the YAML or the command line
+    env: Mapping[str, str] = field(
+        default_factory=dict
+    )  # environment a flag maps to (TENSORBOARD_LOGGING_DIR)
     config_file: str | None = None
     argv: tuple[str, ...] = ()
 
@@ -77,7 +81,9 @@ class RunSpec:
         t = self.training
         if not t.activation_checkpointing:
             return "off"
-        return "reentrant" if (t.activation_checkpointing_kwargs or {}).get("use_reentrant") else "non-reentrant"
+        return (
+            "reentrant" if (t.activation_checkpointing_kwargs or {}).get("use_reentrant") else "non-reentrant"
+        )
 
     @property
     def unfrozen_layers(self) -> int:
@@ -163,7 +169,9 @@ class SavedRun:
     def read(cls, run_dir: str | os.PathLike) -> SavedRun:
         path = Path(run_dir) / "run_config.json"
         if not path.is_file():
-            raise RunError(f"{run_dir} has no run_config.json: pass the --output_dir of a llava_df training run.")
+            raise RunError(
+                f"{run_dir} has no run_config.json: pass the --output_dir of a llava_df training run."
+            )
         try:
             config = json.loads(path.read_text())
         except ValueError as err:

@@ -28,7 +28,9 @@ STRATEGIES: dict[str, str] = {
 
 def check_name(name: str) -> str:
     if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}. Valid strategies: {', '.join(STRATEGIES)}. Check --strategy.")
+        raise ValueError(
+            f"Unknown strategy {name!r}. Valid strategies: {', '.join(STRATEGIES)}. Check --strategy."
+        )
     return name
 
 

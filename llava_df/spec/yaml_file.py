@@ -196,8 +196,6 @@ def _count_values(value: Any, flag: str, where: str, budget: list[int]) -> None:
         _count_values(child, flag, where, budget)
 
 
-
-
 def read_flag_file(path: str, flags: list[str]) -> dict[str, Any]:
     """The file's flags, flat and checked (see the module docstring)."""
     return _flatten_yaml(_load_yaml(path), flags, path)

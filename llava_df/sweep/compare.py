@@ -92,13 +92,23 @@ class CompareArguments:
         metadata={"help": f"Comma-separated training seeds (None: {','.join(map(str, DEFAULT_SEEDS))}; --quick: "
                           f"{','.join(map(str, QUICK['seeds']))})."},
     )  # fmt: skip
-    recipe: str = field(default=str(DEFAULT_RECIPE), metadata={"help": "The training config every cell shares."})
-    results_dir: str = field(default="results", metadata={"help": "Where comparison.{csv,md}, plots and runs/ go."})
-    runs_dir: str = field(default="outputs/compare", metadata={"help": "Where each run's weights and logs go."})
+    recipe: str = field(
+        default=str(DEFAULT_RECIPE), metadata={"help": "The training config every cell shares."}
+    )
+    results_dir: str = field(
+        default="results", metadata={"help": "Where comparison.{csv,md}, plots and runs/ go."}
+    )
+    runs_dir: str = field(
+        default="outputs/compare", metadata={"help": "Where each run's weights and logs go."}
+    )
     workers: int = field(default=1, metadata={"help": "Runs at once: one per CPU core, or one per GPU."})
-    quick: bool = field(default=False, metadata={"help": "2 projectors x 2 strategies x 1 seed on small data."})
+    quick: bool = field(
+        default=False, metadata={"help": "2 projectors x 2 strategies x 1 seed on small data."}
+    )
     force: bool = field(default=False, metadata={"help": "Rerun cells even when their record is up to date."})
-    aggregate: bool = field(default=False, metadata={"help": "Only rebuild tables and plots from the run JSONs."})
+    aggregate: bool = field(
+        default=False, metadata={"help": "Only rebuild tables and plots from the run JSONs."}
+    )
     n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples of the paired test."})
     skip_probes: bool = field(
         default=False,
@@ -107,7 +117,9 @@ class CompareArguments:
     )  # fmt: skip
     only_probes: bool = field(
         default=False,
-        metadata={"help": "Run (or reuse) only the feature probes of the recipe's data, then rebuild the tables."},
+        metadata={
+            "help": "Run (or reuse) only the feature probes of the recipe's data, then rebuild the tables."
+        },
     )
     # Not a plain boolean: alone (or True) it runs stage 1, with name=path pairs it names stage-1 files.
     # HfArgumentParser passes the metadata on to argparse, so nargs="?" with a const keeps both meanings.
@@ -175,7 +187,9 @@ def parse(argv: list[str]):
     if args.stage1_data and not args.run_stage1:
         raise UsageError("--stage1_data is the data of --stage1 (alone, which runs stage 1); add --stage1.")
     if args.stage1_data and not Path(args.stage1_data).is_file():
-        raise UsageError(f"--stage1_data {args.stage1_data}: no such file. Pass a LLaVA-Pretrain caption JSON.")
+        raise UsageError(
+            f"--stage1_data {args.stage1_data}: no such file. Pass a LLaVA-Pretrain caption JSON."
+        )
     bad = [item for item in _names(args.stage1) if "=" not in item]
     if bad:
         raise UsageError(
@@ -231,7 +245,9 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
             macs_per_token(create_projector(cell.projector, *dims), dims[0])
         )
     scores = json.loads((out / "scores.json").read_text())
-    init = results.get("projector_init") or "random"  # random, checkpoint (its own projector) or file:<stage-1 path>
+    init = (
+        results.get("projector_init") or "random"
+    )  # random, checkpoint (its own projector) or file:<stage-1 path>
     write_record(Path(record_file), build_record(cell, results, scores, key, init))
     return {"cell": cell.name, "auc": results["test"]["auc"]}
 
@@ -247,10 +263,16 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
     # What a probe depends on: the tower (model), the data and its split seed, the probe seeds and code.
     key = cell_key(
         {
-            "model": {k: config["model"][k] for k in ("model_name_or_path", "vision_tower", "mm_vision_select_layer")},
+            "model": {
+                k: config["model"][k]
+                for k in ("model_name_or_path", "vision_tower", "mm_vision_select_layer")
+            },
             "data": config["data"],
-            "training": {"seed": spec.training.seed, "probe_seeds": args.seeds,
-                         "probes": hashlib.sha256(probes_code.read_bytes()).hexdigest()},  # fmt: skip
+            "training": {
+                "seed": spec.training.seed,
+                "probe_seeds": args.seeds,
+                "probes": hashlib.sha256(probes_code.read_bytes()).hexdigest(),
+            },  # fmt: skip
         },
         code_fingerprint(),
     )
@@ -281,7 +303,9 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
         config = parse_spec(argv).to_json()
         adapter = config["model"].get("pretrain_mm_mlp_adapter")
         if adapter:  # a new stage-1 file at the same path is a new cell
-            config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(Path(adapter).read_bytes()).hexdigest()
+            config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(
+                Path(adapter).read_bytes()
+            ).hexdigest()
         key = cell_key(config, fingerprint)
         path = record_path(results, cell)
         if not args.force and path.is_file():
@@ -312,7 +336,11 @@ def main(argv: list[str]) -> dict:
         todo, skipped = plan(args, train_flags)
         print(f"{len(todo)} runs to do, {skipped} up to date ({args.workers} worker(s))", file=sys.stderr)
         start = time.time()
-        failures = run_pool(run_cell, [(cell.name, (cell, argv, str(path), key)) for cell, argv, path, key in todo], args.workers)
+        failures = run_pool(
+            run_cell,
+            [(cell.name, (cell, argv, str(path), key)) for cell, argv, path, key in todo],
+            args.workers,
+        )
         wall = time.time() - start
         print(f"sweep: {len(todo) - len(failures)} runs in {wall:.0f} s", file=sys.stderr)
         if todo:  # the command and time the tables' header names

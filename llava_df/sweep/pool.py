@@ -57,7 +57,6 @@ def _die_with_parent() -> None:
     parent pid and ends the worker within a few seconds of it changing."""
     parent = os.getppid()
     with contextlib.suppress(Exception):  # not Linux, or no libc to call: the watchdog alone
-
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
@@ -106,9 +105,13 @@ def run_pool(fn: Callable[..., dict], jobs: list[tuple[str, tuple]], workers: in
             gpus.put(i % torch.cuda.device_count())
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch state
     in_main = threading.current_thread() is threading.main_thread()  # signal handlers only go there
-    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    previous = (
+        {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    )
     bar = tqdm(total=len(jobs), desc="runs", unit="run", dynamic_ncols=True)
-    pool = futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(gpus,))
+    pool = futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(gpus,)
+    )
     done = 0
     try:
         submitted = {pool.submit(fn, *args): name for name, args in jobs}
@@ -118,7 +121,9 @@ def run_pool(fn: Callable[..., dict], jobs: list[tuple[str, tuple]], workers: in
                 result = job.result()
                 bar.set_postfix_str(f"{result['cell']}: test AUC {result['auc']:.3f}")
             except Exception as err:  # one failed cell must not lose the others
-                failures.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                failures.append(
+                    f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                )
                 bar.set_postfix_str(f"{name}: FAILED")
             done += 1
             bar.update()
@@ -151,5 +156,3 @@ def run_pool(fn: Callable[..., dict], jobs: list[tuple[str, tuple]], workers: in
     pool.shutdown(wait=True)
     bar.close()
     return failures
-
-

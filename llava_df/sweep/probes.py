@@ -32,9 +32,11 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from llava_df.data.load import load_splits
+from llava_df.data.pipeline import load_data_settings
 from llava_df.eval.metrics import binary_metrics
 from llava_df.eval.threshold import choose_threshold
 from llava_df.model.build import build_model
+from llava_df.model.feature_cache import prepare_feature_cache
 from llava_df.model.processor import run_processor
 from llava_df.projectors import create_projector
 from llava_df.provenance import git_state
@@ -46,23 +48,34 @@ EPOCHS, BATCH, LR = 40, 64, 1e-3
 
 @torch.no_grad()
 def tower_features(spec, batch_size: int = 64) -> dict:
-    """{split: (features [N, T, D] float32, is_fake [N], ids, manipulations)} of the recipe's data."""
+    """{split: (features [N, T, D] float32, is_fake [N], ids, manipulations)} of the recipe's data.
+
+    The pixels are the collator's (what training feeds the tower), so the sweep's feature store,
+    built by its cells, serves the probes too (llava_df.model.feature_cache); a missing store is built.
+    """
     built = build_model(spec.model, spec.strategy)  # the tower is never quantized; --bits does not change it
+    built.model.requires_grad_(False)
     processor, _ = run_processor(spec.model, spec.data, built.processor)  # with --image_aspect_ratio applied
     splits = load_splits(spec.data, seed=spec.training.seed)
+    collator, _, _ = load_data_settings(spec.data, processor, spec.training.model_max_length)
+    if spec.training.feature_cache == "auto":
+        prepare_feature_cache(built.model, splits, collator, batch_size=batch_size)
     tower, config = built.model.model.vision_tower.eval(), built.model.config
     layer, full = config.vision_feature_layer, config.vision_feature_select_strategy == "full"
-    image_processor = processor.image_processor
     out = {}
     for name, ds in splits.items():
         feats = []
         for start in range(0, len(ds), batch_size):
-            images = [ds[i]["image"] for i in range(start, min(start + batch_size, len(ds)))]
-            pixels = image_processor(images, return_tensors="pt")["pixel_values"]
+            pixels = collator([ds[i] for i in range(start, min(start + batch_size, len(ds)))])["pixel_values"]
             hidden = tower(pixels, output_hidden_states=True).hidden_states
             picked = torch.cat([hidden[i] for i in layer], -1) if isinstance(layer, list) else hidden[layer]
             feats.append((picked if full else picked[:, 1:]).float())
-        out[name] = (torch.cat(feats).numpy(), np.asarray(ds["is_fake"]), list(ds["id"]), list(ds["manipulation"]))
+        out[name] = (
+            torch.cat(feats).numpy(),
+            np.asarray(ds["is_fake"]),
+            list(ds["id"]),
+            list(ds["manipulation"]),
+        )
     return out
 
 
@@ -82,7 +95,10 @@ def linear_probe(feats: dict) -> dict:
         if best is None or val > best[0]:
             best = (val, clf, c)
     clf = best[1]
-    return {k: clf.predict_proba(v)[:, 1] for k, v in x.items()} | {"_params": int(clf.coef_.size + 1), "_c": best[2]}
+    return {k: clf.predict_proba(v)[:, 1] for k, v in x.items()} | {
+        "_params": int(clf.coef_.size + 1),
+        "_c": best[2],
+    }
 
 
 class TokenProbe(nn.Module):
@@ -152,7 +168,9 @@ def probe_record(name: str, seed: int, scores: dict, feats: dict, seconds: float
 def run_probes(feats: dict, seeds: list[int], key: str) -> list[dict]:
     records = []
     start = time.time()
-    records.append(probe_record("probe_linear", seeds[0], linear_probe(feats), feats, time.time() - start, key))
+    records.append(
+        probe_record("probe_linear", seeds[0], linear_probe(feats), feats, time.time() - start, key)
+    )
     for name, projector in (("probe_mlp", "mlp2x_gelu"), ("probe_kan", KAN_PROBE)):
         for seed in seeds:
             start = time.time()

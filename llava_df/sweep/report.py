@@ -103,7 +103,10 @@ def _seeds_line(advice: dict, mdd: float) -> str:
     if advice["seeds"] is None:
         return (f"More seeds alone cannot bring the minimum detectable difference ({mdd:.3f}) to {advice['target']}: "
                 f"{split}, and the image part does not shrink with seeds; more test images would.")  # fmt: skip
-    print(f"seeds for a {advice['target']} minimum detectable difference: {advice['seeds']} ({split})", file=sys.stderr)
+    print(
+        f"seeds for a {advice['target']} minimum detectable difference: {advice['seeds']} ({split})",
+        file=sys.stderr,
+    )
     return (f"With {advice['n_seeds']} seeds the minimum detectable difference is {mdd:.3f}; {advice['seeds']} seeds "
             f"would bring it to {advice['target']} ({split}).")  # fmt: skip
 

@@ -275,7 +275,9 @@ def write_summary(rows: list[dict], out_dir, mdd: float):
     if probes:
         best = max(rows, key=lambda r: r["test_auc"] if math.isfinite(r["test_auc"]) else -1)
         ceiling = max(probes, key=lambda r: r["test_auc"])
-        listed = ", ".join(f"{r['projector'].removeprefix('probe_')} {_fmt(r['test_auc'], r['test_auc_ci'])}" for r in probes)
+        listed = ", ".join(
+            f"{r['projector'].removeprefix('probe_')} {_fmt(r['test_auc'], r['test_auc_ci'])}" for r in probes
+        )
         lines.append(
             f"Feature probes on the frozen tower (the ceiling, no LLM): {listed} test AUC. The best pipeline cell "
             f"({best['projector']}, {best['strategy']}: {best['test_auc']:.3f}) is {_versus(best['test_auc'] - ceiling['test_auc'])} "

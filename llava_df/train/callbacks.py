@@ -104,6 +104,9 @@ class PlateauCallback(TrainerCallback, ExportableState):
         self.schedule = PlateauSchedule(base_lr, factor, patience, threshold, min_lr, min_val_loss)
         self.on_best = on_best  # on_best(model=..., state=...) -> e.g. save best/
         self.last: PlateauDecision | None = None
+        self.best_step: int | None = (
+            None  # the step of this process's best evaluation (not restored on resume)
+        )
 
     @classmethod
     def from_args(
@@ -133,7 +136,11 @@ class PlateauCallback(TrainerCallback, ExportableState):
                 decision.lr,
                 decision.next_lr,
             )
-        if decision.improved and self.on_best is not None and getattr(args, "should_save", True):  # main writes
+        if decision.improved:  # on every process: which step is best is the same everywhere
+            self.best_step = state.global_step
+        if (
+            decision.improved and self.on_best is not None and getattr(args, "should_save", True)
+        ):  # main writes
             self.on_best(model=kwargs.get("model"), state=state)
         if decision.stop_reason:
             logger.warning("step %d: stopping early, %s", state.global_step, decision.stop_reason)
@@ -247,3 +254,21 @@ __all__ = [
     "restore_callback_states",
     "scale_lr",
 ]
+
+
+class ValScoresCallback(TrainerCallback):
+    """Keeps each validation evaluation's predictions by step, so the final evaluation of the weights
+    saved at that step (best/, or final/ when training ended on an evaluation) need not score val again."""
+
+    def __init__(self, metrics_fn):
+        self.metrics_fn = metrics_fn  # AnswerMetrics: holds the predictions of its latest call
+        self.by_step: dict[int, tuple] = {}
+
+    def on_evaluate(self, args, state: TrainerState, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics and getattr(self.metrics_fn, "last", None) is not None:
+            self.by_step[state.global_step] = (self.metrics_fn.last, float(metrics["eval_loss"]))
+            self.metrics_fn.last = None
+
+    def scored_at(self, step: int) -> tuple | None:
+        """(predictions [N, 2], val loss) of the evaluation at ``step``, or None."""
+        return self.by_step.get(step)

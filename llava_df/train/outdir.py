@@ -263,7 +263,11 @@ def _resolve_leftover_aside(out: Path) -> None:
     aside = out / ASIDE
     if not aside.exists():
         return
-    if (out / "final").exists() or is_finished(out) or any(checkpoint_problem(c) is None for c in checkpoint_dirs(out)):
+    if (
+        (out / "final").exists()
+        or is_finished(out)
+        or any(checkpoint_problem(c) is None for c in checkpoint_dirs(out))
+    ):
         shutil.rmtree(aside)  # the replacing run got far enough; it was killed just before deleting this
         logger.warning("deleted %s: the run that replaced it has a complete checkpoint", aside)
     else:
@@ -297,7 +301,9 @@ def _check_state(out: Path, artifacts: list[Path], *, overwrite: bool, resume: s
                 "replace it, or choose another --output_dir."
             )
         if wants_resume:
-            raise RunError(f"--resume_from_checkpoint with --overwrite_output_dir on finished run {out}: pick one.")
+            raise RunError(
+                f"--resume_from_checkpoint with --overwrite_output_dir on finished run {out}: pick one."
+            )
     elif artifacts and not (overwrite or wants_resume):
         raise RunError(
             f"--output_dir {out} holds an unfinished run ({', '.join(names)}; no results.json): it crashed, was "
@@ -343,7 +349,9 @@ def check_output_dir(out: Path, *, overwrite: bool, resume: str | None) -> None:
 def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
     """Lock ``out``, check its state against the flags, set a replaced run aside; see the module doc."""
     out = Path(out)
-    check_output_dir(out, overwrite=overwrite, resume=resume)  # every process, before the main one changes anything
+    check_output_dir(
+        out, overwrite=overwrite, resume=resume
+    )  # every process, before the main one changes anything
     _wait_for_everyone()
     if not is_main_process():  # rank 0 owns the folder; the others only read it
         yield Claim(out, resume=resolve_resume(out, resume, remove_partial=False) if resume else None)
@@ -355,7 +363,9 @@ def claim_output_dir(out: Path, *, overwrite: bool, resume: str | None):
         _resolve_leftover_aside(out)
         artifacts = run_artifacts(out)
         names = sorted(p.name for p in artifacts)
-        _check_state(out, artifacts, overwrite=overwrite, resume=resume)  # again: the aside may have changed it
+        _check_state(
+            out, artifacts, overwrite=overwrite, resume=resume
+        )  # again: the aside may have changed it
         if overwrite and artifacts and resume_request(resume) is None:
             claim.aside = _set_aside(out, artifacts)
             claim.notes.append(

@@ -40,6 +40,7 @@ def build_results(
     train_metrics: dict,
     env: dict,
     data_summary: dict,
+    feature_cache: dict | None = None,
 ) -> dict:
     """The run's results.json (see llava_df.layout): metrics of the test weights, the best and last
     evaluations, the plan beside the measured peak, time, parameters, data skipped, the config."""
@@ -61,19 +62,27 @@ def build_results(
         "test": _without("test", evaluated["test"]),
         "heldout": _without("heldout", evaluated.get("heldout", {})) or None,
         "val_at_test_weights": _without("val", evaluated["val"]),
-        "threshold": None if caption else {
-            "value": final.threshold, "rule": final.rule, "split": "val", "weights": test_dir.name,
+        "threshold": None
+        if caption
+        else {
+            "value": final.threshold,
+            "rule": final.rule,
+            "split": "val",
+            "weights": test_dir.name,
             **weights_identity(test_dir),
         },  # fmt: skip
         "test_weights": test_dir.name,
         "peak_memory": peak,
-        "memory_plan": run_config["checks"].get("memory_plan"),  # predicted before launch, beside the measured peak
+        "memory_plan": run_config["checks"].get(
+            "memory_plan"
+        ),  # predicted before launch, beside the measured peak
         "time": {
             "train_s": train_metrics.get("train_runtime"),
             "steps_this_segment": steps,
             "s_per_step": train_metrics.get("train_runtime", 0.0) / max(steps, 1),
         },
         "trainable": run_config["trainable"],
+        "feature_cache": feature_cache,  # {"on", "store", "images", "hits", "misses"} or {"on": False, "reason"}
         "paths": {
             "best": str(out / "best") if (out / "best").is_dir() else None,
             "final": str(out / "final"),

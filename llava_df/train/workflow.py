@@ -50,12 +50,18 @@ from llava_df.model.checkpoint import (
     save_trainable,
     weights_identity,
 )
+from llava_df.model.feature_cache import FeatureCacheInfo, prepare_feature_cache
 from llava_df.model.inputs import check_model_inputs
 from llava_df.model.processor import run_processor
 from llava_df.model.strategies import apply_strategy, trainable_report
 from llava_df.provenance import write_environment
 from llava_df.spec import RunSpec, parse_spec
-from llava_df.train.callbacks import HistoryCallback, PlateauCallback, restore_callback_states
+from llava_df.train.callbacks import (
+    HistoryCallback,
+    PlateauCallback,
+    ValScoresCallback,
+    restore_callback_states,
+)
 from llava_df.train.outdir import check_output_dir, claim_output_dir, is_main_process, resume_request
 from llava_df.train.results import build_results, summary_line
 from llava_df.train.resume import add_segment, check_resume_config
@@ -71,10 +77,6 @@ def process_device_map(training_args) -> dict | None:
     if training_args.world_size > 1 and torch.cuda.is_available() and not training_args.use_cpu:
         return {"": training_args.local_process_index}
     return None
-
-
-def _torch_dtype(training_args):
-    return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else None
 
 
 def torch_dtype(training_args):
@@ -109,7 +111,9 @@ def train(spec: RunSpec, callbacks: tuple = ()) -> dict:
     # Shared caches (the tiny preset, an assembled LLaVA) are built (once, by whichever process comes
     # first) before the output folder is claimed, so the claim's barrier never waits on a build.
     materialize_base(spec.model, torch_dtype=torch_dtype(t))
-    _ = t.world_size  # sets up the process group under torchrun / accelerate (claim_output_dir synchronizes on it)
+    _ = (
+        t.world_size
+    )  # sets up the process group under torchrun / accelerate (claim_output_dir synchronizes on it)
     with (
         claim_output_dir(out, overwrite=t.overwrite_output_dir, resume=t.resume_from_checkpoint) as claim,
         spec.environment(default_tensorboard_dir=str(out / "runs")),
@@ -133,7 +137,9 @@ def memory_plan(spec: RunSpec, data: PreparedData) -> dict | None:
         train_ds = split_of(data.splits, "train")
         seq = int(data.collator([train_ds[i] for i in range(min(16, len(train_ds)))])["input_ids"].shape[1])
         plan = plan_spec(spec, target=target, seq_len=seq, dry=t.plan_only or target == "cuda")
-    except Exception as err:  # the planner must not stop a run it could not model (--plan_only: it is the run)
+    except (
+        Exception
+    ) as err:  # the planner must not stop a run it could not model (--plan_only: it is the run)
         if t.plan_only:
             raise
         logger.warning("memory plan not available (%s: %s); training goes on", type(err).__name__, err)
@@ -152,7 +158,9 @@ def start_run(spec: RunSpec, resume: str | None, checks: dict) -> dict:
     """
     out = spec.output_dir
     # Saved with the run: datasets sorts class folders alphabetically (fake=0, real=1), ours is fake=1.
-    run_config = spec.to_json() | {"label_mapping": label_mapping(spec.data.answer_real, spec.data.answer_fake)}
+    run_config = spec.to_json() | {
+        "label_mapping": label_mapping(spec.data.answer_real, spec.data.answer_fake)
+    }
     saved, changes, from_step = None, {}, 0
     if resume:
         saved_file = out / "run_config.json"
@@ -165,7 +173,9 @@ def start_run(spec: RunSpec, resume: str | None, checks: dict) -> dict:
             ) from None
         changes = check_resume_config(saved, run_config, spec.training.resume_allow_changes)
         for key, change in changes.items():
-            logger.warning("resume: %s changed %r -> %r (%s)", key, change["from"], change["to"], change["kind"])
+            logger.warning(
+                "resume: %s changed %r -> %r (%s)", key, change["from"], change["to"], change["kind"]
+            )
         from_step = resumed_step(resume)
     run_config = add_segment(run_config, saved, argv=list(spec.argv), from_step=from_step, changes=changes)
     run_config["checks"] = checks
@@ -183,7 +193,9 @@ def start_run(spec: RunSpec, resume: str | None, checks: dict) -> dict:
 def load_model(spec: RunSpec, resume: str | None):
     """(model with the strategy applied, BuiltModel): weights load here, and only here."""
     t = spec.training
-    built = build_model(spec.model, spec.strategy, torch_dtype=torch_dtype(t), device_map=process_device_map(t))
+    built = build_model(
+        spec.model, spec.strategy, torch_dtype=torch_dtype(t), device_map=process_device_map(t)
+    )
     model = apply_strategy(
         built.model, spec.model, spec.strategy, gradient_checkpointing=bool(t.activation_checkpointing),
         verbose=is_main_process(),
@@ -204,6 +216,17 @@ def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: 
     run_config["trainable"] = trainable_report(model)
     record = CheckpointRecord(dataclasses.asdict(spec.model), spec.strategy, built.base, run_config)
     train_ds, val_ds = split_of(data.splits, "train"), split_of(data.splits, "val")
+    features = (
+        prepare_feature_cache(
+            model, data.splits, data.collator, batch_size=max(t.per_device_eval_batch_size, 16)
+        )
+        if t.feature_cache == "auto"
+        else FeatureCacheInfo(None, "--feature_cache off")
+    )
+    if is_main_process():
+        logger.info("feature cache: %s", features.stats())
+    metrics_fn = None if caption else AnswerMetrics.for_split(val_ds, drop_nonfinite=t.drop_nonfinite_scores)
+    val_scores = ValScoresCallback(metrics_fn)
 
     plateau = PlateauCallback.from_args(
         t, on_best=lambda model, state: save_trainable(model, out / "best", record, step=state.global_step)
@@ -216,8 +239,8 @@ def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: 
         eval_dataset=val_ds,
         data_collator=data.collator,
         # history reads plateau's decision: keep this order; claim marks checkpoints complete
-        callbacks=[plateau, history, claim.callback(), *callbacks],
-        compute_metrics=None if caption else AnswerMetrics.for_split(val_ds, drop_nonfinite=t.drop_nonfinite_scores),
+        callbacks=[plateau, history, val_scores, claim.callback(), *callbacks],
+        compute_metrics=metrics_fn,
         preprocess_logits_for_metrics=None if caption else AnswerScores(data.fake_id, data.real_id),
         record=record,
         extra_input_keys=getattr(data.collator, "extra_keys", ()),
@@ -230,22 +253,29 @@ def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: 
     if test_dir.name == "best":  # test on the weights chosen on validation
         load_trainable_weights(trainer.model, test_dir)
     projector_files = (
-        export_mm_projector(trainer.model, out, llava_bin=t.mm_projector_bin) if trainer.args.should_save else []
+        export_mm_projector(trainer.model, out, llava_bin=t.mm_projector_bin)
+        if trainer.args.should_save
+        else []
     )
+    # Every rank takes the same decision (scoring is collective under several processes).
+    tested_step = plateau.best_step if test_dir.name == "best" else trainer.state.global_step
     final = evaluate_final(
-        trainer, data.splits, caption=caption, threshold_rule=t.threshold_rule, drop_nonfinite=t.drop_nonfinite_scores
-    )
+        trainer, data.splits, caption=caption, threshold_rule=t.threshold_rule, drop_nonfinite=t.drop_nonfinite_scores,
+        val_scored=val_scores.scored_at(tested_step) if tested_step is not None else None,
+    )  # fmt: skip
     peak = meter.read()
     trainer.log({f"peak_{k}": v for k, v in peak.items() if isinstance(v, float)})
     results = build_results(
         spec, run_config, out=out, step=trainer.state.global_step, plateau=plateau, history=history, final=final,
         test_dir=test_dir, projector_init=built.projector_init, projector_files=projector_files, peak=peak,
-        train_metrics=train_metrics, env=env, data_summary=data.summary(),
+        train_metrics=train_metrics, env=env, data_summary=data.summary(), feature_cache=features.stats(),
     )  # fmt: skip
     if trainer.is_world_process_zero():  # results.json last: it marks the run finished (llava_df.layout)
         if final.scores:
             write_json(out / "scores.json", final.scores)
-            write_threshold(out, final.threshold, final.rule, weights=test_dir.name, identity=weights_identity(test_dir))
+            write_threshold(
+                out, final.threshold, final.rule, weights=test_dir.name, identity=weights_identity(test_dir)
+            )
         write_json(out / "results.json", results)
         print(summary_line(results), flush=True)
     return results
@@ -262,7 +292,12 @@ def fit(trainer: DeepfakeTrainer, resume: str | None, run_config: dict, stateful
     if done is None:
         return trainer.train(resume_from_checkpoint=resume).metrics
     # The run had trained to its end (it died in its final evaluation): evaluate, train no more.
-    logger.warning("resume: %s is step %d of %d, training is complete; evaluating only", resume, done.global_step, done.max_steps)
+    logger.warning(
+        "resume: %s is step %d of %d, training is complete; evaluating only",
+        resume,
+        done.global_step,
+        done.max_steps,
+    )
     load_trainable_weights(trainer.model, resume)
     trainer.state = done
     return {"train_runtime": 0.0}
