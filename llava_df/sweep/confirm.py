@@ -1,0 +1,205 @@
+"""The comparison's inference, as the protocol fixes it: every projector against the reference per strategy.
+
+    python -m llava_df.sweep.confirm --protocol protocols/confirmatory_v1.yaml --runs results/comparison/runs \\
+        --out results/confirmatory                      # the confirmatory tables from the per-run JSONs
+    python -m llava_df.sweep.confirm --protocol protocols/confirmatory_v1.yaml --runs results/comparison/runs \\
+        --out results/power_pilot --exploratory          # the same analysis of the development sweep, labelled so
+
+Reads the run records (llava_df.sweep.record: per-image test scores), pairs each candidate's seed s
+with the reference's seed s under the same strategy, and applies llava_df.sweep.inference:
+DeLong image part + seed part, Holm over the protocol's family (BH beside it), TOST at the
+protocol's margin, verdicts, effect sizes, and the minimum detectable difference at the seeds run
+(t quantiles, pooled seed SD and image SE) with the seeds that would reach the protocol's target.
+Writes ``<out>/comparisons.csv``, ``<out>/comparisons.md`` (the header names the protocol file and
+its commit, the records' benchmark seed, and the fraction of runs that selected their last epoch).
+A record whose benchmark seed is not the protocol's is refused unless ``--exploratory``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shlex
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from llava_df.errors import UsageError, cli_entry
+from llava_df.io import write_text
+from llava_df.sweep.inference import (
+    adjust_family,
+    compare_to_reference,
+    minimum_detectable_difference,
+    seeds_needed,
+)
+from llava_df.sweep.record import read_records
+
+COLUMNS = ("comparison", "strategy", "seeds", "difference", "ci95_low", "ci95_high", "ci90_low", "ci90_high", "se",
+           "se_image", "sd_seed", "df", "cohens_dz", "p", "p_holm", "p_bh", "p_tost", "p_tost_holm", "verdict")  # fmt: skip
+
+
+def load_protocol(path: Path) -> dict:
+    try:
+        protocol = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"--protocol {path}: unreadable ({type(err).__name__}). Pass protocols/<name>.yaml.") from None
+    need = ("reference", "candidates", "strategies", "margin", "alpha", "power", "target_mdd", "benchmark_seed")
+    missing = [k for k in need if k not in (protocol or {})]
+    if missing:
+        raise UsageError(f"--protocol {path}: missing {', '.join(missing)}; every protocol states them.")
+    return protocol
+
+
+def _commit_of(path: Path) -> str:
+    done = subprocess.run(["git", "log", "-1", "--format=%h %cs", "--", str(path)], capture_output=True, text=True,
+                          cwd=path.resolve().parent)  # fmt: skip
+    return done.stdout.strip() or "not committed"
+
+
+def pair_scores(records: list[dict], protocol: dict, exploratory: bool) -> tuple[dict, np.ndarray | None, list[str]]:
+    """({(projector, strategy): {seed: p_fake array}}, labels of the shared test images, notes)."""
+    cells: dict = defaultdict(dict)
+    y, ids, notes = None, None, []
+    for r in records:
+        cell = r["cell"]
+        if cell["strategy"] not in protocol["strategies"]:
+            continue
+        seed = (r.get("config", {}).get("data") or {}).get("synthetic_seed")
+        if seed != protocol["benchmark_seed"] and not exploratory:
+            raise UsageError(
+                f"{cell['name']}: benchmark seed {seed}, the protocol's is {protocol['benchmark_seed']}. A confirmatory "
+                "table reads only the fresh test set; pass --exploratory to analyse the development runs."
+            )
+        test = r["scores"]["test"]
+        if ids is None:
+            ids, y = test["id"], np.asarray(test["is_fake"])
+        elif test["id"] != ids:
+            raise UsageError(f"{cell['name']}: other test images than the first record; runs of one benchmark only.")
+        cells[(cell["projector"], cell["strategy"])][cell["seed"]] = np.asarray(test["p_fake"], dtype=float)
+    return cells, y, notes
+
+
+def last_epoch_fraction(records: list[dict]) -> tuple[int, int]:
+    """(runs whose selected weights are their last evaluation, runs)."""
+    last = 0
+    for r in records:
+        best = (r["metrics"].get("best_val_entry") or {}).get("step")
+        last += best is not None and best == r["steps"]
+    return last, len(records)
+
+
+def analyse(records: list[dict], protocol: dict, exploratory: bool = False) -> tuple[list, dict]:
+    cells, y, _ = pair_scores(records, protocol, exploratory)
+    ref = protocol["reference"]
+    comparisons = []
+    for strategy in protocol["strategies"]:
+        reference = cells.get((ref, strategy), {})
+        for candidate in protocol["candidates"]:
+            mine = cells.get((candidate, strategy), {})
+            seeds = sorted(set(mine) & set(reference))
+            if len(seeds) < 2:
+                raise UsageError(
+                    f"{candidate} vs {ref} under {strategy}: {len(seeds)} paired seeds in the records; the protocol's "
+                    "family needs every comparison with at least 2. Run the missing cells, then analyse again."
+                )
+            comparisons.append(compare_to_reference(
+                y, np.stack([mine[s] for s in seeds]), np.stack([reference[s] for s in seeds]),
+                name=f"{candidate} vs {ref} | {strategy}", margin=protocol["margin"],
+            ))  # fmt: skip
+    family = adjust_family(comparisons, alpha=protocol["alpha"])
+    se_image = math.sqrt(np.mean([c.se_image**2 for c in family]))
+    sd_seed = math.sqrt(np.mean([c.sd_seed**2 for c in family]))
+    k = min(c.seeds for c in family)
+    m = len(family)
+    alpha, power, target = protocol["alpha"], protocol["power"], protocol["target_mdd"]
+    power_info = {
+        "pooled_se_image": se_image, "pooled_sd_seed": sd_seed, "seeds": k, "family_size": m,
+        "mdd": minimum_detectable_difference(se_image, sd_seed, k, alpha=alpha, power=power),
+        "mdd_bonferroni": minimum_detectable_difference(se_image, sd_seed, k, alpha=alpha / m, power=power),
+        "seeds_for_target": seeds_needed(se_image, sd_seed, target, alpha=alpha, power=power),
+        "seeds_for_target_bonferroni": seeds_needed(se_image, sd_seed, target, alpha=alpha / m, power=power),
+    }  # fmt: skip
+    return family, power_info
+
+
+def _row(c) -> dict:
+    projector, strategy = c.name.split(" | ")
+    return {
+        "comparison": projector, "strategy": strategy, "seeds": c.seeds, "difference": c.difference,
+        "ci95_low": c.ci95[0], "ci95_high": c.ci95[1], "ci90_low": c.ci90[0], "ci90_high": c.ci90[1], "se": c.se,
+        "se_image": c.se_image, "sd_seed": c.sd_seed, "df": c.df, "cohens_dz": c.cohens_dz, "p": c.p,
+        "p_holm": c.p_holm, "p_bh": c.p_bh, "p_tost": c.p_tost, "p_tost_holm": c.p_tost_holm, "verdict": c.verdict,
+    }  # fmt: skip
+
+
+def render(family, power: dict, protocol: dict, protocol_path: Path, last: tuple[int, int], command: str,
+           exploratory: bool) -> str:  # fmt: skip
+    kind = "EXPLORATORY (development benchmark: not a confirmatory result)" if exploratory else "Confirmatory"
+    target, k = protocol["target_mdd"], power["seeds"]
+    lines = [
+        f"# {kind}: every projector against {protocol['reference']}, test AUC",
+        "",
+        f"Command: `{command}`. Protocol: `{protocol_path}` (commit {_commit_of(protocol_path)}). Family: "
+        f"{power['family_size']} comparisons, Holm at alpha {protocol['alpha']} (BH beside it); equivalence margin "
+        f"+-{protocol['margin']} AUC (TOST, Holm over the family).",
+        f"**Runs that selected their last epoch: {last[0]} of {last[1]} ({last[0] / max(last[1], 1):.0%}).**",
+        f"Power: pooled image SE {power['pooled_se_image']:.4f}, pooled seed SD of a difference "
+        f"{power['pooled_sd_seed']:.4f}; at {k} seeds the minimum detectable difference (80% power, t quantiles) is "
+        f"{power['mdd']:.3f} at alpha {protocol['alpha']} and {power['mdd_bonferroni']:.3f} at Holm's first step "
+        f"(alpha/{power['family_size']}); {target} needs {power['seeds_for_target'] or 'more than 64'} seeds "
+        f"({power['seeds_for_target_bonferroni'] or 'more than 64'} at alpha/{power['family_size']}).",
+        "",
+        "| comparison | strategy | seeds | difference [95% CI] | 90% CI (TOST) | d_z | p | p Holm | p BH | p TOST Holm | verdict |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in family:
+        r = _row(c)
+        lines.append(
+            f"| {r['comparison']} | {r['strategy']} | {r['seeds']} | {r['difference']:+.4f} [{r['ci95_low']:+.4f}, "
+            f"{r['ci95_high']:+.4f}] | [{r['ci90_low']:+.4f}, {r['ci90_high']:+.4f}] | {r['cohens_dz']:+.2f} | "
+            f"{r['p']:.3g} | {r['p_holm']:.3g} | {r['p_bh']:.3g} | {r['p_tost_holm']:.3g} | {r['verdict']} |"
+        )
+    counts = defaultdict(int)
+    for c in family:
+        counts[c.verdict] += 1
+    lines += ["", "Verdicts: " + ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) + ".", ""]
+    return "\n".join(lines)
+
+
+@cli_entry
+def main(argv: list[str]) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m llava_df.sweep.confirm", description=__doc__.split("\n")[0])
+    ap.add_argument("--protocol", required=True, type=Path)
+    ap.add_argument("--runs", required=True, type=Path, help="A folder of run records (results/comparison/runs).")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--exploratory", action="store_true", help="Analyse records of another benchmark seed, labelled so.")
+    args = ap.parse_args(argv)
+    protocol = load_protocol(args.protocol)
+    if not args.runs.is_dir():
+        raise UsageError(f"--runs {args.runs}: no such folder. Pass the folder of the sweep's run records.")
+    records, bad = read_records(args.runs.parent if args.runs.name == "runs" else args.runs)
+    records = [r for r in records if r["cell"]["strategy"] != "probe"]
+    if bad:
+        raise UsageError(f"{len(bad)} unreadable records, e.g. {bad[0][0]} ({bad[0][1]}); rerun those cells.")
+    family, power = analyse(records, protocol, exploratory=args.exploratory)
+    command = shlex.join(["python", "-m", "llava_df.sweep.confirm", *argv])
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = [_row(c) for c in family]
+    with open(args.out / "comparisons.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    last = last_epoch_fraction(records)
+    write_text(args.out / "comparisons.md", render(family, power, protocol, args.protocol, last, command, args.exploratory))
+    write_text(args.out / "power.json", json.dumps(power | {"command": command}, indent=1) + "\n")
+    print((args.out / "comparisons.md").read_text())
+    return {"family": rows, "power": power}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The confirmatory comparison's statistics: one projector against the reference under one strategy.
+
+How to call::
+
+    c = compare_to_reference(y, a, b, margin=0.02)      # a, b: [seeds, N] test scores, row s = seed s of each
+    family = adjust_family([c1, c2, ...], alpha=0.05)   # Holm (and BH beside it) over the whole family, verdicts
+    mdd = minimum_detectable_difference(se_image, sd_seed, seeds=6)      # at alpha 0.05, power 0.8
+    k = seeds_needed(se_image, sd_seed, target=0.02)                     # the smallest seed count reaching it
+
+The estimate is D = mean over seeds of AUC(a_s) - AUC(b_s) on the same test images. Its error has
+two parts (protocols/confirmatory_v1.md):
+
+- the images: every seed scores the same test images, so this part does not shrink with seeds.
+  DeLong's covariance of the 2k AUCs on those images gives Var_img(D) = c' S c with contrast
+  c = (1/k, ..., 1/k, -1/k, ..., -1/k) (llava_df.sweep.delong);
+- the seeds: the per-seed differences d_s vary with the training seed; that part is s_d^2 / k
+  with s_d their standard deviation (k - 1 degrees of freedom).
+
+SE^2 = Var_img(D) + s_d^2 / k, with Welch-Satterthwaite degrees of freedom
+df = SE^4 / ((s_d^2 / k)^2 / (k - 1)) (the image part's df is taken as infinite: hundreds of
+images), and t = D / SE is referred to Student's t(df). This double-counts a little of the image
+noise (s_d also holds the seed-specific part of it), so it errs on the conservative side.
+
+Equivalence (TOST, Schuirmann 1987): two one-sided t tests against -margin and +margin with the
+same SE and df; p_TOST = the larger one-sided p, equivalent when the (1 - 2 alpha) interval lies
+within +-margin. Multiplicity: Holm over the whole family (statsmodels' multipletests), separately
+for the difference tests and for the equivalence tests; Benjamini-Hochberg reported beside it.
+Verdict per comparison, in this order: "better" / "worse" (Holm-adjusted difference p < alpha),
+"equivalent" (Holm-adjusted TOST p < alpha), else "not resolved at this power".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
+
+from llava_df.sweep.delong import delong
+
+MARGIN = 0.02  # AUC; the protocol's equivalence margin
+ALPHA = 0.05
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str  # e.g. "kan_h64_g3_k2 vs mlp2x_gelu | lora"
+    seeds: int
+    difference: float  # D: mean over seeds of AUC(candidate) - AUC(reference)
+    per_seed: tuple[float, ...]
+    se_image: float  # sqrt(Var_img(D)), DeLong
+    sd_seed: float  # s_d, the SD of the per-seed differences
+    se: float
+    df: float
+    p: float  # two-sided, H0: no difference
+    ci95: tuple[float, float]
+    ci90: tuple[float, float]  # the TOST interval at alpha 0.05
+    p_tost: float  # H0: |difference| >= margin
+    margin: float
+    cohens_dz: float  # D / s_d: the effect in seed-SD units (nan with one seed)
+    p_holm: float = math.nan
+    p_bh: float = math.nan
+    p_tost_holm: float = math.nan
+    verdict: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _satterthwaite(var_image: float, var_seed_mean: float, seeds: int) -> float:
+    if seeds < 2 or var_seed_mean <= 0:
+        return math.inf
+    return (var_image + var_seed_mean) ** 2 / (var_seed_mean**2 / (seeds - 1))
+
+
+def compare_to_reference(y, candidate, reference, *, name: str = "", margin: float = MARGIN) -> Comparison:
+    """The paired comparison of ``candidate`` [seeds, N] against ``reference`` [seeds, N] on labels ``y`` [N]."""
+    a, b = np.atleast_2d(candidate), np.atleast_2d(reference)
+    if a.shape != b.shape:
+        raise ValueError(f"{name}: the two sides need the same seeds and images, got {a.shape} and {b.shape}.")
+    k = a.shape[0]
+    if k < 2:
+        raise ValueError(f"{name}: {k} seed; the seed part of the error needs at least 2 seeds per side.")
+    aucs, cov = delong(y, np.vstack([a, b]))
+    per_seed = aucs[:k] - aucs[k:]
+    contrast = np.concatenate([np.full(k, 1 / k), np.full(k, -1 / k)])
+    var_image = float(max(contrast @ cov @ contrast, 0.0))
+    sd_seed = float(np.std(per_seed, ddof=1))
+    var_seed_mean = sd_seed**2 / k
+    se = math.sqrt(var_image + var_seed_mean)
+    df = _satterthwaite(var_image, var_seed_mean, k)
+    d = float(per_seed.mean())
+    t = scipy_stats.t(df) if math.isfinite(df) else scipy_stats.norm
+    p = float(2 * t.sf(abs(d) / se)) if se > 0 else (1.0 if d == 0 else 0.0)
+    q95, q90 = float(t.ppf(0.975)), float(t.ppf(0.95))
+    p_low = float(t.sf((d + margin) / se))  # H0: D <= -margin
+    p_high = float(t.cdf((d - margin) / se))  # H0: D >= +margin
+    return Comparison(
+        name=name, seeds=k, difference=d, per_seed=tuple(float(x) for x in per_seed), se_image=math.sqrt(var_image),
+        sd_seed=sd_seed, se=se, df=df, p=p, ci95=(d - q95 * se, d + q95 * se), ci90=(d - q90 * se, d + q90 * se),
+        p_tost=max(p_low, p_high), margin=margin, cohens_dz=d / sd_seed if sd_seed > 0 else math.nan,
+    )  # fmt: skip
+
+
+def adjust_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
+    """Holm over the family (difference tests; equivalence tests separately), BH beside it, and verdicts."""
+    if not comparisons:
+        return []
+    p = [c.p for c in comparisons]
+    _, holm, _, _ = multipletests(p, alpha=alpha, method="holm")
+    _, bh, _, _ = multipletests(p, alpha=alpha, method="fdr_bh")
+    _, tost_holm, _, _ = multipletests([c.p_tost for c in comparisons], alpha=alpha, method="holm")
+    out = []
+    for c, ph, pb, pt in zip(comparisons, holm, bh, tost_holm, strict=True):
+        if ph < alpha:
+            verdict = "better" if c.difference > 0 else "worse"
+        elif pt < alpha:
+            verdict = "equivalent"
+        else:
+            verdict = "not resolved at this power"
+        out.append(replace(c, p_holm=float(ph), p_bh=float(pb), p_tost_holm=float(pt), verdict=verdict))
+    return out
+
+
+def minimum_detectable_difference(
+    se_image: float, sd_seed: float, seeds: int, *, alpha: float = ALPHA, power: float = POWER
+) -> float:
+    """The smallest true |D| a two-sided level-``alpha`` test detects with probability ``power``:
+    (t_{1-alpha/2, df} + t_{power, df}) x SE, SE and df as in compare_to_reference."""
+    var_seed_mean = sd_seed**2 / seeds
+    se = math.sqrt(se_image**2 + var_seed_mean)
+    df = _satterthwaite(se_image**2, var_seed_mean, seeds)
+    t = scipy_stats.t(df) if math.isfinite(df) else scipy_stats.norm
+    return float((t.ppf(1 - alpha / 2) + t.ppf(power)) * se)
+
+
+def seeds_needed(
+    se_image: float, sd_seed: float, target: float, *, alpha: float = ALPHA, power: float = POWER, most: int = 64
+) -> int | None:
+    """The fewest seeds (>= 2) with minimum_detectable_difference <= ``target``; None when ``most`` do not reach it
+    (the image part alone is too large: a bigger test set is needed, not more seeds)."""
+    for k in range(2, most + 1):
+        if minimum_detectable_difference(se_image, sd_seed, k, alpha=alpha, power=power) <= target:
+            return k
+    return None
