@@ -56,7 +56,7 @@ def load_protocol(path: Path) -> dict:
 
 
 def _commit_of(path: Path) -> str:
-    done = subprocess.run(["git", "log", "-1", "--format=%h %cs", "--", str(path)], capture_output=True, text=True,
+    done = subprocess.run(["git", "log", "-1", "--format=%h %cs", "--", str(path.resolve())], capture_output=True, text=True,
                           cwd=path.resolve().parent)  # fmt: skip
     return done.stdout.strip() or "not committed"
 
