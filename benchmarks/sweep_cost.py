@@ -1,15 +1,15 @@
 """What one sweep cell costs on the old code path and on today's, and whether the numbers stay.
 
-    python benchmarks/sweep_cost.py                  # old = OLD_COMMIT (before #23), new = the working tree
+    python benchmarks/sweep_cost.py                  # old = OLD_COMMIT (before #23), new = HEAD
     python benchmarks/sweep_cost.py --old fb21c6d --cells mlp2x_gelu__lora__seed0
 
 A fixed handful of sweep cells (one per strategy, MLP and KAN projectors) runs, with the
 committed sweep recipe (configs/sweep_tiny.yaml: 4000 faces, 2 epochs), through:
 
 - ``old``: a git worktree of ``--old`` (the code before the sweep-cost work);
-- ``new``: this checkout, every saving on (feature cache, each image scored once, CPU INT8
+- ``new``: a git worktree of ``--new`` (default HEAD: the committed code), every saving on (feature cache, each image scored once, CPU INT8
   evaluation through the dequantizing matmul);
-- ``new, bnb eval``: this checkout with ``--int8_cpu_eval bitsandbytes``, the only setting that
+- ``new, bnb eval``: the same worktree with ``--int8_cpu_eval bitsandbytes``, the only setting that
   changes a number on purpose: it must equal ``old`` within 1e-6 (the other savings are exact).
 
 Each path runs in one fresh process per path (one thread, as a sweep worker), which first builds
@@ -117,10 +117,8 @@ def profile_head(text: str, lines: int = 40) -> str:
     return "\n".join(kept[:lines])
 
 
-def report(paths: dict, cells: list[str], old: str, command: str) -> str:
-    from llava_df.provenance import cpu_model, git_state
-
-    git = git_state()
+def report(paths: dict, cells: list[str], old: str, new: str, command: str) -> str:
+    from llava_df.provenance import cpu_model
     rows, totals = [], {name: 0.0 for name in paths}
     for cell in cells:
         o, n, b = (paths[k]["cells"][cell] for k in ("old", "new", "new_bnb_eval"))
@@ -134,6 +132,8 @@ def report(paths: dict, cells: list[str], old: str, command: str) -> str:
             f"{o['steps']}, {n['steps']}, {b['steps']} |"
         )
     ratio = totals["new"] / totals["old"]
+    train_share = sum(paths["new"]["cells"][c]["train_s"] for c in cells) / totals["new"]
+    old_share = sum(paths["old"]["cells"][c]["train_s"] for c in cells) / totals["old"]
     exact = all(
         max(max_diff(paths["old"]["cells"][c], paths["new_bnb_eval"]["cells"][c])) <= TOLERANCE for c in cells
     )
@@ -141,8 +141,7 @@ def report(paths: dict, cells: list[str], old: str, command: str) -> str:
     return "\n".join([
         "# Sweep cost: one sweep cell on the old code path and on today's",
         "",
-        f"Command: `{command}`; new code: git {str(git['commit'])[:10]}{' (dirty)' if git['dirty'] else ''}; "
-        f"old code: git {old}; machine: {cpu_model()}, 2 cores, no GPU; one thread per path, as a sweep worker.",
+        f"Command: `{command}`; new code: git {new}; old code: git {old} (both committed, run from git worktrees); machine: {cpu_model()}, 2 cores, no GPU; one thread per path, as a sweep worker.",
         "Recipe: configs/sweep_tiny.yaml (4000 synthetic faces, 2 epochs, LLM.int8 on CPU). Wall time: the whole "
         "`train()` call of the cell (setup, training with its evaluations, final scoring); the benchmark and the "
         "tiny model are built before timing, once per process, as a sweep worker does.",
@@ -153,6 +152,9 @@ def report(paths: dict, cells: list[str], old: str, command: str) -> str:
         "",
         f"**All cells: {totals['old']:.1f} s old, {totals['new']:.1f} s new: ratio {ratio:.2f}** "
         f"(target <= 0.6). The first new cell includes building the feature store: {json.dumps(cache)}.",
+        f"Where the new path's time goes: {train_share:.0%} in the Trainer's train() (the LLM's forward and backward "
+        f"of every step and the two validation passes; old: {old_share:.0%}), the rest in setup and the final scoring "
+        "of test and held-out as one set; the profiles below break it down.",
         "",
         f"- `new, bnb eval` (`--int8_cpu_eval bitsandbytes`: every saving but the evaluation matmul) equals old within "
         f"{TOLERANCE:g} on every AUC and every image's P(Fake): **{'yes' if exact else 'NO'}**. So the feature cache "
@@ -180,6 +182,7 @@ def report(paths: dict, cells: list[str], old: str, command: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--old", default=OLD_COMMIT, help="The commit of the old path (a git worktree of it).")
+    ap.add_argument("--new", default="HEAD", help="The commit of the new path (a git worktree of it).")
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--out", default=str(ROOT / "results" / "sweep_cost.md"))
     ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
@@ -193,21 +196,23 @@ def main() -> None:
     command = shlex.join(["python", "benchmarks/sweep_cost.py", *sys.argv[1:]])
     with tempfile.TemporaryDirectory(prefix="llava_df_cost_") as tmp:
         scratch = Path(tmp)
-        old_code = scratch / "old_code"
-        subprocess.run(
-            ["git", "worktree", "add", "-q", "--detach", str(old_code), args.old], check=True, cwd=ROOT
-        )
+        old_code, new_code = scratch / "old_code", scratch / "new_code"
+        new = subprocess.run(["git", "rev-parse", "--short", args.new], check=True, cwd=ROOT, capture_output=True,
+                             text=True).stdout.strip()  # fmt: skip
+        for code, commit in ((old_code, args.old), (new_code, new)):
+            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(code), commit], check=True, cwd=ROOT)
         try:
             paths = {}
-            for name, code, extra in (("old", old_code, []), ("new", ROOT, []),
-                                      ("new_bnb_eval", ROOT, ["--int8_cpu_eval", "bitsandbytes"])):  # fmt: skip
+            for name, code, extra in (("old", old_code, []), ("new", new_code, []),
+                                      ("new_bnb_eval", new_code, ["--int8_cpu_eval", "bitsandbytes"])):  # fmt: skip
                 started = time.time()
                 paths[name] = run_path(code, cells, extra, scratch / name)
                 print(f"{name}: {time.time() - started:.0f} s", flush=True)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old_code)], cwd=ROOT)
+            for code in (old_code, new_code):
+                subprocess.run(["git", "worktree", "remove", "--force", str(code)], cwd=ROOT)
     sys.path.insert(0, str(ROOT))
-    Path(args.out).write_text(report(paths, cells, args.old, command))
+    Path(args.out).write_text(report(paths, cells, args.old, new, command))
     summary = {name: {c: {k: v for k, v in r.items() if k not in ("scores", "ids")} for c, r in p["cells"].items()}
                for name, p in paths.items()}  # fmt: skip
     Path(args.out).with_suffix(".json").write_text(
