@@ -31,7 +31,9 @@ def write_records(folder, benchmark_seed, seeds=(0, 1, 2), shift=None):
                 "metrics": {"test": {"auc": 0.9}, "best_val_entry": {"step": 10 if seed else 20}},
                 "steps": 20,
                 "config": {"data": {"synthetic_seed": benchmark_seed}},
-                "scores": {"test": {"id": [f"i{i}" for i in range(400)], "p_fake": p.tolist(), "is_fake": y.tolist()}},
+                "scores": {
+                    "test": {"id": [f"i{i}" for i in range(400)], "p_fake": p.tolist(), "is_fake": y.tolist()}
+                },
             }
             (runs / f"{name}.json").write_text(json.dumps(record))
     return runs
@@ -60,7 +62,11 @@ def test_development_runs_are_refused_unless_labelled_exploratory(tmp_path, caps
     with pytest.raises(SystemExit):
         main(["--protocol", str(protocol), "--runs", str(runs), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "benchmark seed 0, the protocol's is 77" in err and "--exploratory" in err
+    assert (
+        err.startswith("error:")
+        and "benchmark seed 0, the protocol's is 77" in err
+        and "--exploratory" in err
+    )
     main(["--protocol", str(protocol), "--runs", str(runs), "--out", str(tmp_path / "o"), "--exploratory"])
     assert (tmp_path / "o" / "comparisons.md").read_text().startswith("# EXPLORATORY")
 

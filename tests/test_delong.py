@@ -25,8 +25,12 @@ def slow_delong(y, scores):
                 v10[r, i] += psi / n
                 v01[r, j] += psi / m
     aucs = v10.mean(axis=1)
-    s10 = np.array([[np.sum((v10[r] - aucs[r]) * (v10[s] - aucs[s])) / (m - 1) for s in range(k)] for r in range(k)])
-    s01 = np.array([[np.sum((v01[r] - aucs[r]) * (v01[s] - aucs[s])) / (n - 1) for s in range(k)] for r in range(k)])
+    s10 = np.array(
+        [[np.sum((v10[r] - aucs[r]) * (v10[s] - aucs[s])) / (m - 1) for s in range(k)] for r in range(k)]
+    )
+    s01 = np.array(
+        [[np.sum((v01[r] - aucs[r]) * (v01[s] - aucs[s])) / (n - 1) for s in range(k)] for r in range(k)]
+    )
     return aucs, s10 / m + s01 / n
 
 

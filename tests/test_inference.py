@@ -49,8 +49,12 @@ def test_holm_bh_and_the_three_verdicts():
     rng = np.random.default_rng(2)
     y = np.repeat([0, 1], 400)
     shared = rng.normal(size=800) + y
-    same = compare_to_reference(y, scores(rng, y, 6, 0.0, shared), scores(rng, y, 6, 0.0, shared), name="same", margin=0.05)
-    worse = compare_to_reference(y, scores(rng, y, 6, -0.8, shared), scores(rng, y, 6, 0.0, shared), name="worse")
+    same = compare_to_reference(
+        y, scores(rng, y, 6, 0.0, shared), scores(rng, y, 6, 0.0, shared), name="same", margin=0.05
+    )
+    worse = compare_to_reference(
+        y, scores(rng, y, 6, -0.8, shared), scores(rng, y, 6, 0.0, shared), name="worse"
+    )
     tiny_n = np.repeat([0, 1], 8)
     vague = compare_to_reference(tiny_n, rng.normal(size=(2, 16)), rng.normal(size=(2, 16)), name="vague")
     family = adjust_family([same, worse, vague])
@@ -69,5 +73,11 @@ def test_mdd_uses_t_quantiles_and_more_seeds_shrink_it_to_the_image_floor():
     assert mdd3 > z_version  # t quantiles with few df: larger than the normal approximation
     assert minimum_detectable_difference(se_img, sd, 8) < mdd3
     k = seeds_needed(se_img, sd, 0.02)
-    assert minimum_detectable_difference(se_img, sd, k) <= 0.02 < minimum_detectable_difference(se_img, sd, k - 1)
-    assert seeds_needed(0.02, sd, 0.02) is None  # the image part alone exceeds the target: more seeds cannot help
+    assert (
+        minimum_detectable_difference(se_img, sd, k)
+        <= 0.02
+        < minimum_detectable_difference(se_img, sd, k - 1)
+    )
+    assert (
+        seeds_needed(0.02, sd, 0.02) is None
+    )  # the image part alone exceeds the target: more seeds cannot help

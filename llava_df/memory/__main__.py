@@ -6,6 +6,7 @@ How to call (``python -m llava_df.memory plan ...`` is the same command)::
     llava-df plan --model_name_or_path llava-hf/llava-1.5-7b-hf --strategy lora --bits 8 \\
         --bf16 true --per_device_train_batch_size 4 --gradient_checkpointing true [--json]
     llava-df plan --config ... --budget 24GB [--margin 0.1] [--top 3]
+    llava-df plan --check outputs/run1 outputs/run2 ...   # planned vs measured peak of finished runs, worst error
     llava-df plan --help                    # the planner's own flags, with their defaults
 
 Every training flag is accepted (``llava-df train --help``); the planner's own are PlanArguments
@@ -25,6 +26,7 @@ from typing import Literal
 from llava_df.cli_args import parse_verb
 from llava_df.errors import UsageError, cli_entry
 from llava_df.memory.budget import parse_size, search
+from llava_df.memory.check import check_runs, format_check
 from llava_df.memory.plan import format_plan, make_plan
 
 GIB = 2**30
@@ -47,6 +49,11 @@ class PlanArguments:
     no_dry_run: bool = field(
         default=False, metadata={"help": "Closed form only: no dry run of the model on meta tensors."}
     )
+    check: list[str] | None = field(
+        default=None,
+        metadata={"help": "Finished run folders (or their results.json, or sweep record files or folders): print "
+                          "each run's planned against measured peak and the worst relative error."},
+    )  # fmt: skip
 
 
 @cli_entry
@@ -68,6 +75,14 @@ def main(argv: list[str]) -> dict:
         )
     if opts.top < 1:
         raise UsageError(f"--top {opts.top}: expected at least 1.")
+    if opts.check is not None:
+        if train_argv:
+            raise UsageError(
+                f"--check reads finished runs; drop the training flags {' '.join(train_argv[:3])} ..."
+            )
+        rows = check_runs(opts.check)
+        print(json.dumps(rows, indent=2) if opts.json else format_check(rows))
+        return {"runs": rows}
     if opts.budget is not None:
         found = search(
             train_argv, budget_bytes=parse_size(opts.budget), margin=opts.margin, target=opts.target,

@@ -6,6 +6,8 @@ How to call::
     meter.reset()             # before the model loads, so the peak covers weights + training
     ...                       # build, train
     meter.read()              # {'device': 'cuda', 'peak_allocated_mb': ..., 'peak_reserved_mb': ...}
+    meter.take_interval()     # the peak since the last interval (or reset), then the counters restart;
+                              # read() still covers the whole run (the intervals' maxima are carried)
 
 CUDA: torch's allocator counters (max_memory_allocated / max_memory_reserved), reset by
 reset_peak_memory_stats. CPU: the process peak resident set size, VmHWM in /proc/self/status.
@@ -34,8 +36,28 @@ class PeakMemory:
         self.device = torch.device(device)
         self.peak_since = "process start"
         self.rss_at_reset_mb: float | None = None
+        self._carried: dict[str, float] = {}  # the largest interval peaks taken so far
+
+    def _counters(self) -> dict[str, float]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return {"peak_allocated_mb": torch.cuda.max_memory_allocated(self.device) / MB,
+                    "peak_reserved_mb": torch.cuda.max_memory_reserved(self.device) / MB}  # fmt: skip
+        return {"peak_rss_mb": cpu_peak_rss_mb()}
+
+    def take_interval(self) -> dict[str, float]:
+        """The peak figures since the previous interval (MiB), and restart the device's counters."""
+        now = self._counters()
+        for key, value in now.items():
+            self._carried[key] = max(self._carried.get(key, 0.0), value)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            _reset_linux_peak_rss()  # where it cannot, the next interval repeats the process peak
+        return now
 
     def reset(self) -> None:
+        self._carried = {}
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -45,18 +67,13 @@ class PeakMemory:
         self.rss_at_reset_mb = _proc_status_mb("VmRSS")
 
     def read(self) -> dict:
-        """Peak figures in MiB; also the metric names logged (peak_*_mb)."""
+        """Peak figures in MiB since reset(), intervals included; also the metric names logged (peak_*_mb)."""
+        peaks = {k: max(v, self._carried.get(k, 0.0)) for k, v in self._counters().items()}
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return {
-                "device": "cuda",
-                "peak_allocated_mb": torch.cuda.max_memory_allocated(self.device) / MB,
-                "peak_reserved_mb": torch.cuda.max_memory_reserved(self.device) / MB,
-                "peak_since": self.peak_since,
-            }
+            return {"device": "cuda", **peaks, "peak_since": self.peak_since}
         return {
             "device": "cpu",
-            "peak_rss_mb": cpu_peak_rss_mb(),
+            **peaks,
             "rss_at_reset_mb": self.rss_at_reset_mb,
             "peak_since": self.peak_since,
         }

@@ -274,6 +274,13 @@ class TrainingArguments(transformers.TrainingArguments):
     mpt_attn_impl: str | None = field(
         default="triton", metadata={"help": "Accepted for LLaVA's scripts; MPT models are not supported."}
     )
+    skip_memory_check: bool = field(
+        default=False,
+        metadata={
+            "help": "CUDA: run even when the memory plan is above the GPU's free memory (by default the run stops "
+            "before loading weights, with the planner's --budget answer for that memory)."
+        },
+    )
     feature_cache: str = field(
         default="auto",
         metadata={

@@ -47,8 +47,19 @@ def load_protocol(path: Path) -> dict:
     try:
         protocol = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise UsageError(f"--protocol {path}: unreadable ({type(err).__name__}). Pass protocols/<name>.yaml.") from None
-    need = ("reference", "candidates", "strategies", "margin", "alpha", "power", "target_mdd", "benchmark_seed")
+        raise UsageError(
+            f"--protocol {path}: unreadable ({type(err).__name__}). Pass protocols/<name>.yaml."
+        ) from None
+    need = (
+        "reference",
+        "candidates",
+        "strategies",
+        "margin",
+        "alpha",
+        "power",
+        "target_mdd",
+        "benchmark_seed",
+    )
     missing = [k for k in need if k not in (protocol or {})]
     if missing:
         raise UsageError(f"--protocol {path}: missing {', '.join(missing)}; every protocol states them.")
@@ -61,7 +72,9 @@ def _commit_of(path: Path) -> str:
     return done.stdout.strip() or "not committed"
 
 
-def pair_scores(records: list[dict], protocol: dict, exploratory: bool) -> tuple[dict, np.ndarray | None, list[str]]:
+def pair_scores(
+    records: list[dict], protocol: dict, exploratory: bool
+) -> tuple[dict, np.ndarray | None, list[str]]:
     """({(projector, strategy): {seed: p_fake array}}, labels of the shared test images, notes)."""
     cells: dict = defaultdict(dict)
     y, ids, notes = None, None, []
@@ -79,7 +92,9 @@ def pair_scores(records: list[dict], protocol: dict, exploratory: bool) -> tuple
         if ids is None:
             ids, y = test["id"], np.asarray(test["is_fake"])
         elif test["id"] != ids:
-            raise UsageError(f"{cell['name']}: other test images than the first record; runs of one benchmark only.")
+            raise UsageError(
+                f"{cell['name']}: other test images than the first record; runs of one benchmark only."
+            )
         cells[(cell["projector"], cell["strategy"])][cell["seed"]] = np.asarray(test["p_fake"], dtype=float)
     return cells, y, notes
 
@@ -175,9 +190,13 @@ def render(family, power: dict, protocol: dict, protocol_path: Path, last: tuple
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m llava_df.sweep.confirm", description=__doc__.split("\n")[0])
     ap.add_argument("--protocol", required=True, type=Path)
-    ap.add_argument("--runs", required=True, type=Path, help="A folder of run records (results/comparison/runs).")
+    ap.add_argument(
+        "--runs", required=True, type=Path, help="A folder of run records (results/comparison/runs)."
+    )
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--exploratory", action="store_true", help="Analyse records of another benchmark seed, labelled so.")
+    ap.add_argument(
+        "--exploratory", action="store_true", help="Analyse records of another benchmark seed, labelled so."
+    )
     args = ap.parse_args(argv)
     protocol = load_protocol(args.protocol)
     if not args.runs.is_dir():
@@ -195,7 +214,10 @@ def main(argv: list[str]) -> dict:
         writer.writeheader()
         writer.writerows(rows)
     last = last_epoch_fraction(records)
-    write_text(args.out / "comparisons.md", render(family, power, protocol, args.protocol, last, command, args.exploratory))
+    write_text(
+        args.out / "comparisons.md",
+        render(family, power, protocol, args.protocol, last, command, args.exploratory),
+    )
     write_text(args.out / "power.json", json.dumps(power | {"command": command}, indent=1) + "\n")
     print((args.out / "comparisons.md").read_text())
     return {"family": rows, "power": power}

@@ -27,7 +27,9 @@ def _check(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y)
     scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     if scores.shape[1] != len(y):
-        raise ValueError(f"scores have {scores.shape[1]} images, labels {len(y)}; pass scores of the labelled images.")
+        raise ValueError(
+            f"scores have {scores.shape[1]} images, labels {len(y)}; pass scores of the labelled images."
+        )
     if not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be 0 (real) or 1 (fake).")
     if (y == 1).sum() < 2 or (y == 0).sum() < 2:

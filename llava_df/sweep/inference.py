@@ -80,7 +80,9 @@ def compare_to_reference(y, candidate, reference, *, name: str = "", margin: flo
     """The paired comparison of ``candidate`` [seeds, N] against ``reference`` [seeds, N] on labels ``y`` [N]."""
     a, b = np.atleast_2d(candidate), np.atleast_2d(reference)
     if a.shape != b.shape:
-        raise ValueError(f"{name}: the two sides need the same seeds and images, got {a.shape} and {b.shape}.")
+        raise ValueError(
+            f"{name}: the two sides need the same seeds and images, got {a.shape} and {b.shape}."
+        )
     k = a.shape[0]
     if k < 2:
         raise ValueError(f"{name}: {k} seed; the seed part of the error needs at least 2 seeds per side.")
@@ -138,7 +140,13 @@ def minimum_detectable_difference(
 
 
 def seeds_needed(
-    se_image: float, sd_seed: float, target: float, *, alpha: float = ALPHA, power: float = POWER, most: int = 64
+    se_image: float,
+    sd_seed: float,
+    target: float,
+    *,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    most: int = 64,
 ) -> int | None:
     """The fewest seeds (>= 2) with minimum_detectable_difference <= ``target``; None when ``most`` do not reach it
     (the image part alone is too large: a bigger test set is needed, not more seeds)."""

@@ -78,6 +78,7 @@ def build_record(cell: Cell, results: dict, scores: dict, key: str, init: str) -
             "projector_macs_per_token": checks.get("projector_macs_per_token"),
         },
         "peak_memory": results["peak_memory"],
+        "memory_check": results.get("memory_check"),
         "time": results.get("time"),
         "steps": results["steps"],
         "env": results["env"] | {"packages": package_versions()},

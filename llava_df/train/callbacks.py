@@ -179,6 +179,16 @@ class HistoryCallback(TrainerCallback, ExportableState):
         self.path = Path(path)
         self.plateau = plateau
         self.entries: list[dict] = []
+        self.memory_steps: list[dict] = []  # the training logs' memory fields since the last evaluation
+
+    def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        memory = {
+            k: v
+            for k, v in (logs or {}).items()
+            if k.startswith(("peak_", "planned_peak_")) and k.endswith("_mib")
+        }
+        if memory and "loss" in logs:
+            self.memory_steps.append({"step": state.global_step, **memory})
 
     def on_evaluate(self, args, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
         if not metrics or "eval_loss" not in metrics:
@@ -196,6 +206,9 @@ class HistoryCallback(TrainerCallback, ExportableState):
         else:
             optimizer = kwargs.get("optimizer")
             entry["lr"] = optimizer.param_groups[0]["lr"] if optimizer is not None else None
+        if self.memory_steps:  # per logging step since the previous evaluation: the peak beside the plan
+            entry["memory"] = self.memory_steps
+            self.memory_steps = []
         self.entries.append(entry)  # every process keeps the history (resumable state); one writes it
         if getattr(args, "should_save", True):
             write_json(self.path, self.entries)

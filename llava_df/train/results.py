@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from llava_df.eval.scoring import FinalScores
+from llava_df.memory.check import memory_check
 from llava_df.model.checkpoint import weights_identity
 
 
@@ -73,9 +74,9 @@ def build_results(
         },  # fmt: skip
         "test_weights": test_dir.name,
         "peak_memory": peak,
-        "memory_plan": run_config["checks"].get(
-            "memory_plan"
-        ),  # predicted before launch, beside the measured peak
+        "memory_plan": run_config["checks"].get("memory_plan"),  # predicted before launch
+        # the planner checked by this run: planned vs measured, the method, the device, the error
+        "memory_check": memory_check(peak, run_config["checks"].get("memory_plan")),
         "time": {
             "train_s": train_metrics.get("train_runtime"),
             "steps_this_segment": steps,

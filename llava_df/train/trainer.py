@@ -20,6 +20,7 @@ from llava_df.model.anatomy import projector as projector_of
 from llava_df.model.anatomy import unwrap
 from llava_df.model.checkpoint import CheckpointRecord, load_trainable_weights, save_trainable
 from llava_df.model.strategies import param_groups
+from llava_df.train.memory_watch import log_fields
 
 
 class NonFiniteLossError(RunError):
@@ -48,11 +49,30 @@ class DeepfakeTrainer(AnswerTrainer):
       returns only the logits (what AnswerScores reads).
     - a non-finite loss stops training before the optimizer step applies it, naming the step;
       the checkpoints written so far stay as they are.
+    - every training log carries the peak memory since the previous one beside the plan's peak.
     """
 
-    def __init__(self, *args, record: CheckpointRecord, **kwargs):
+    def __init__(
+        self,
+        *args,
+        record: CheckpointRecord,
+        memory_meter=None,
+        planned_peak_mb: float | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.record = record  # what every checkpoint records besides its weights
+        self.memory_meter = (
+            memory_meter  # PeakMemory: each training log carries the peak since the previous one
+        )
+        self.planned_peak_mb = planned_peak_mb
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        """Each training log (the one with ``loss``) also carries the peak memory since the previous one and
+        the plan's peak (llava_df.train.memory_watch), so the progress line, tensorboard and the history have it."""
+        if self.memory_meter is not None and "loss" in logs:
+            logs = {**logs, **log_fields(self.memory_meter.take_interval(), self.planned_peak_mb)}
+        super().log(logs, start_time)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """checkpoint-N/ (and any save_model call) gets our trained parts, never the frozen base.

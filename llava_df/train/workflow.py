@@ -62,6 +62,7 @@ from llava_df.train.callbacks import (
     ValScoresCallback,
     restore_callback_states,
 )
+from llava_df.train.memory_watch import PhaseCallback, oom_error, preflight
 from llava_df.train.outdir import check_output_dir, claim_output_dir, is_main_process, resume_request
 from llava_df.train.results import build_results, summary_line
 from llava_df.train.resume import add_segment, check_resume_config
@@ -108,6 +109,7 @@ def train(spec: RunSpec, callbacks: tuple = ()) -> dict:
     plan = memory_plan(spec, data)
     if t.plan_only:
         return {"memory_plan": plan}
+    preflight(spec, compact(plan))  # CUDA: the plan against the GPU's free memory, before any weight loads
     # Shared caches (the tiny preset, an assembled LLaVA) are built (once, by whichever process comes
     # first) before the output folder is claimed, so the claim's barrier never waits on a build.
     materialize_base(spec.model, torch_dtype=torch_dtype(t))
@@ -228,6 +230,7 @@ def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: 
     metrics_fn = None if caption else AnswerMetrics.for_split(val_ds, drop_nonfinite=t.drop_nonfinite_scores)
     val_scores = ValScoresCallback(metrics_fn)
 
+    phase = PhaseCallback()  # what the Trainer is doing, for an out-of-memory message
     plateau = PlateauCallback.from_args(
         t, on_best=lambda model, state: save_trainable(model, out / "best", record, step=state.global_step)
     )
@@ -239,13 +242,15 @@ def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: 
         eval_dataset=val_ds,
         data_collator=data.collator,
         # history reads plateau's decision: keep this order; claim marks checkpoints complete
-        callbacks=[plateau, history, val_scores, claim.callback(), *callbacks],
+        callbacks=[phase, plateau, history, val_scores, claim.callback(), *callbacks],
         compute_metrics=metrics_fn,
         preprocess_logits_for_metrics=None if caption else AnswerScores(data.fake_id, data.real_id),
         record=record,
         extra_input_keys=getattr(data.collator, "extra_keys", ()),
+        memory_meter=meter,
+        planned_peak_mb=(run_config["checks"].get("memory_plan") or {}).get("predicted_peak_mb"),
     )
-    train_metrics = fit(trainer, resume, run_config, [plateau, history])
+    train_metrics = fit(trainer, resume, run_config, [plateau, history], phase=phase)
 
     if trainer.args.should_save:
         save_trainable(trainer.model, out / "final", record, step=trainer.state.global_step)
@@ -281,8 +286,21 @@ def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: 
     return results
 
 
-def fit(trainer: DeepfakeTrainer, resume: str | None, run_config: dict, stateful_callbacks: list) -> dict:
-    """trainer.train(), resumed when ``resume``; returns the Trainer's train metrics."""
+def fit(trainer: DeepfakeTrainer, resume: str | None, run_config: dict, stateful_callbacks: list,
+        phase: PhaseCallback | None = None) -> dict:  # fmt: skip
+    """trainer.train(), resumed when ``resume``; returns the Trainer's train metrics. A CUDA out-of-memory
+    error ends in one error line naming the step, the phase, the planned and measured peaks."""
+    try:
+        return _fit(trainer, resume, run_config, stateful_callbacks)
+    except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError since 2.5; the same class
+        planned = (run_config["checks"].get("memory_plan") or {}).get("predicted_peak_mb")
+        peak = trainer.memory_meter.read() if trainer.memory_meter is not None else {}
+        out = trainer.args.output_dir
+        raise oom_error(trainer.state.global_step, phase.phase if phase else "training", planned, peak, out,
+                        Path(out) / "config.yaml") from None  # fmt: skip
+
+
+def _fit(trainer: DeepfakeTrainer, resume: str | None, run_config: dict, stateful_callbacks: list) -> dict:
     t = trainer.args
     if resume:
         restored = restore_callback_states(stateful_callbacks, resume)
