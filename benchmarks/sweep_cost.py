@@ -119,6 +119,7 @@ def profile_head(text: str, lines: int = 40) -> str:
 
 def report(paths: dict, cells: list[str], old: str, new: str, command: str) -> str:
     from llava_df.provenance import cpu_model
+
     rows, totals = [], {name: 0.0 for name in paths}
     for cell in cells:
         o, n, b = (paths[k]["cells"][cell] for k in ("old", "new", "new_bnb_eval"))
@@ -200,7 +201,9 @@ def main() -> None:
         new = subprocess.run(["git", "rev-parse", "--short", args.new], check=True, cwd=ROOT, capture_output=True,
                              text=True).stdout.strip()  # fmt: skip
         for code, commit in ((old_code, args.old), (new_code, new)):
-            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(code), commit], check=True, cwd=ROOT)
+            subprocess.run(
+                ["git", "worktree", "add", "-q", "--detach", str(code), commit], check=True, cwd=ROOT
+            )
         try:
             paths = {}
             for name, code, extra in (("old", old_code, []), ("new", new_code, []),
