@@ -78,3 +78,53 @@ def test_a_comparison_without_two_paired_seeds_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--protocol", str(protocol), "--runs", str(runs), "--out", str(tmp_path / "o")])
     assert "kan_light vs mlp2x_gelu under lora: 1 paired seeds" in capsys.readouterr().err
+
+
+def test_the_built_in_analysis_is_the_committed_protocols():
+    from llava_df.sweep.confirm import DEFAULT_PROTOCOL, load_protocol
+    from llava_df.sweep.inference import Analysis
+
+    protocol = load_protocol(DEFAULT_PROTOCOL)
+    built_in = Analysis()
+    assert (built_in.margin, built_in.alpha, built_in.power, built_in.target_mdd) == (
+        protocol["margin"], protocol["alpha"], protocol["power"], protocol["target_mdd"],
+    )  # fmt: skip
+
+
+def test_the_comparison_table_and_confirm_apply_one_analysis(tmp_path):
+    """The sweep's tables judge each cell as confirm does: the same p, Holm-adjusted p and verdict."""
+    from llava_df.sweep.confirm import analyse
+    from llava_df.sweep.inference import Analysis
+    from llava_df.sweep.record import read_records
+    from llava_df.sweep.report import aggregate
+
+    runs = write_records(tmp_path / "results" / "comparison", benchmark_seed=77)
+    for path in runs.glob("*.json"):  # the fields a table row reads besides the scores
+        record = json.loads(path.read_text())
+        record |= {"projector_init": "random", "parameters": {"trainable": 10, "projector": 5},
+                   "peak_memory": {"device": "cpu", "peak_rss_mb": 900.0}, "time": {"s_per_step": 0.1},
+                   "env": {"git": {"commit": "abc", "dirty": False}}}  # fmt: skip
+        record["metrics"] |= {
+            "heldout": {"auc": 0.6, "acc_face_swap": 0.5, "acc_none": 0.9},
+            "val": {"auc": 0.9},
+        }
+        record["metrics"]["test"] |= {"accuracy": 0.8, "auc_gan_upsample": 0.95}
+        path.write_text(json.dumps(record))
+    protocol_file = tmp_path / "p.yaml"
+    protocol_file.write_text(yaml.safe_dump(PROTOCOL))
+    summary = aggregate(tmp_path / "results", command="test", protocol=protocol_file)
+    records, _ = read_records(tmp_path / "results" / "comparison")
+    family, power = analyse(records, PROTOCOL)
+    rows = {r["projector"]: r for r in summary["rows"]}
+    for c in family:
+        row = rows[c.name.split(" vs ")[0]]
+        assert row["vs_ref_p"] == pytest.approx(c.p) and row["vs_ref_p_holm"] == pytest.approx(c.p_holm)
+        assert row["vs_ref_verdict"] == c.verdict
+    assert rows["linear"]["vs_ref_verdict"] == "worse" and rows["mlp2x_gelu"]["vs_ref_verdict"] == "reference"
+    assert summary["power"]["mdd"] == pytest.approx(power["mdd"])
+    table = (tmp_path / "results" / "comparison.md").read_text()
+    assert "**Confirmatory**: every run is on the protocol's benchmark (--synthetic_seed 77)" in table
+    assert "**Runs that selected their last evaluation: 3 of 9 (33%).** More than one in five" in table
+    assert f"settings from {protocol_file}" in table and Analysis.from_protocol(PROTOCOL, "x").margin == 0.02
+    for png in ("auc_vs_planned_7b_peak.png", "auc_vs_trainable_params.png", "family_auc.png"):
+        assert (tmp_path / "results" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

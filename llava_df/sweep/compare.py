@@ -53,6 +53,7 @@ from llava_df.sweep.cells import (
     Cell,
     grid,
 )
+from llava_df.sweep.confirm import load_protocol
 from llava_df.sweep.pool import run_pool, stopping
 from llava_df.sweep.probes import PROBES, run_probes, tower_features
 from llava_df.sweep.record import (
@@ -109,7 +110,11 @@ class CompareArguments:
     aggregate: bool = field(
         default=False, metadata={"help": "Only rebuild tables and plots from the run JSONs."}
     )
-    n_boot: int = field(default=1000, metadata={"help": "Bootstrap resamples of the paired test."})
+    protocol: str | None = field(
+        default=None,
+        metadata={"help": "The analysis protocol the tables apply (margin, alpha, power, benchmark seed); default "
+                          "protocols/confirmatory_v1.yaml of the repository, or its values built in."},
+    )  # fmt: skip
     skip_probes: bool = field(
         default=False,
         metadata={"help": "Do not run the feature probes (linear / MLP / KAN on the frozen tower's features, the "
@@ -215,6 +220,8 @@ def parse(argv: list[str]):
     unknown = sorted(set(args.stage1) - set(args.projectors))
     if unknown:
         raise UsageError(f"--stage1 names {unknown}, which are not in --projectors {args.projectors}.")
+    if args.protocol is not None:
+        load_protocol(Path(args.protocol))  # a missing or incomplete protocol is refused before any run
     return args, train_flags
 
 
@@ -254,7 +261,7 @@ def run_cell(cell: Cell, argv: list[str], record_file: str, key: str) -> dict:
 
 # ---- feature probes (the ceiling rows) ------------------------------------------------------
 def run_probe_records(args, train_flags: list[str], command: str) -> None:
-    """Probe records for the recipe's data (comparison/probes.py), reused while their key holds."""
+    """Probe records for the recipe's data (sweep/probes.py), reused while their key holds."""
 
     cell = next(iter(grid([REFERENCE], ["projector_only"], args.seeds[:1])))
     spec = parse_spec(cell_argv(args, train_flags, cell))
@@ -355,7 +362,7 @@ def main(argv: list[str]) -> dict:
             print(f"failed: {line}", file=sys.stderr)
     if not args.aggregate and not args.skip_probes:
         run_probe_records(args, train_flags, command)
-    summary = aggregate(args.results_dir, command, n_boot=args.n_boot)
+    summary = aggregate(args.results_dir, command, protocol=Path(args.protocol) if args.protocol else None)
     if not args.aggregate and not args.only_probes and failures:
         raise RunError(
             f"{len(failures)} runs failed (listed above; logs in {args.runs_dir}); the tables hold the others."

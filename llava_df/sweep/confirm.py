@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import shlex
 import subprocess
 from collections import defaultdict
@@ -31,14 +30,11 @@ import yaml
 
 from llava_df.errors import UsageError, cli_entry
 from llava_df.io import write_text
-from llava_df.sweep.inference import (
-    adjust_family,
-    compare_to_reference,
-    minimum_detectable_difference,
-    seeds_needed,
-)
-from llava_df.sweep.record import read_records
+from llava_df.sweep.inference import Analysis, adjust_family, compare_to_reference, power_summary
+from llava_df.sweep.record import last_epoch_fraction, read_records
 
+# The repository's protocol (an editable checkout); an installed wheel has none and uses inference's defaults.
+DEFAULT_PROTOCOL = Path(__file__).resolve().parents[2] / "protocols" / "confirmatory_v1.yaml"
 COLUMNS = ("comparison", "strategy", "seeds", "difference", "ci95_low", "ci95_high", "ci90_low", "ci90_high", "se",
            "se_image", "sd_seed", "df", "cohens_dz", "p", "p_holm", "p_bh", "p_tost", "p_tost_holm", "verdict")  # fmt: skip
 
@@ -99,15 +95,6 @@ def pair_scores(
     return cells, y, notes
 
 
-def last_epoch_fraction(records: list[dict]) -> tuple[int, int]:
-    """(runs whose selected weights are their last evaluation, runs)."""
-    last = 0
-    for r in records:
-        best = (r["metrics"].get("best_val_entry") or {}).get("step")
-        last += best is not None and best == r["steps"]
-    return last, len(records)
-
-
 def analyse(records: list[dict], protocol: dict, exploratory: bool = False) -> tuple[list, dict]:
     cells, y, _ = pair_scores(records, protocol, exploratory)
     ref = protocol["reference"]
@@ -127,18 +114,7 @@ def analyse(records: list[dict], protocol: dict, exploratory: bool = False) -> t
                 name=f"{candidate} vs {ref} | {strategy}", margin=protocol["margin"],
             ))  # fmt: skip
     family = adjust_family(comparisons, alpha=protocol["alpha"])
-    se_image = math.sqrt(np.mean([c.se_image**2 for c in family]))
-    sd_seed = math.sqrt(np.mean([c.sd_seed**2 for c in family]))
-    k = min(c.seeds for c in family)
-    m = len(family)
-    alpha, power, target = protocol["alpha"], protocol["power"], protocol["target_mdd"]
-    power_info = {
-        "pooled_se_image": se_image, "pooled_sd_seed": sd_seed, "seeds": k, "family_size": m,
-        "mdd": minimum_detectable_difference(se_image, sd_seed, k, alpha=alpha, power=power),
-        "mdd_bonferroni": minimum_detectable_difference(se_image, sd_seed, k, alpha=alpha / m, power=power),
-        "seeds_for_target": seeds_needed(se_image, sd_seed, target, alpha=alpha, power=power),
-        "seeds_for_target_bonferroni": seeds_needed(se_image, sd_seed, target, alpha=alpha / m, power=power),
-    }  # fmt: skip
+    power_info = power_summary(family, Analysis.from_protocol(protocol, "protocol"))
     return family, power_info
 
 

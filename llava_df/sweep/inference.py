@@ -40,9 +40,28 @@ from statsmodels.stats.multitest import multipletests
 
 from llava_df.sweep.delong import delong
 
-MARGIN = 0.02  # AUC; the protocol's equivalence margin
+# protocols/confirmatory_v1.yaml's values, used where no protocol file is at hand (an installed wheel);
+# tests/test_confirm.py checks that they agree with the file.
+MARGIN = 0.02  # AUC; the protocol's equivalence margin and its target minimum detectable difference
 ALPHA = 0.05
 POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The settings a family of comparisons is judged by: from a protocol file, or the defaults above."""
+
+    margin: float = MARGIN
+    alpha: float = ALPHA
+    power: float = POWER
+    target_mdd: float = MARGIN
+    benchmark_seed: int | None = None  # the confirmatory test set's --synthetic_seed (None: not stated)
+    source: str = "the built-in defaults (protocols/confirmatory_v1.yaml's values)"
+
+    @classmethod
+    def from_protocol(cls, protocol: dict, source: str) -> Analysis:
+        return cls(margin=protocol["margin"], alpha=protocol["alpha"], power=protocol["power"],
+                   target_mdd=protocol["target_mdd"], benchmark_seed=protocol.get("benchmark_seed"), source=source)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,23 @@ def adjust_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[C
             verdict = "not resolved at this power"
         out.append(replace(c, p_holm=float(ph), p_bh=float(pb), p_tost_holm=float(pt), verdict=verdict))
     return out
+
+
+def power_summary(family: list[Comparison], analysis: Analysis) -> dict:
+    """The family's power at the seeds it ran: pooled image SE and seed SD (root mean squares over the
+    comparisons), the minimum detectable difference at alpha and at Holm's first step (alpha / m), and the
+    seeds that would bring it to the target (None: more than 64, i.e. more test images are needed)."""
+    se_image = math.sqrt(float(np.mean([c.se_image**2 for c in family])))
+    sd_seed = math.sqrt(float(np.mean([c.sd_seed**2 for c in family])))
+    k, m = min(c.seeds for c in family), len(family)
+    a, pw, target = analysis.alpha, analysis.power, analysis.target_mdd
+    return {
+        "pooled_se_image": se_image, "pooled_sd_seed": sd_seed, "seeds": k, "family_size": m,
+        "mdd": minimum_detectable_difference(se_image, sd_seed, k, alpha=a, power=pw),
+        "mdd_bonferroni": minimum_detectable_difference(se_image, sd_seed, k, alpha=a / m, power=pw),
+        "seeds_for_target": seeds_needed(se_image, sd_seed, target, alpha=a, power=pw),
+        "seeds_for_target_bonferroni": seeds_needed(se_image, sd_seed, target, alpha=a / m, power=pw),
+    }  # fmt: skip
 
 
 def minimum_detectable_difference(

@@ -1,6 +1,16 @@
-"""PNG plots beside the tables: test AUC against trainable parameters and against peak memory.
+"""PNG plots beside the tables, each readable on its own.
 
-One panel per strategy, one point per projector, error bars = the 95% interval over seeds.
+- ``auc_vs_planned_7b_peak.png`` (the headline): test AUC (mean, 95% CI over seeds) against the
+  memory planner's peak for the same projector and strategy at LLaVA-1.5-7B scale. The x axis is
+  a plan, not a measurement, and says so: the tiny runs' own peaks are a CPU process's RSS, which
+  is interpreter and library overhead plus seed noise, so they are not plotted.
+- ``auc_vs_trainable_params.png``: test AUC against trainable parameters (log axis, labelled ticks).
+- ``family_auc.png``: a heatmap of test AUC per manipulation family (each family's fakes against
+  all real test images) and of the held-out family, one row per cell, probes included.
+
+One panel per strategy, one point per cell; projectors are told apart by colour and marker in one
+legend (text labels beside points overlap where cells sit close). The best feature probe (no LLM)
+is drawn as a reference line. No empty panels: a strategy without x values gets none.
 """
 
 from __future__ import annotations
@@ -9,46 +19,179 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
+from llava_df.sweep.real_scale import REAL_SCALE_LABEL  # noqa: E402
+
+PROBE = "probe"
+MARKERS = "osD^vP*Xhp<>"
 PLOTS = {
-    "auc_vs_trainable_params.png": ("trainable_params", "trainable parameters", True),
-    "auc_vs_peak_memory.png": ("peak_memory_mib", "peak memory (MiB)", False),
+    "auc_vs_planned_7b_peak.png": (
+        "planned_7b_peak_gib",
+        "planned peak at LLaVA-1.5-7B scale (GiB)",
+        False,
+        f"x: the memory planner's peak for the cell's projector and strategy ({REAL_SCALE_LABEL}): planned, not "
+        "measured. Cells at the same planned peak are set side by side.",
+    ),
+    "auc_vs_trainable_params.png": (
+        "trainable_params",
+        "trainable parameters (log scale)",
+        True,
+        "x: the tiny preset's trainable parameters of each cell (projector + LoRA / unfrozen layers).",
+    ),
 }
+DODGE = 0.012  # share of a panel's x range between cells whose x values coincide (drawn side by side)
 
 
-def write_plots(rows: list[dict], out_dir: Path, title: str) -> list[Path]:
-    strategies = sorted({r["strategy"] for r in rows})
-    written = []
-    for filename, (x_key, x_label, log_x) in PLOTS.items():
-        fig, axes = plt.subplots(
-            1, len(strategies), figsize=(4.2 * len(strategies), 3.8), squeeze=False, sharey=True
-        )
-        for ax, strategy in zip(axes[0], strategies, strict=True):
-            for r in (r for r in rows if r["strategy"] == strategy):
-                err = r["test_auc_ci"] if math.isfinite(r["test_auc_ci"]) else 0.0
-                ax.errorbar(r[x_key], r["test_auc"], yerr=err, fmt="o", capsize=3)
-                ax.annotate(
-                    r["projector"],
-                    (r[x_key], r["test_auc"]),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-            ax.set_title(strategy)
-            ax.set_xlabel(x_label)
-            if log_x:
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap the major ones
-            ax.grid(alpha=0.3)
-        axes[0][0].set_ylabel("test AUC (mean, 95% CI over seeds)")
-        fig.suptitle(title, fontsize=9)
-        fig.tight_layout()
-        path = out_dir / filename
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written
+def write_plots(rows: list[dict], records: list[dict], out_dir: Path) -> list[Path]:
+    written = [_scatter(rows, out_dir / name, *spec) for name, spec in PLOTS.items()]
+    heatmap = _family_heatmap(rows, records, out_dir / "family_auc.png")
+    return [p for p in [*written, heatmap] if p is not None]
+
+
+def _finite(value) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _style(projectors: list[str]) -> dict[str, tuple]:
+    colours = plt.get_cmap("tab10")
+    return {p: (colours(i % 10), MARKERS[i % len(MARKERS)]) for i, p in enumerate(projectors)}
+
+
+def _scatter(rows: list[dict], path: Path, x_key: str, x_label: str, log_x: bool, note: str) -> Path | None:
+    cells = [r for r in rows if r["strategy"] != PROBE and _finite(r.get(x_key)) and _finite(r["test_auc"])]
+    strategies = sorted({r["strategy"] for r in cells})
+    if not strategies:
+        return None
+    projectors = list(dict.fromkeys(r["projector"] for r in cells))
+    style = _style(projectors)
+    probes = [r for r in rows if r["strategy"] == PROBE and _finite(r["test_auc"])]
+    best_probe = max(probes, key=lambda r: r["test_auc"]) if probes else None
+    fig, axes = plt.subplots(
+        1, len(strategies), figsize=(4.3 * len(strategies), 4.4), squeeze=False, sharey=True
+    )
+    for ax, strategy in zip(axes[0], strategies, strict=True):
+        mine = [r for r in cells if r["strategy"] == strategy]
+        for r, x in zip(mine, _side_by_side([r[x_key] for r in mine], log_x), strict=True):
+            colour, marker = style[r["projector"]]
+            err = r["test_auc_ci"] if _finite(r["test_auc_ci"]) else 0.0
+            ax.errorbar(x, r["test_auc"], yerr=err, fmt=marker, color=colour, capsize=3, ms=6,
+                        label=r["projector"])  # fmt: skip
+        if best_probe is not None:
+            ax.axhline(best_probe["test_auc"], color="grey", ls="--", lw=1,
+                       label=f"best feature probe, no LLM ({best_probe['projector']})")  # fmt: skip
+        _x_ticks(ax, [r[x_key] for r in mine], log_x)
+        ax.set_title(strategy)
+        ax.set_xlabel(x_label, fontsize=8)
+        ax.tick_params(labelleft=True)  # every panel keeps its y tick labels (sharey hides them)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test AUC (mean over seeds, 95% CI)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # one legend for the figure: every projector once
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.04),
+        ncol=min(4, len(labels)),
+        fontsize=8,
+        frameon=False,
+    )
+    seeds = sorted({r["seeds"] for r in cells})
+    fig.suptitle(f"{len(cells)} cells, {'/'.join(map(str, seeds))} seeds each; error bars: 95% CI over seeds",
+                 fontsize=9)  # fmt: skip
+    fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0.09 + 0.035 * math.ceil(len(labels) / 4), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _side_by_side(xs: list[float], log_x: bool) -> list[float]:
+    """The x values, with cells that coincide (closer than DODGE of the range) spread symmetrically."""
+    t = np.log(xs) if log_x else np.asarray(xs, dtype=float)
+    step = DODGE * ((t.max() - t.min()) or 1.0)
+    out = t.copy()
+    groups: list[list[int]] = []
+    for i in np.argsort(t):
+        if groups and t[i] - t[groups[-1][0]] < step:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+    for group in groups:
+        for rank, i in enumerate(group):
+            out[i] = t[group[0]] + (rank - (len(group) - 1) / 2) * step
+    return list(np.exp(out) if log_x else out)
+
+
+def _x_ticks(ax, xs: list[float], log_x: bool) -> None:
+    """Labelled ticks on every panel: a narrow log range (one decade or less) would otherwise show none."""
+    lo, hi = min(xs), max(xs)
+    if log_x:
+        ax.set_xscale("log")
+        ticks = np.geomspace(lo, hi, 4) if hi > lo else np.array([lo])
+        ticks = [float(f"{t:.2g}") for t in ticks]
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(ticks))))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_locator(NullLocator())
+        pad = (hi / lo) ** 0.08 if hi > lo else 1.3
+        ax.set_xlim(lo / pad, hi * pad)
+    else:
+        pad = (hi - lo) * 0.08 or 0.1
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.tick_params(axis="x", labelsize=8)
+
+
+def _family_heatmap(rows: list[dict], records: list[dict], path: Path) -> Path | None:
+    """Rows: cells (strategy / projector); columns: in-distribution families, then the held-out family."""
+    by_cell: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        by_cell.setdefault((r["cell"]["strategy"], r["cell"]["projector"]), []).append(r)
+    order = [(r["strategy"], r["projector"]) for r in rows if (r["strategy"], r["projector"]) in by_cell]
+    families = sorted(
+        {k.removeprefix("auc_") for r in records for k in r["metrics"]["test"] if k.startswith("auc_")}
+    )
+    # the held-out split's families: its per-family accuracies name them (acc_none is its real faces)
+    held = sorted({k.removeprefix("acc_") for r in records for k in (r["metrics"].get("heldout") or {})
+                   if k.startswith("acc_") and k != "acc_none"})  # fmt: skip
+    columns = [*families, *(f"{h}\n(held out)" for h in held)]
+    if not order or not columns:
+        return None
+    grid = np.full((len(order), len(columns)), np.nan)
+    for i, cell in enumerate(order):
+        for j, family in enumerate(families):
+            grid[i, j] = _mean([(r["metrics"]["test"]).get(f"auc_{family}") for r in by_cell[cell]])
+        for j, family in enumerate(held, start=len(families)):
+            # one held-out family: the split's AUC is that family's; several: each has its own auc_<family>
+            key = "auc" if len(held) == 1 else f"auc_{family}"
+            grid[i, j] = _mean([(r["metrics"].get("heldout") or {}).get(key) for r in by_cell[cell]])
+    fig, ax = plt.subplots(figsize=(1.3 * len(columns) + 3.2, 0.3 * len(order) + 1.6))
+    image = ax.imshow(grid, cmap="viridis", vmin=0.5, vmax=1.0, aspect="auto")
+    for (i, j), value in np.ndenumerate(grid):
+        if math.isfinite(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value < 0.75 else "black")  # fmt: skip
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    ax.set_yticks(range(len(order)), [f"{s} / {p}" for s, p in order], fontsize=7)
+    if held:
+        ax.axvline(len(families) - 0.5, color="white", lw=2)
+    fig.colorbar(image, ax=ax, label="test AUC (mean over seeds)")
+    ax.set_title("AUC per manipulation family: each family's fakes against all real test faces", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _mean(values: list) -> float:
+    finite = [v for v in values if _finite(v)]
+    return float(np.mean(finite)) if finite else math.nan

@@ -106,3 +106,15 @@ def read_records(results_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]
             continue
         records.append(record)
     return records, bad
+
+
+def last_epoch_fraction(records: list[dict]) -> tuple[int, int]:
+    """(training runs whose selected weights are their last evaluation's, training runs). A run that selects
+    its last epoch stopped while still improving on validation; probe records (no ``steps``) are not counted."""
+    runs = [r for r in records if "steps" in r]
+    last = sum(
+        1
+        for r in runs
+        if (step := (r["metrics"].get("best_val_entry") or {}).get("step")) is not None and step == r["steps"]
+    )
+    return last, len(runs)

@@ -16,30 +16,40 @@ from pathlib import Path
 from llava_df.errors import UsageError
 from llava_df.provenance import run_environment
 from llava_df.sweep.cells import REFERENCE
+from llava_df.sweep.confirm import DEFAULT_PROTOCOL, load_protocol
+from llava_df.sweep.inference import Analysis, power_summary
 from llava_df.sweep.plots import write_plots
-from llava_df.sweep.record import read_records
+from llava_df.sweep.record import last_epoch_fraction, read_records
 from llava_df.sweep.stats import hanley_mcneil_se
-from llava_df.sweep.tables import (
-    comparison_rows,
-    minimum_detectable,
-    seeds_advice,
-    write_summary,
-    write_tables,
-)
+from llava_df.sweep.tables import comparison_rows, write_summary, write_tables
 
 logger = logging.getLogger(__name__)
 # Below this many test images per class a run's AUC has a standard error above ~0.05.
 MIN_PER_CLASS = 50
 
 
-def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
-    """Tables and plots from the run JSONs alone."""
+def analysis_settings(protocol: Path | None = None) -> Analysis:
+    """The protocol's margin, alpha, power and benchmark seed: ``protocol``, else the repository's
+    protocols/confirmatory_v1.yaml, else (an installed wheel) the same values built in."""
+    path = protocol or DEFAULT_PROTOCOL
+    if protocol is None and not path.is_file():
+        return Analysis()
+    shown = path.resolve()
+    if shown.is_relative_to(DEFAULT_PROTOCOL.parents[1]):  # the repository's own: named from its root
+        shown = shown.relative_to(DEFAULT_PROTOCOL.parents[1])
+    return Analysis.from_protocol(load_protocol(path), source=str(shown))
+
+
+def aggregate(results_dir: Path, command: str, protocol: Path | None = None) -> dict:
+    """Tables and plots from the run JSONs alone, judged by the protocol's analysis."""
 
     out = results_dir / "comparison"
     records, bad = read_records(out)
     if not records:
         raise UsageError(f"{out / 'runs'} holds no complete run record: run the sweep first.")
-    rows = comparison_rows(records, n_boot=n_boot)
+    analysis = analysis_settings(protocol)
+    rows, family = comparison_rows(records, analysis)
+    power = power_summary(family, analysis) if family else None
     env = run_environment()
     device = env["device"]
     machine = (
@@ -47,8 +57,6 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
         if device.get("type") == "cuda"
         else f"{device.get('cpu_model')}, {device.get('cpu_count')} cores, no GPU"
     )
-    mdd = minimum_detectable(rows)
-    advice = seeds_advice(rows)
     sweep_file = out / "sweep.json"
     sweep = json.loads(sweep_file.read_text()) if sweep_file.is_file() else {"command": command}
     ran = (
@@ -67,21 +75,26 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
             f"the runs' code: {_run_commits(records)}.",
             f"Runs: {len(records)} records{f', {len(bad)} unreadable and skipped' if bad else ''}; "
             f"in-distribution test set {test_sizes}; {_val_size(records)}.",
-            f"Minimum detectable test-AUC difference against {REFERENCE} (paired bootstrap over seed pairs and "
-            f"test images, 80% power, 5% two-sided): {mdd:.3f}. Cells are marked better or worse only where the "
-            "paired 95% interval excludes 0; otherwise they read 'no significant difference'. Selection: best/ is "
-            "the epoch with the lowest validation loss (the plateau schedule's criterion), never the test split.",
-            _seeds_line(advice, mdd),
+            _status_line(records, analysis),
+            f"Each projector against {REFERENCE} under the same strategy, as protocols/confirmatory_v1.md fixes it "
+            f"(settings from {analysis.source}): the test-AUC difference averaged over paired seeds, its error from the "
+            "shared test images (DeLong) plus the seed-to-seed spread (t, Welch-Satterthwaite df); Holm over the "
+            f"{len(family)} comparisons of this table at alpha {analysis.alpha} (BH in comparison.csv); equivalence by "
+            f"TOST at ±{analysis.margin} AUC, Holm-adjusted. Verdict: better / worse (Holm p < {analysis.alpha}), "
+            "equivalent (TOST Holm p < alpha), else not resolved at this power. Selection: best/ is the epoch with the "
+            "lowest validation loss (the plateau schedule's criterion), never the test split.",
+            _power_line(power, analysis),
+            _last_epoch_line(records),
             "Probe rows (strategy probe): linear / MLP / KAN probes on the frozen tower's features, the same splits "
-            "(`--only_probes` recomputes them; comparison/probes.py); the last column is each row's test AUC minus the "
+            "(`--only_probes` recomputes them; llava_df/sweep/probes.py); the last column is each row's test AUC minus the "
             "best probe's.",
             "Accuracy is at each run's decision threshold, chosen on its validation scores (--threshold_rule, default the EER point); peak memory "
             f"is {rows[0]['peak_memory_kind']} of the whole run (tiny preset: what the run measured, not a 7B figure).",
         ]
     )
     csv, md = write_tables(rows, results_dir, header)
-    summary_md = write_summary(rows, results_dir, mdd)
-    plots = write_plots(rows, results_dir, f"{len(records)} runs; error bars: 95% CI over seeds")
+    summary_md = write_summary(rows, results_dir, analysis, power)
+    plots = write_plots(rows, records, results_dir)
     print(md.read_text())
     for path, why in bad:
         print(f"skipped {path}: {why}", file=sys.stderr)
@@ -89,26 +102,45 @@ def aggregate(results_dir: Path, command: str, n_boot: int = 1000) -> dict:
         "rows": rows,
         "files": [str(csv), str(md), str(summary_md), *map(str, plots)],
         "skipped": [str(p) for p, _ in bad],
-        "mdd": mdd,
+        "family": family,
+        "power": power,
     }
 
 
-def _seeds_line(advice: dict, mdd: float) -> str:
-    if advice["seeds"] is None and not math.isfinite(advice["se_image"]):
-        return "Seeds needed for a 0.02 minimum detectable difference: n/a (needs at least 2 paired seeds)."
-    split = (
-        f"the paired SE splits into {advice['se_image']:.4f} from the test images and a seed-to-seed SD of "
-        f"{advice['sd_seed']:.4f} per difference"
+def _status_line(records: list[dict], analysis: Analysis) -> str:
+    """Exploratory or confirmatory: whether the runs' benchmark is the protocol's fresh test set."""
+    seeds = {
+        ((r.get("config") or {}).get("data") or {}).get("synthetic_seed") for r in records if "steps" in r
+    }
+    if analysis.benchmark_seed is not None and seeds == {analysis.benchmark_seed}:
+        return (f"**Confirmatory**: every run is on the protocol's benchmark (--synthetic_seed {analysis.benchmark_seed}), "
+                "never used for a design choice.")  # fmt: skip
+    return (f"**Exploratory**: these runs use benchmark seed(s) {', '.join(map(str, sorted(seeds, key=str)))}, on which the "
+            "benchmark's size and the tower's pretext were chosen, so their test set has been looked at. Read each "
+            "verdict as a hypothesis for the confirmatory run (protocols/confirmatory_v1.md), not as a finding.")  # fmt: skip
+
+
+def _power_line(power: dict | None, analysis: Analysis) -> str:
+    if power is None:
+        return "Power: no comparison has 2 paired seeds, so there is no test and no minimum detectable difference."
+    k, m, target = power["seeds"], power["family_size"], analysis.target_mdd
+    more = "more than 64 (more test images are needed, not more seeds)"
+    return (
+        f"Power: pooled image SE {power['pooled_se_image']:.4f}, seed SD of a difference {power['pooled_sd_seed']:.4f}; "
+        f"at {k} seeds the minimum detectable difference ({analysis.power:.0%} power, t quantiles) is {power['mdd']:.3f} "
+        f"at alpha {analysis.alpha} and {power['mdd_bonferroni']:.3f} at Holm's first step (alpha/{m}); {target} "
+        f"needs {power['seeds_for_target'] or more} seeds ({power['seeds_for_target_bonferroni'] or more} at alpha/{m})."
     )
-    if advice["seeds"] is None:
-        return (f"More seeds alone cannot bring the minimum detectable difference ({mdd:.3f}) to {advice['target']}: "
-                f"{split}, and the image part does not shrink with seeds; more test images would.")  # fmt: skip
-    print(
-        f"seeds for a {advice['target']} minimum detectable difference: {advice['seeds']} ({split})",
-        file=sys.stderr,
-    )
-    return (f"With {advice['n_seeds']} seeds the minimum detectable difference is {mdd:.3f}; {advice['seeds']} seeds "
-            f"would bring it to {advice['target']} ({split}).")  # fmt: skip
+
+
+def _last_epoch_line(records: list[dict]) -> str:
+    last, runs = last_epoch_fraction(records)
+    if not runs:
+        return "No training runs."
+    share = last / runs
+    why = (" More than one in five: most runs stopped while validation was still improving (undertrained)."
+           if share > 0.2 else "")  # fmt: skip
+    return f"**Runs that selected their last evaluation: {last} of {runs} ({share:.0%}).**{why}"
 
 
 def _run_commits(records: list[dict]) -> str:

@@ -1,8 +1,10 @@
 """Run records -> one row per (projector, strategy) -> results/comparison.{csv,md}.
 
 Every number comes from the per-run JSONs; ``python -m llava_df.compare_projectors --aggregate``
-rebuilds these files from them alone. A projector is marked better or worse than mlp2x_gelu under
-the same strategy only where the paired bootstrap (stats.paired_auc_difference) says so.
+rebuilds these files from them alone. Each projector is compared with mlp2x_gelu under the same
+strategy as the protocol fixes it (llava_df.sweep.inference: DeLong on the shared test images plus
+the seed part, Holm over every comparison in the table, TOST at the margin), and its verdict is one
+of: better / worse (after Holm), equivalent (within the margin, after Holm), not resolved at this power.
 """
 
 from __future__ import annotations
@@ -15,16 +17,11 @@ import numpy as np
 import pandas as pd
 
 from llava_df.sweep.cells import REFERENCE
+from llava_df.sweep.inference import Analysis, Comparison, adjust_family, compare_to_reference
 from llava_df.sweep.real_scale import REAL_SCALE_LABEL, planned_7b_peak_gib
-from llava_df.sweep.stats import (
-    hanley_mcneil_se,
-    mean_ci,
-    minimum_detectable_difference,
-    paired_auc_difference,
-    seeds_for_target,
-)
+from llava_df.sweep.stats import hanley_mcneil_se, mean_ci
 
-PROBE = "probe"  # the strategy name of the feature-probe reference rows (comparison/probes.py)
+PROBE = "probe"  # the strategy name of the feature-probe reference rows (sweep/probes.py)
 
 
 def _aligned(records: list[dict], split: str) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
@@ -47,7 +44,11 @@ def _by_seed(records: list[dict]) -> dict[int, dict]:
     return {r["cell"]["seed"]: r for r in records}
 
 
-def comparison_rows(records: list[dict], n_boot: int = 1000) -> list[dict]:
+def comparison_rows(
+    records: list[dict], analysis: Analysis | None = None
+) -> tuple[list[dict], list[Comparison]]:
+    """(one row per (projector, strategy), the adjusted family of comparisons against the reference)."""
+    analysis = analysis or Analysis()
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["cell"]["projector"], r["cell"]["strategy"])].append(r)
@@ -82,39 +83,30 @@ def comparison_rows(records: list[dict], n_boot: int = 1000) -> list[dict]:
             "s_per_step": float(np.mean([(r.get("time") or {}).get("s_per_step") or math.nan for r in runs])),
             "planned_7b_peak_gib": _planned_7b(projector, strategy),
         }
-        row |= _versus_reference(groups.get((REFERENCE, strategy), []), runs, projector, n_boot)
+        row["comparison"] = _versus_reference(
+            groups.get((REFERENCE, strategy), []), runs, projector, analysis
+        )
         rows.append(row)
+    # Holm (and BH) over every comparison the table makes, then each row gets its adjusted result
+    family = adjust_family(
+        [r["comparison"] for r in rows if isinstance(r["comparison"], Comparison)], analysis.alpha
+    )
+    adjusted = {c.name: c for c in family}
+    for r in rows:
+        c = r.pop("comparison")
+        r |= _comparison_fields(adjusted[c.name] if isinstance(c, Comparison) else c)
     probes = [r["test_auc"] for r in rows if r["strategy"] == PROBE and math.isfinite(r["test_auc"])]
     best = max(probes) if probes else math.nan
     for r in rows:  # how much the LLM readout loses against what the features allow
         r["vs_best_probe"] = r["test_auc"] - best if r["strategy"] != PROBE else math.nan
-    return rows
+    return rows, family
 
 
 def _planned_7b(projector: str, strategy: str) -> float:
-    """The planner's LLaVA-1.5-7B peak for this cell (comparison/real_scale.py); NaN for probes."""
+    """The planner's LLaVA-1.5-7B peak for this cell (sweep/real_scale.py); NaN for probes."""
     if strategy == PROBE:
         return math.nan
     return planned_7b_peak_gib(projector, strategy)
-
-
-def seeds_advice(rows: list[dict], target: float = 0.02) -> dict:
-    """The paired test's SE split into image sampling and seed-to-seed spread, and the seeds that
-    would bring the minimum detectable difference to ``target`` (None: more seeds alone cannot)."""
-    se_image, sd_seed, n_seeds = [], [], []
-    for r in rows:
-        diffs = [float(d) for d in str(r.get("vs_ref_per_seed") or "").split()]
-        if len(diffs) < 2 or not math.isfinite(r.get("vs_ref_se", math.nan)):
-            continue
-        sd = float(np.std(diffs, ddof=1))
-        sd_seed.append(sd)
-        n_seeds.append(len(diffs))
-        se_image.append(math.sqrt(max(r["vs_ref_se"] ** 2 - sd**2 / len(diffs), 0.0)))
-    if not se_image:
-        return {"seeds": None, "se_image": math.nan, "sd_seed": math.nan, "target": target}
-    img, sd = float(np.median(se_image)), float(np.median(sd_seed))
-    return {"seeds": seeds_for_target(img, sd, target), "se_image": img, "sd_seed": sd, "target": target,
-            "n_seeds": int(np.median(n_seeds))}  # fmt: skip
 
 
 def _class_sizes(record: dict, split: str) -> tuple[int, int] | None:
@@ -143,29 +135,35 @@ def _metric(runs: list[dict], split: str, key: str) -> list:
     return [(r["metrics"].get(split) or {}).get(key) for r in runs]
 
 
-def _versus_reference(reference: list[dict], runs: list[dict], projector: str, n_boot: int) -> dict:
-    empty = {"vs_ref_per_seed": "", "vs_ref_difference": math.nan, "vs_ref_ci_low": math.nan, "vs_ref_ci_high": math.nan,
-             "vs_ref_se": math.nan, "vs_ref_verdict": "reference" if projector == REFERENCE else "n/a"}  # fmt: skip
-    if projector == REFERENCE or not reference:
-        return empty
+def _versus_reference(
+    reference: list[dict], runs: list[dict], projector: str, analysis: Analysis
+) -> Comparison | str:
+    """The unadjusted comparison of this cell with the reference cell of its strategy, or why there is none."""
+    if projector == REFERENCE:
+        return "reference"
+    if not reference:
+        return "n/a (no reference cell)"
     ref, own = _by_seed(reference), _by_seed(runs)
     seeds = sorted(set(ref) & set(own))  # the same seeds on both sides
+    if len(seeds) < 2:
+        return f"n/a ({len(seeds)} paired seed{'s' if len(seeds) != 1 else ''}; the test needs 2)"
     a = _aligned([own[s] for s in seeds], "test")
     b = _aligned([ref[s] for s in seeds], "test")
     if a is None or b is None or not np.array_equal(a[0], b[0]):
-        return empty | {"vs_ref_verdict": "not pairable"}
-    result = paired_auc_difference(a[0], a[1], b[1], n_boot=n_boot)
-    verdict = "no significant difference"
-    if result["significant"]:
-        verdict = "better" if result["difference"] > 0 else "worse"
-    return {
-        "vs_ref_per_seed": " ".join(f"{d:+.3f}" for d in result["per_seed"]),
-        "vs_ref_difference": result["difference"],
-        "vs_ref_ci_low": result["ci_low"],
-        "vs_ref_ci_high": result["ci_high"],
-        "vs_ref_se": result["se"],
-        "vs_ref_verdict": verdict,
-    }
+        return "not pairable"
+    name = f"{projector} vs {REFERENCE} | {runs[0]['cell']['strategy']}"
+    return compare_to_reference(a[0], a[1], b[1], name=name, margin=analysis.margin)
+
+
+def _comparison_fields(c: Comparison | str) -> dict:
+    if isinstance(c, str):
+        return {"vs_ref_per_seed": "", "vs_ref_difference": math.nan, "vs_ref_ci_low": math.nan,
+                "vs_ref_ci_high": math.nan, "vs_ref_se": math.nan, "vs_ref_p": math.nan, "vs_ref_p_holm": math.nan,
+                "vs_ref_p_bh": math.nan, "vs_ref_p_tost_holm": math.nan, "vs_ref_verdict": c}  # fmt: skip
+    return {"vs_ref_per_seed": " ".join(f"{d:+.3f}" for d in c.per_seed), "vs_ref_difference": c.difference,
+            "vs_ref_ci_low": c.ci95[0], "vs_ref_ci_high": c.ci95[1], "vs_ref_se": c.se, "vs_ref_p": c.p,
+            "vs_ref_p_holm": c.p_holm, "vs_ref_p_bh": c.p_bh, "vs_ref_p_tost_holm": c.p_tost_holm,
+            "vs_ref_verdict": c.verdict}  # fmt: skip
 
 
 def _peak_mib(record: dict) -> float:
@@ -178,17 +176,15 @@ def _peak_kind(record: dict) -> str:
     return "CUDA allocated" if record["peak_memory"].get("device") == "cuda" else "process RSS"
 
 
-def minimum_detectable(rows: list[dict]) -> float:
-    """MDD at 80% power of the paired test, from the median SE of the paired differences."""
-    ses = [r["vs_ref_se"] for r in rows if math.isfinite(r.get("vs_ref_se", math.nan))]
-    return minimum_detectable_difference(float(np.median(ses))) if ses else math.nan
-
-
 def _fmt(value, ci=None, digits=3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     text = f"{value:.{digits}f}"
     return text + (f" ± {ci:.{digits}f}" if ci is not None and math.isfinite(ci) else "")
+
+
+def _p(value: float) -> str:
+    return "-" if not math.isfinite(value) else ("<0.001" if value < 0.001 else f"{value:.3f}")
 
 
 def _init(init: str) -> str:
@@ -204,21 +200,22 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
     lines = [header, ""]
     lines.append(
         "| strategy | projector | projector init | seeds | test AUC (95% CI) | test accuracy at the val-chosen threshold | held-out AUC | "
-        "vs mlp2x_gelu: AUC difference [95% CI] (per seed) | trainable params | projector params | projector MACs/token | "
+        "vs mlp2x_gelu: AUC difference [95% CI] (per seed) | p (Holm) | p TOST (Holm) | verdict | trainable params | "
+        "projector params | projector MACs/token | "
         f"peak memory MiB ({rows[0]['peak_memory_kind'] if rows else ''}) | planned peak GiB at real scale ({REAL_SCALE_LABEL}) | "
         "s/step | val-test AUC gap (runs > 3 SE) | test AUC minus the best probe's |"
     )
-    lines.append("|" + "---|" * 16)
+    lines.append("|" + "---|" * 19)
     for r in rows:
         vs = (
-            f"{r['vs_ref_difference']:+.3f} [{r['vs_ref_ci_low']:+.3f}, {r['vs_ref_ci_high']:+.3f}] "
-            f"**{r['vs_ref_verdict']}** ({r['vs_ref_per_seed']})"
+            f"{r['vs_ref_difference']:+.3f} [{r['vs_ref_ci_low']:+.3f}, {r['vs_ref_ci_high']:+.3f}] ({r['vs_ref_per_seed']})"
             if math.isfinite(r["vs_ref_difference"])
-            else r["vs_ref_verdict"]
+            else "-"
         )
         lines.append(
             f"| {r['strategy']} | {r['projector']} | {_init(r['init'])} | {r['seeds']} | {_fmt(r['test_auc'], r['test_auc_ci'])} | "
             f"{_fmt(r['test_accuracy'], r['test_accuracy_ci'])} | {_fmt(r['heldout_auc'], r['heldout_auc_ci'])} | {vs} | "
+            f"{_p(r['vs_ref_p_holm'])} | {_p(r['vs_ref_p_tost_holm'])} | **{r['vs_ref_verdict']}** | "
             f"{r['trainable_params']:,} | {r['projector_params'] or 0:,} | {r['projector_macs_per_token'] or 0:,} | "
             f"{_fmt(r['peak_memory_mib'], digits=0)} | {_fmt(r['planned_7b_peak_gib'], digits=2)} | {_fmt(r['s_per_step'])} | "
             f"{_fmt(r['val_test_gap'], digits=3)} ({r['val_test_gap_flag']}) | {_fmt(r['vs_best_probe'])} |"
@@ -228,7 +225,7 @@ def write_tables(rows: list[dict], out_dir, header: str) -> tuple:
     return csv, md
 
 
-def write_summary(rows: list[dict], out_dir, mdd: float):
+def write_summary(rows: list[dict], out_dir, analysis: Analysis, power: dict | None):
     """results/comparison_summary.md: test AUC per projector (rows) and strategy (columns), the
     verdict against mlp2x_gelu in each cell; the README's "What we found" shows this file."""
     probes = [r for r in rows if r["strategy"] == PROBE]
@@ -241,7 +238,8 @@ def write_summary(rows: list[dict], out_dir, mdd: float):
     mark = {
         "better": " (better)",
         "worse": " (worse)",
-        "no significant difference": " (n.s.)",
+        "equivalent": " (equivalent)",
+        "not resolved at this power": " (not resolved)",
         "reference": " (reference)",
     }
     lines = [
@@ -267,10 +265,18 @@ def write_summary(rows: list[dict], out_dir, mdd: float):
         )
     lines += [
         "",
-        f"Mean over seeds ± 95% CI; (better)/(worse): the paired bootstrap against mlp2x_gelu under the same "
-        f"strategy excludes 0; (n.s.): it does not. Smallest difference the table can detect (80% power): {mdd:.3f} AUC.",
+        f"Mean over seeds ± 95% CI. Against mlp2x_gelu under the same strategy (DeLong on the shared test images + the "
+        f"seed part; Holm over the table's comparisons at alpha {analysis.alpha}): (better)/(worse): the difference "
+        f"survives Holm; (equivalent): TOST shows it within ±{analysis.margin} AUC after Holm; (not resolved): "
+        "neither, the data cannot tell at this power. "
+        + (
+            f"Smallest difference the table detects with {analysis.power:.0%} power at {power['seeds']} seeds: {power['mdd']:.3f} AUC "
+            f"({power['mdd_bonferroni']:.3f} at Holm's first step)."
+            if power
+            else "No comparison has 2 paired seeds: no verdicts."
+        ),
         f"[planned 7B peak]: the memory planner's peak for the same projector and strategy at real scale "
-        f"({REAL_SCALE_LABEL}; llava_df/comparison/real_scale.py), not measured here: the tiny runs' own peaks are in comparison.md.",
+        f"({REAL_SCALE_LABEL}; llava_df/sweep/real_scale.py), not measured here: the tiny runs' own peaks are in comparison.md.",
     ]
     if probes:
         best = max(rows, key=lambda r: r["test_auc"] if math.isfinite(r["test_auc"]) else -1)
