@@ -124,12 +124,17 @@ def _power_line(power: dict | None, analysis: Analysis) -> str:
     if power is None:
         return "Power: no comparison has 2 paired seeds, so there is no test and no minimum detectable difference."
     k, m, target = power["seeds"], power["family_size"], analysis.target_mdd
-    more = "more than 64 (more test images are needed, not more seeds)"
+
+    def seeds(n: int | None, level: str) -> str:
+        return (f"{n} seeds at {level}" if n else f"no seed count up to 64 at {level} (the test images' part "
+                "alone is too large: a larger test set is needed)")  # fmt: skip
+
     return (
         f"Power: pooled image SE {power['pooled_se_image']:.4f}, seed SD of a difference {power['pooled_sd_seed']:.4f}; "
         f"at {k} seeds the minimum detectable difference ({analysis.power:.0%} power, t quantiles) is {power['mdd']:.3f} "
         f"at alpha {analysis.alpha} and {power['mdd_bonferroni']:.3f} at Holm's first step (alpha/{m}); {target} "
-        f"needs {power['seeds_for_target'] or more} seeds ({power['seeds_for_target_bonferroni'] or more} at alpha/{m})."
+        f"needs {seeds(power['seeds_for_target'], f'alpha {analysis.alpha}')}, "
+        f"{seeds(power['seeds_for_target_bonferroni'], f'alpha/{m}')}."
     )
 
 
