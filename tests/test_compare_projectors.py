@@ -32,6 +32,7 @@ def test_mean_ci_is_a_t_interval():
         (["--projectors", "mlp2x_gelu,kan_hX"], "'kan_hX' is not a registered projector"),
         (["--strategies", "full_finetune"], "'full_finetune' is not a strategy. Valid: projector_only, lora"),
         (["--seeds", "one"], "--seeds 'one': expected comma-separated integers"),
+        (["--protocol", "no_such_protocol.yaml"], "--protocol no_such_protocol.yaml: unreadable (FileNotFoundError)"),
         (["--lora_rnak", "8"], "Did you mean: --lora_r"),
     ],
 )
