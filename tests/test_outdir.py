@@ -86,6 +86,41 @@ def test_a_lock_of_a_killed_process_is_free_at_once(tmp_path):
     release_lock(tmp_path, lock)
 
 
+def _hold_bare_lock(folder: Path, seconds: float) -> subprocess.Popen:
+    """Another process takes the folder's lock without naming itself (as a probe does), for ``seconds``."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); "
+         "lock.acquire(); print('held', flush=True); time.sleep(float(sys.argv[2])); lock.release()",
+         str(folder / LOCK), str(seconds)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_another_process_probing_the_lock_is_not_taken_for_a_live_run(tmp_path):
+    # every rank of a torchrun probes the lock at once: a probe holds it for an instant, a run for its life
+    write_json(tmp_path / LOCK_INFO, {"pid": 1, "host": "gone"})  # left by a killed run
+    prober = _hold_bare_lock(tmp_path, 0.3)
+    assert live_run(tmp_path) is None
+    check_output_dir(tmp_path, overwrite=False, resume=None)
+    prober.wait()
+    prober = _hold_bare_lock(tmp_path, 0.3)
+    release_lock(tmp_path, acquire_lock(tmp_path))  # the main rank claims it after the probe
+    prober.wait()
+
+
+def test_a_lock_held_without_a_name_is_live_and_said_so(tmp_path):
+    holder = _hold_bare_lock(tmp_path, 30)
+    try:
+        assert live_run(tmp_path) == {}
+        with pytest.raises(RunError, match="has not named itself yet"):
+            check_output_dir(tmp_path, overwrite=False, resume=None)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 @pytest.mark.slow
 def test_the_lock_is_released_when_the_run_ends(tmp_path):
     run(tmp_path / "o", "--save_strategy", "no", "--eval_strategy", "no")

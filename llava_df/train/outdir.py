@@ -87,24 +87,36 @@ def _live_message(out: Path, info: dict) -> str:
     )
 
 
+PROBE_WINDOW_S = 1.0  # a probe holds the lock for microseconds; a run holds it for its whole life
+
+
 def live_run(out: Path) -> dict | None:
-    """Who holds ``out``'s lock right now ({} when it has not named itself), or None when nobody does."""
+    """Who holds ``out``'s lock right now ({} when it has not named itself), or None when nobody does.
+
+    The probe itself takes the lock for an instant, so two processes probing at once (every rank of
+    a torchrun checks its folder) can each see the other's probe. A lock counts as a run's only if
+    it stays held for ``PROBE_WINDOW_S``; a probe's is gone within microseconds."""
     if not (Path(out) / LOCK).exists():
         return None
     probe = FileLock(str(Path(out) / LOCK))
-    try:
-        probe.acquire(timeout=0)
-    except Timeout:
-        return _holder(Path(out))
-    probe.release()
-    return None
+    deadline = time.monotonic() + PROBE_WINDOW_S
+    while True:
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            if time.monotonic() >= deadline:
+                return _holder(Path(out))
+            time.sleep(0.02)
+            continue
+        probe.release()
+        return None
 
 
 def acquire_lock(out: Path) -> FileLock:
     """Hold ``out/.llava_df.lock`` (the OS releases it if this process dies); RunError if a live run holds it."""
     lock = FileLock(str(Path(out) / LOCK))
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=PROBE_WINDOW_S)  # outwaits another process's probe, never a run
     except Timeout:
         raise RunError(_live_message(out, _holder(Path(out)))) from None
     me = {
