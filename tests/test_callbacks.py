@@ -45,6 +45,33 @@ def test_users_min_lr_stop_from_seed_notes():
     assert d.lr_reduced and d.stop_reason is not None and "min_lr" in d.stop_reason
 
 
+@pytest.mark.parametrize("base_lr", [3e-4, 1e-3, 3e-3])
+def test_max_lr_reductions_stops_every_learning_rate_at_the_same_evaluation(base_lr):
+    # a learning-rate grid: --min_lr would stop 3e-3 later than 3e-4; a count of reductions stops them alike
+    s = PlateauSchedule(base_lr=base_lr, factor=0.5, patience=1, threshold=0.0, max_reductions=2)
+    decisions = [s.update(v) for v in [1.0, 0.8, 0.9, 0.7, 0.75, 0.6]]
+    assert [d.stop_reason is not None for d in decisions] == [False, False, False, False, True, True]
+    assert "reduced 2 times" in decisions[4].stop_reason and s.reductions == 2
+    assert s.lr == pytest.approx(base_lr / 4)
+    unlimited = PlateauSchedule(base_lr=base_lr, factor=0.5, patience=1, threshold=0.0)
+    assert all(unlimited.update(v).stop_reason is None for v in [1.0, 1.1, 1.2, 1.3])
+
+
+def test_the_reduction_count_survives_a_checkpoint_and_is_read_from_an_old_ones_scale():
+    plateau = PlateauCallback(base_lr=1e-3, factor=0.5, patience=1, max_reductions=3)
+    for v in (1.0, 1.1, 1.2):
+        plateau.schedule.update(v)
+    restored = PlateauCallback(base_lr=1e-3, factor=0.5, patience=1, max_reductions=3)
+    restored.load_state(plateau.state()["attributes"])
+    assert restored.schedule.reductions == 2
+    old = {
+        k: v for k, v in plateau.state()["attributes"].items() if k != "reductions"
+    }  # written before the count
+    restored = PlateauCallback(base_lr=1e-3, factor=0.5, patience=1, max_reductions=3)
+    restored.load_state(old)
+    assert restored.schedule.reductions == 2 and restored.schedule.update(1.3).stop_reason is not None
+
+
 def test_min_val_loss_stop_and_non_finite_val_loss():
     s = PlateauSchedule(base_lr=1e-4, min_val_loss=0.2)
     assert s.update(0.5).stop_reason is None

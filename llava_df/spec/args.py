@@ -230,6 +230,13 @@ class TrainingArguments(transformers.TrainingArguments):
         default=0.05, metadata={"help": "Relative val-loss improvement that counts (0.05 = 5%%)."}
     )
     min_lr: float = field(default=0.0, metadata={"help": "Stop when the LR falls below this."})
+    max_lr_reductions: int = field(
+        default=0,
+        metadata={
+            "help": "Stop after the plateau schedule has reduced the LR this many times (0: no limit). Unlike "
+            "--min_lr it scales with --learning_rate, so runs at different learning rates stop by one rule."
+        },
+    )
     min_val_loss: float = field(default=0.0, metadata={"help": "Stop when val loss falls below this."})
     kan_reg_weight: float = field(
         default=0.0, metadata={"help": "Weight of the KAN regularization loss (KAN projectors only)."}

@@ -90,6 +90,7 @@ RANGES: list[tuple[str, str, Callable, str]] = [
     ("training", "min_lr", _in(0, 1), "a number in [0, 1]"),
     ("training", "lr_reduction_factor", _in(0, 1, lo_open=True), "a multiplier in (0, 1]"),
     ("training", "lr_patience", _int_at_least(1), "1 or more evaluations"),
+    ("training", "max_lr_reductions", _int_at_least(0), "an integer >= 0 (0: no limit)"),
     ("training", "improvement_threshold", _in(0, 1, hi_open=True), "a relative change in [0, 1)"),
     ("training", "min_val_loss", _in(0, 1e9), "a number >= 0"),
 ]

@@ -41,6 +41,7 @@ from llava_df.io import write_json
 from llava_df.model.inputs import check_model_inputs
 from llava_df.projectors import available_projectors, create_projector, resolve
 from llava_df.projectors.profile import macs_per_token
+from llava_df.provenance import run_environment
 from llava_df.spec import parse_spec
 from llava_df.spec.strategy import STRATEGIES
 from llava_df.sweep.cells import (
@@ -54,12 +55,14 @@ from llava_df.sweep.cells import (
     grid,
 )
 from llava_df.sweep.confirm import load_protocol
+from llava_df.sweep.lr_grid import load_choice, pair, parse_rates, tag, write_grid
 from llava_df.sweep.pool import run_pool, stopping
 from llava_df.sweep.probes import PROBES, run_probes, tower_features
 from llava_df.sweep.record import (
     build_record,
     cell_key,
     code_fingerprint,
+    read_records,
     record_path,
     write_record,
 )
@@ -114,6 +117,15 @@ class CompareArguments:
         default=None,
         metadata={"help": "The analysis protocol the tables apply (margin, alpha, power, benchmark seed); default "
                           "protocols/confirmatory_v1.yaml of the repository, or its values built in."},
+    )  # fmt: skip
+    lr_grid: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated learning rates: run every cell at each, then choose one per projector and "
+                          "strategy on validation (RESULTS_DIR/lr_grid/lr_choice.json; sweep/lr_grid.py). No tables."},
+    )  # fmt: skip
+    lr_choice: str | None = field(
+        default=None,
+        metadata={"help": "A choice file of --lr_grid: every cell trains at its projector and strategy's learning rate."},
     )  # fmt: skip
     skip_probes: bool = field(
         default=False,
@@ -208,10 +220,30 @@ def parse(argv: list[str]):
             )
     if not Path(args.recipe).is_file():
         raise UsageError(f"--recipe {args.recipe}: no such file. The default is {DEFAULT_RECIPE}.")
+    if args.lr_grid is not None and args.lr_choice is not None:
+        raise UsageError(
+            "--lr_grid runs the grid that writes a choice file; --lr_choice reads one: pick one."
+        )
+    sets_lr = any(f == "--learning_rate" or f.startswith("--learning_rate=") for f in train_flags)
+    if sets_lr and (args.lr_grid is not None or args.lr_choice is not None):
+        raise UsageError(
+            f"--learning_rate with --{'lr_grid' if args.lr_grid is not None else 'lr_choice'}: the grid or the choice "
+            "file sets each cell's learning rate. Drop --learning_rate."
+        )
+    if args.lr_grid is not None and (args.aggregate or args.only_probes):
+        raise UsageError("--lr_grid trains the grid: it cannot go with --aggregate or --only_probes.")
+    args.lr_grid = parse_rates(args.lr_grid) if args.lr_grid is not None else None
+    args.lr_choices = (
+        load_choice(Path(args.lr_choice), args.projectors, args.strategies)
+        if args.lr_choice is not None
+        else None
+    )
     # Every cell's flags go through the training parser now: a typo fails here, not after an hour.
     args.results_dir, args.runs_dir = Path(args.results_dir), Path(args.runs_dir)
     try:
         for cell in grid(args.projectors, args.strategies, args.seeds[:1]):
+            for rate in args.lr_grid or [None]:
+                parse_spec(cell_argv(args, train_flags, cell, rate))
             spec = parse_spec(cell_argv(args, train_flags, cell))
             if cell.projector in args.stage1 and cell.strategy == args.strategies[0]:
                 check_model_inputs(spec)  # a stage-1 file that does not fit its projector fails now
@@ -225,8 +257,14 @@ def parse(argv: list[str]):
     return args, train_flags
 
 
-def cell_argv(args, train_flags: list[str], cell: Cell) -> list[str]:
-    return ["--config", str(args.recipe), *train_flags, *cell.flags(args.runs_dir, args.stage1)]
+def cell_argv(args, train_flags: list[str], cell: Cell, lr: float | None = None) -> list[str]:
+    """A cell's training command line: the recipe, the sweep's flags, its learning rate (``lr``: a grid point;
+    else the --lr_choice file's, else the recipe's), its own flags."""
+    choices = getattr(args, "lr_choices", None) or {}
+    rate = lr if lr is not None else choices.get(pair(cell.projector, cell.strategy))
+    runs_dir = args.runs_dir / "lr_grid" / tag(lr) if lr is not None else args.runs_dir
+    own_lr = ["--learning_rate", repr(rate)] if rate is not None else []
+    return ["--config", str(args.recipe), *train_flags, *own_lr, *cell.flags(runs_dir, args.stage1)]
 
 
 # ---- running one cell (in a worker process) -------------------------------------------------
@@ -304,9 +342,16 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
 
     fingerprint = code_fingerprint()
     todo, skipped = [], 0
-    results = args.results_dir / "comparison"
-    for cell in grid(args.projectors, args.strategies, args.seeds):
-        argv = cell_argv(args, train_flags, cell)
+    cells = [
+        (cell, rate)
+        for rate in args.lr_grid or [None]
+        for cell in grid(args.projectors, args.strategies, args.seeds)
+    ]
+    for cell, rate in cells:
+        results = (
+            args.results_dir / "comparison" if rate is None else args.results_dir / "lr_grid" / tag(rate)
+        )
+        argv = cell_argv(args, train_flags, cell, rate)
         config = parse_spec(argv).to_json()
         adapter = config["model"].get("pretrain_mm_mlp_adapter")
         if adapter:  # a new stage-1 file at the same path is a new cell
@@ -324,6 +369,29 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
                 logger.warning("%s is unreadable; running its cell again", path)
         todo.append((cell, argv, path, key))
     return todo, skipped
+
+
+def _finish_grid(args, command: str, wall: float | None, failures: list[str]) -> dict:
+    """The grid's choice file and table from every record of this grid's cells (earlier runs included)."""
+    out = args.results_dir / "lr_grid"
+    records = []
+    for rate in args.lr_grid:
+        found, _ = read_records(out / tag(rate))
+        records += [r for r in found if r["cell"]["projector"] in args.projectors and r["cell"]["strategy"] in args.strategies
+                    and r["cell"]["seed"] in args.seeds]  # fmt: skip
+    if failures or not records:
+        raise RunError(
+            f"{len(failures)} grid runs failed (listed above; logs in {args.runs_dir / 'lr_grid'}): no choice is written "
+            "from a partial grid. Fix the cause and run the same command again (finished runs are kept)."
+        )
+    env = run_environment()["device"]
+    machine = (
+        f"{env.get('gpu_name')} x{env.get('gpu_count')}" if env.get("type") == "cuda"
+        else f"{env.get('cpu_model')}, {env.get('cpu_count')} cores, no GPU"
+    )  # fmt: skip
+    payload = write_grid(out, records, command, machine, wall)
+    print(f"lr_grid: {out / 'lr_choice.json'}: {payload['choices']}", file=sys.stderr)
+    return payload
 
 
 @cli_entry
@@ -360,6 +428,8 @@ def main(argv: list[str]) -> dict:
             write_json(args.results_dir / "comparison" / "sweep.json", sweep)
         for line in failures:
             print(f"failed: {line}", file=sys.stderr)
+    if args.lr_grid is not None:
+        return _finish_grid(args, command, wall if todo else None, failures)
     if not args.aggregate and not args.skip_probes:
         run_probe_records(args, train_flags, command)
     summary = aggregate(args.results_dir, command, protocol=Path(args.protocol) if args.protocol else None)

@@ -4,7 +4,8 @@ How to call::
 
     plateau = PlateauCallback(base_lr=args.learning_rate, factor=args.lr_reduction_factor,
                               patience=args.lr_patience, threshold=args.improvement_threshold,
-                              min_lr=args.min_lr, min_val_loss=args.min_val_loss, on_best=save_best)
+                              min_lr=args.min_lr, min_val_loss=args.min_val_loss,
+                              max_reductions=args.max_lr_reductions, on_best=save_best)
     history = HistoryCallback(Path(args.output_dir) / "training_history.json", plateau=plateau)
     Trainer(..., callbacks=[plateau, history])   # history after plateau: it reads plateau.last
 
@@ -13,7 +14,8 @@ The schedule (after each evaluation with ``eval_loss``):
     saves best/), otherwise one more bad evaluation;
   * ``patience`` bad evaluations in a row -> every param group's lr *= ``factor`` (ratios between
     groups, e.g. the projector's own lr, are kept), counter reset;
-  * stop when val loss < ``min_val_loss`` or the plateau lr < ``min_lr``.
+  * stop when val loss < ``min_val_loss``, the plateau lr < ``min_lr``, or the lr has been reduced
+    ``max_reductions`` times (0: no limit; the rule that stops runs of a learning-rate grid alike).
 The LR is scaled through the scheduler's ``base_lrs`` as well as the optimizer groups: transformers'
 schedulers are LambdaLR (lr = base_lr * lambda(step)), so the next ``scheduler.step()`` keeps the
 reduction instead of undoing it, any warmup/decay still applies on top, and ``base_lrs`` is saved in
@@ -58,9 +60,11 @@ class PlateauSchedule:
     threshold: float = 0.05
     min_lr: float = 0.0
     min_val_loss: float = 0.0
+    max_reductions: int = 0
     best: float = math.inf
     bad_evals: int = 0
     scale: float = 1.0
+    reductions: int = 0
 
     @property
     def lr(self) -> float:
@@ -79,12 +83,15 @@ class PlateauSchedule:
             if self.bad_evals >= self.patience:
                 self.scale *= self.factor
                 self.bad_evals = 0
+                self.reductions += 1
                 reduced = True
         stop = None
         if val_loss < self.min_val_loss:
             stop = f"val loss {val_loss:.4g} < min_val_loss {self.min_val_loss:g}"
         elif self.lr < self.min_lr:
             stop = f"lr {self.lr:.3g} < min_lr {self.min_lr:g}"
+        elif self.max_reductions and self.reductions >= self.max_reductions:
+            stop = f"lr reduced {self.reductions} times (max_lr_reductions {self.max_reductions})"
         return PlateauDecision(val_loss, lr_before, self.lr, improved, reduced, stop)
 
 
@@ -100,8 +107,11 @@ class PlateauCallback(TrainerCallback, ExportableState):
         min_lr: float = 0.0,
         min_val_loss: float = 0.0,
         on_best: Callable[..., None] | None = None,
+        max_reductions: int = 0,
     ):
-        self.schedule = PlateauSchedule(base_lr, factor, patience, threshold, min_lr, min_val_loss)
+        self.schedule = PlateauSchedule(
+            base_lr, factor, patience, threshold, min_lr, min_val_loss, max_reductions=max_reductions
+        )
         self.on_best = on_best  # on_best(model=..., state=...) -> e.g. save best/
         self.last: PlateauDecision | None = None
         self.best_step: int | None = (
@@ -120,6 +130,7 @@ class PlateauCallback(TrainerCallback, ExportableState):
             min_lr=args.min_lr,
             min_val_loss=args.min_val_loss,
             on_best=on_best,
+            max_reductions=args.max_lr_reductions,
         )
 
     def on_evaluate(self, args, state: TrainerState, control: TrainerControl, metrics=None, **kwargs):
@@ -148,11 +159,26 @@ class PlateauCallback(TrainerCallback, ExportableState):
 
     def state(self) -> dict:
         s = self.schedule
-        return {"args": {}, "attributes": {"best": s.best, "bad_evals": s.bad_evals, "scale": s.scale}}
+        return {
+            "args": {},
+            "attributes": {
+                "best": s.best,
+                "bad_evals": s.bad_evals,
+                "scale": s.scale,
+                "reductions": s.reductions,
+            },
+        }
 
     def load_state(self, attributes: dict) -> None:
         for key in ("best", "bad_evals", "scale"):
             setattr(self.schedule, key, attributes[key])
+        # a checkpoint of an older version has no count: the halvings it made, read from its scale
+        default = (
+            round(math.log(s.scale) / math.log(s.factor))
+            if (s := self.schedule).factor < 1 and s.scale < 1
+            else 0
+        )
+        self.schedule.reductions = int(attributes.get("reductions", default))
 
 
 def scale_lr(optimizer, lr_scheduler, factor: float) -> None:
