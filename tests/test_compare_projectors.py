@@ -32,8 +32,16 @@ def test_mean_ci_is_a_t_interval():
         (["--projectors", "mlp2x_gelu,kan_hX"], "'kan_hX' is not a registered projector"),
         (["--strategies", "full_finetune"], "'full_finetune' is not a strategy. Valid: projector_only, lora"),
         (["--seeds", "one"], "--seeds 'one': expected comma-separated integers"),
-        (["--protocol", "no_such_protocol.yaml"], "--protocol no_such_protocol.yaml: unreadable (FileNotFoundError)"),
+        (
+            ["--protocol", "no_such_protocol.yaml"],
+            "--protocol no_such_protocol.yaml: unreadable (FileNotFoundError)",
+        ),
         (["--lora_rnak", "8"], "Did you mean: --lora_r"),
+        (["--lr_grid", "1e-3,fast"], "--lr_grid 'fast': expected learning rates in (0, 1)"),
+        (["--lr_grid", "1e-3"], "a grid needs at least two different learning rates"),
+        (["--lr_grid", "1e-3,3e-3", "--learning_rate", "1e-4"], "--learning_rate with --lr_grid"),
+        (["--lr_grid", "1e-3,3e-3", "--lr_choice", "x.json"], "pick one"),
+        (["--lr_choice", "no_such_choice.json"], "--lr_choice no_such_choice.json: no such file"),
     ],
 )
 def test_bad_sweep_arguments_are_refused_before_any_run(argv, message, tmp_path, capsys):
@@ -60,7 +68,7 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
     cells = sorted(
         f"{p}__{s}__seed0" for p in ("mlp2x_gelu", "kan_h64_g3_k2") for s in ("projector_only", "lora")
     )
-    probes = sorted(f"probe_{p}__probe__seed0" for p in ("linear", "mlp", "kan"))
+    probes = sorted(f"probe_{p}__probe__seed0" for p in ("linear", "mlp", "kan", "mlp_matched"))
     assert [p.stem for p in runs] == sorted(cells + probes)
     record = json.loads((results / "comparison" / "runs" / f"{cells[0]}.json").read_text())
     for key in (
@@ -104,7 +112,16 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
     )
     # the ceiling rows: probes on the frozen tower's features, and each pipeline row's gap to the best
     probe_rows = [r for r in summary["rows"] if r["strategy"] == "probe"]
-    assert {r["projector"] for r in probe_rows} == {"probe_linear", "probe_mlp", "probe_kan"}
+    assert {r["projector"] for r in probe_rows} == {
+        "probe_linear",
+        "probe_mlp",
+        "probe_kan",
+        "probe_mlp_matched",
+    }
+    matched = json.loads(
+        (results / "comparison" / "runs" / "probe_mlp_matched__probe__seed0.json").read_text()
+    )
+    assert matched["time"]["epochs"] == 2  # the recipe's 2 epochs, not the ceiling probe's 40
     best = max(r["test_auc"] for r in probe_rows)
     assert rows[("mlp2x_gelu", "lora")]["vs_best_probe"] == pytest.approx(
         rows[("mlp2x_gelu", "lora")]["test_auc"] - best
@@ -164,8 +181,8 @@ def test_the_results_notebook_shows_what_the_sweep_wrote(quick):
         for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs
     )  # fmt: skip
     assert (
-        "LOADED 7 runs, 7 rows, projectors ['kan_h64_g3_k2', 'mlp2x_gelu', 'probe_kan', 'probe_linear', 'probe_mlp']"
-        in text
+        "LOADED 8 runs, 8 rows, projectors ['kan_h64_g3_k2', 'mlp2x_gelu', 'probe_kan', 'probe_linear', 'probe_mlp', "
+        "'probe_mlp_matched']" in text
     )
     assert "FAMILIES" in text and "heldout" in text and "image/png" in text and "peak_memory_mib" in text
 

@@ -57,7 +57,7 @@ from llava_df.sweep.cells import (
 from llava_df.sweep.confirm import load_protocol
 from llava_df.sweep.lr_grid import load_choice, pair, parse_rates, tag, write_grid
 from llava_df.sweep.pool import run_pool, stopping
-from llava_df.sweep.probes import PROBES, run_probes, tower_features
+from llava_df.sweep.probes import PROBES, ProbeBudget, run_probes, tower_features
 from llava_df.sweep.record import (
     build_record,
     cell_key,
@@ -316,6 +316,7 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
             "training": {
                 "seed": spec.training.seed,
                 "probe_seeds": args.seeds,
+                "matched_budget": vars(ProbeBudget.matched(spec.training)),
                 "probes": hashlib.sha256(probes_code.read_bytes()).hexdigest(),
             },  # fmt: skip
         },
@@ -329,7 +330,8 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
         return
     start = time.time()
     feats = tower_features(spec)
-    for record in run_probes(feats, args.seeds, key):
+    matched = ProbeBudget.matched(spec.training)  # the reference's projector-only budget (with --lr_choice, its LR)
+    for record in run_probes(feats, args.seeds, key, matched):
         record["command"] = command
         cell = record["cell"]
         write_record(out / f"{cell['projector']}__probe__seed{cell['seed']}.json", record)

@@ -17,12 +17,19 @@ run's image processor and aspect ratio) on the same splits, and never the LLM:
 The torch probes train with AdamW for a fixed number of epochs and keep the epoch with the best
 validation AUC (selection on validation, never test), one run per seed. Their test AUC is the
 ceiling a projector + LLM readout is measured against: the gap says how much the readout loses.
+
+- ``probe_mlp_matched``: ``probe_mlp`` at the pipelines' training budget instead of the ceiling's
+  40 epochs: the recipe's batch size, epoch cap and learning rate (mlp2x_gelu / projector_only's,
+  after --lr_choice), the plateau schedule's halving and stop (``max_lr_reductions``), and the
+  weights of the lowest validation loss, as a pipeline run selects them. If the pipeline falls
+  short of this row, the LLM readout loses; if only of ``probe_mlp``, the budget does (issue #24).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,10 +47,33 @@ from llava_df.model.feature_cache import prepare_feature_cache
 from llava_df.model.processor import run_processor
 from llava_df.projectors import create_projector
 from llava_df.provenance import git_state
+from llava_df.train.callbacks import PlateauSchedule
 
-PROBES = ("probe_linear", "probe_mlp", "probe_kan")
+PROBES = ("probe_linear", "probe_mlp", "probe_kan", "probe_mlp_matched")
 KAN_PROBE = "kan_h64_g3_k2"  # the KAN widths of the default sweep
-EPOCHS, BATCH, LR = 40, 64, 1e-3
+
+
+@dataclass(frozen=True)
+class ProbeBudget:
+    """How a torch probe trains. The default is the ceiling's (long, the best validation AUC kept);
+    ``matched`` is a pipeline run's (its batch, cap, LR and plateau stop, the lowest validation loss kept)."""
+
+    epochs: int = 40
+    batch: int = 64
+    lr: float = 1e-3
+    select: str = "val_auc"  # or "val_loss", a pipeline's criterion
+    max_lr_reductions: int = 0  # 0: a fixed number of epochs
+
+    @classmethod
+    def matched(cls, training) -> ProbeBudget:
+        """The budget of a pipeline run with these TrainingArguments (epoch-wise evaluation assumed)."""
+        return cls(
+            epochs=max(1, math.ceil(training.num_train_epochs)),
+            batch=training.per_device_train_batch_size * training.gradient_accumulation_steps,
+            lr=training.learning_rate,
+            select="val_loss",
+            max_lr_reductions=training.max_lr_reductions,
+        )
 
 
 @torch.no_grad()
@@ -112,33 +142,50 @@ class TokenProbe(nn.Module):
         return self.readout(self.token_map(x).mean(1)).squeeze(-1)
 
 
-def torch_probe(feats: dict, projector: str, seed: int) -> dict:
-    """{split: P(Fake)} from a token probe trained on train, the epoch chosen by val AUC."""
+def torch_probe(feats: dict, projector: str, seed: int, budget: ProbeBudget = ProbeBudget()) -> dict:
+    """{split: P(Fake)} from a token probe trained on train, the epoch chosen on val by ``budget.select``."""
 
     torch.manual_seed(seed)
     dim = feats["train"][0].shape[-1]
     model = TokenProbe(create_projector(projector, dim, dim), dim)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=budget.lr, weight_decay=0.01)
+    plateau = PlateauSchedule(budget.lr, factor=0.5, patience=1, threshold=0.0,
+                              max_reductions=budget.max_lr_reductions)  # fmt: skip
     x = {k: torch.from_numpy(v[0]) for k, v in feats.items()}
     y = torch.from_numpy(feats["train"][1]).float()
+    y_val = torch.from_numpy(feats["val"][1]).float()
     gen = torch.Generator().manual_seed(seed)
-    best, best_state = -1.0, None
-    for _ in range(EPOCHS):
+    best, best_state, epochs = -math.inf, None, 0
+    for _ in range(budget.epochs):
         model.train()
-        for idx in torch.randperm(len(y), generator=gen).split(BATCH):
+        for idx in torch.randperm(len(y), generator=gen).split(budget.batch):
             loss = nn.functional.binary_cross_entropy_with_logits(model(x["train"][idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+        epochs += 1
         model.eval()
         with torch.no_grad():
-            val = _auc(feats["val"][1], torch.sigmoid(model(x["val"])).numpy())
-        if val > best:
-            best, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
+            logits = model(x["val"])
+            val_loss = float(nn.functional.binary_cross_entropy_with_logits(logits, y_val))
+            score = (
+                _auc(feats["val"][1], torch.sigmoid(logits).numpy())
+                if budget.select == "val_auc"
+                else -val_loss
+            )
+        if score > best:
+            best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
+        if budget.max_lr_reductions:
+            decision = plateau.update(val_loss)
+            if decision.lr_reduced:
+                for group in opt.param_groups:
+                    group["lr"] = decision.next_lr
+            if decision.stop_reason:
+                break
     model.load_state_dict(best_state)
     with torch.no_grad():
         scores = {k: torch.sigmoid(model(v)).numpy() for k, v in x.items()}
-    return scores | {"_params": sum(p.numel() for p in model.parameters())}
+    return scores | {"_params": sum(p.numel() for p in model.parameters()), "_epochs": epochs}
 
 
 def probe_record(name: str, seed: int, scores: dict, feats: dict, seconds: float, key: str) -> dict:
@@ -160,12 +207,14 @@ def probe_record(name: str, seed: int, scores: dict, feats: dict, seconds: float
         "scores": saved,
         "parameters": {"trainable": scores["_params"], "projector": None, "projector_macs_per_token": None},
         "peak_memory": {"device": "cpu", "peak_rss_mb": math.nan},
-        "time": {"s_per_step": math.nan, "probe_s": round(seconds, 1)},
+        "time": {"s_per_step": math.nan, "probe_s": round(seconds, 1), "epochs": scores.get("_epochs")},
         "env": {"git": git_state(), "device": {"type": "cpu"}},
     }
 
 
-def run_probes(feats: dict, seeds: list[int], key: str) -> list[dict]:
+def run_probes(feats: dict, seeds: list[int], key: str, matched: ProbeBudget | None = None) -> list[dict]:
+    """Every probe of PROBES at each seed (the linear one at the first); ``matched``: the pipelines' budget
+    (None: probe_mlp_matched is not run)."""
     records = []
     start = time.time()
     records.append(
@@ -176,4 +225,8 @@ def run_probes(feats: dict, seeds: list[int], key: str) -> list[dict]:
             start = time.time()
             scores = torch_probe(feats, projector, seed)
             records.append(probe_record(name, seed, scores, feats, time.time() - start, key))
+    for seed in seeds if matched is not None else []:
+        start = time.time()
+        scores = torch_probe(feats, "mlp2x_gelu", seed, matched)
+        records.append(probe_record("probe_mlp_matched", seed, scores, feats, time.time() - start, key))
     return records
