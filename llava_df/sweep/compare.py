@@ -55,6 +55,7 @@ from llava_df.sweep.cells import (
     grid,
 )
 from llava_df.sweep.confirm import load_protocol
+from llava_df.sweep.lofo import NONE, parse_families, write_lofo
 from llava_df.sweep.lr_grid import load_choice, pair, parse_rates, tag, write_grid
 from llava_df.sweep.pool import run_pool, stopping
 from llava_df.sweep.probes import PROBES, ProbeBudget, run_probes, tower_features
@@ -122,6 +123,11 @@ class CompareArguments:
         default=None,
         metadata={"help": "Comma-separated learning rates: run every cell at each, then choose one per projector and "
                           "strategy on validation (RESULTS_DIR/lr_grid/lr_choice.json; sweep/lr_grid.py). No tables."},
+    )  # fmt: skip
+    lofo: str | None = field(
+        default=None,
+        metadata={"help": "Leave one family out: 'all' or comma-separated families; every cell runs with each held out "
+                          "in turn and once holding none out (RESULTS_DIR/lofo/lofo.md; sweep/lofo.py). No tables."},
     )  # fmt: skip
     lr_choice: str | None = field(
         default=None,
@@ -230,9 +236,30 @@ def parse(argv: list[str]):
             f"--learning_rate with --{'lr_grid' if args.lr_grid is not None else 'lr_choice'}: the grid or the choice "
             "file sets each cell's learning rate. Drop --learning_rate."
         )
-    if args.lr_grid is not None and (args.aggregate or args.only_probes):
-        raise UsageError("--lr_grid trains the grid: it cannot go with --aggregate or --only_probes.")
+    for mode in ("lr_grid", "lofo"):
+        if getattr(args, mode) is not None and (args.aggregate or args.only_probes):
+            raise UsageError(f"--{mode} trains its runs: it cannot go with --aggregate or --only_probes.")
+    if args.lr_grid is not None and args.lofo is not None:
+        raise UsageError("--lr_grid and --lofo are two studies: run one, then the other (--lofo can read the grid's "
+                         "choice with --lr_choice).")  # fmt: skip
+    holds_out = any(
+        f == "--holdout_manipulation" or f.startswith("--holdout_manipulation=") for f in train_flags
+    )
+    if args.lofo is not None and holds_out:
+        raise UsageError("--holdout_manipulation with --lofo: --lofo holds out each family in turn. Drop it.")
     args.lr_grid = parse_rates(args.lr_grid) if args.lr_grid is not None else None
+    # A study's runs differ from the sweep's by a few flags and live in its own folder (results and runs):
+    # the LR grid by --learning_rate, leave-one-family-out by --holdout_manipulation ("" holds none out).
+    args.mode = "lr_grid" if args.lr_grid is not None else "lofo" if args.lofo is not None else "comparison"
+    if args.lr_grid is not None:
+        args.variants = [(tag(r), ["--learning_rate", repr(r)]) for r in args.lr_grid]
+    elif args.lofo is not None:
+        families = parse_families(args.lofo)
+        args.variants = [(f, ["--holdout_manipulation", f]) for f in families] + [
+            (NONE, ["--holdout_manipulation", ""])
+        ]
+    else:
+        args.variants = [None]
     args.lr_choices = (
         load_choice(Path(args.lr_choice), args.projectors, args.strategies)
         if args.lr_choice is not None
@@ -242,8 +269,8 @@ def parse(argv: list[str]):
     args.results_dir, args.runs_dir = Path(args.results_dir), Path(args.runs_dir)
     try:
         for cell in grid(args.projectors, args.strategies, args.seeds[:1]):
-            for rate in args.lr_grid or [None]:
-                parse_spec(cell_argv(args, train_flags, cell, rate))
+            for variant in args.variants:
+                parse_spec(cell_argv(args, train_flags, cell, variant))
             spec = parse_spec(cell_argv(args, train_flags, cell))
             if cell.projector in args.stage1 and cell.strategy == args.strategies[0]:
                 check_model_inputs(spec)  # a stage-1 file that does not fit its projector fails now
@@ -257,14 +284,17 @@ def parse(argv: list[str]):
     return args, train_flags
 
 
-def cell_argv(args, train_flags: list[str], cell: Cell, lr: float | None = None) -> list[str]:
-    """A cell's training command line: the recipe, the sweep's flags, its learning rate (``lr``: a grid point;
-    else the --lr_choice file's, else the recipe's), its own flags."""
+def cell_argv(
+    args, train_flags: list[str], cell: Cell, variant: tuple[str, list[str]] | None = None
+) -> list[str]:
+    """A cell's training command line: the recipe, the sweep's flags, its --lr_choice learning rate, a study's
+    ``variant`` (name, flags: a grid point's LR, a held-out family) with its own runs folder, the cell's flags."""
     choices = getattr(args, "lr_choices", None) or {}
-    rate = lr if lr is not None else choices.get(pair(cell.projector, cell.strategy))
-    runs_dir = args.runs_dir / "lr_grid" / tag(lr) if lr is not None else args.runs_dir
+    rate = choices.get(pair(cell.projector, cell.strategy))
     own_lr = ["--learning_rate", repr(rate)] if rate is not None else []
-    return ["--config", str(args.recipe), *train_flags, *own_lr, *cell.flags(runs_dir, args.stage1)]
+    runs_dir = args.runs_dir / args.mode / variant[0] if variant else args.runs_dir
+    extra = variant[1] if variant else []
+    return ["--config", str(args.recipe), *train_flags, *own_lr, *extra, *cell.flags(runs_dir, args.stage1)]
 
 
 # ---- running one cell (in a worker process) -------------------------------------------------
@@ -330,7 +360,9 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
         return
     start = time.time()
     feats = tower_features(spec)
-    matched = ProbeBudget.matched(spec.training)  # the reference's projector-only budget (with --lr_choice, its LR)
+    matched = ProbeBudget.matched(
+        spec.training
+    )  # the reference's projector-only budget (with --lr_choice, its LR)
     for record in run_probes(feats, args.seeds, key, matched):
         record["command"] = command
         cell = record["cell"]
@@ -344,16 +376,10 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
 
     fingerprint = code_fingerprint()
     todo, skipped = [], 0
-    cells = [
-        (cell, rate)
-        for rate in args.lr_grid or [None]
-        for cell in grid(args.projectors, args.strategies, args.seeds)
-    ]
-    for cell, rate in cells:
-        results = (
-            args.results_dir / "comparison" if rate is None else args.results_dir / "lr_grid" / tag(rate)
-        )
-        argv = cell_argv(args, train_flags, cell, rate)
+    cells = [(cell, v) for v in args.variants for cell in grid(args.projectors, args.strategies, args.seeds)]
+    for cell, variant in cells:
+        results = args.results_dir / args.mode / variant[0] if variant else args.results_dir / "comparison"
+        argv = cell_argv(args, train_flags, cell, variant)
         config = parse_spec(argv).to_json()
         adapter = config["model"].get("pretrain_mm_mlp_adapter")
         if adapter:  # a new stage-1 file at the same path is a new cell
@@ -373,25 +399,35 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
     return todo, skipped
 
 
-def _finish_grid(args, command: str, wall: float | None, failures: list[str]) -> dict:
-    """The grid's choice file and table from every record of this grid's cells (earlier runs included)."""
-    out = args.results_dir / "lr_grid"
-    records = []
-    for rate in args.lr_grid:
-        found, _ = read_records(out / tag(rate))
-        records += [r for r in found if r["cell"]["projector"] in args.projectors and r["cell"]["strategy"] in args.strategies
-                    and r["cell"]["seed"] in args.seeds]  # fmt: skip
-    if failures or not records:
-        raise RunError(
-            f"{len(failures)} grid runs failed (listed above; logs in {args.runs_dir / 'lr_grid'}): no choice is written "
-            "from a partial grid. Fix the cause and run the same command again (finished runs are kept)."
-        )
+def _machine() -> str:
     env = run_environment()["device"]
-    machine = (
-        f"{env.get('gpu_name')} x{env.get('gpu_count')}" if env.get("type") == "cuda"
-        else f"{env.get('cpu_model')}, {env.get('cpu_count')} cores, no GPU"
-    )  # fmt: skip
-    payload = write_grid(out, records, command, machine, wall)
+    if env.get("type") == "cuda":
+        return f"{env.get('gpu_name')} x{env.get('gpu_count')}"
+    return f"{env.get('cpu_model')}, {env.get('cpu_count')} cores, no GPU"
+
+
+def _finish_study(args, command: str, wall: float | None, failures: list[str]) -> dict:
+    """A study's own table (the LR grid's choice, leave-one-family-out) from every record of its cells,
+    earlier runs included; never from a partial study."""
+    out = args.results_dir / args.mode
+    by_variant = {}
+    for name, _ in args.variants:
+        found, _ = read_records(out / name)
+        by_variant[name] = [r for r in found if r["cell"]["projector"] in args.projectors
+                            and r["cell"]["strategy"] in args.strategies and r["cell"]["seed"] in args.seeds]  # fmt: skip
+    missing = [name for name, records in by_variant.items() if not records]
+    if failures or missing:
+        raise RunError(
+            f"--{args.mode}: {len(failures)} runs failed (listed above; logs in {args.runs_dir / args.mode})"
+            + (f", no record for {', '.join(missing)}" if missing else "")
+            + ": no table is written from a partial study. Fix the cause and run the same command again (finished "
+            "runs are kept)."
+        )
+    if args.mode == "lofo":
+        rows = write_lofo(out, by_variant, command, _machine())
+        print(f"lofo: {out / 'lofo.md'} ({len(rows)} rows)", file=sys.stderr)
+        return {"rows": rows}
+    payload = write_grid(out, [r for rs in by_variant.values() for r in rs], command, _machine(), wall)
     print(f"lr_grid: {out / 'lr_choice.json'}: {payload['choices']}", file=sys.stderr)
     return payload
 
@@ -427,11 +463,11 @@ def main(argv: list[str]) -> dict:
                 "wall_s": round(wall),
                 "workers": args.workers,
             }
-            write_json(args.results_dir / "comparison" / "sweep.json", sweep)
+            write_json(args.results_dir / args.mode / "sweep.json", sweep)
         for line in failures:
             print(f"failed: {line}", file=sys.stderr)
-    if args.lr_grid is not None:
-        return _finish_grid(args, command, wall if todo else None, failures)
+    if args.mode != "comparison":
+        return _finish_study(args, command, wall if todo else None, failures)
     if not args.aggregate and not args.skip_probes:
         run_probe_records(args, train_flags, command)
     summary = aggregate(args.results_dir, command, protocol=Path(args.protocol) if args.protocol else None)
