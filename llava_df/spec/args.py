@@ -162,7 +162,8 @@ class DataArguments:
     holdout_manipulation: str | None = field(
         default=None,
         metadata={
-            "help": "Train and select without this manipulation family; report test (the trained families) and heldout (test reals + every fake of this family)."
+            "help": "Train and select without this manipulation family (or these, comma-separated: all but self_blend "
+            "is the SBI protocol); report test (the trained families) and heldout (test reals + every held-out fake)."
         },
     )
     prompt: str = field(
