@@ -106,4 +106,5 @@ def test_lofo_runs_each_family_held_out_and_one_run_holding_none(tmp_path):
             sbi["metrics"][part][f"auc_{row['family']}"]
         )
     assert "| mlp2x_gelu | lora | self_blend |" in (out / "lofo.md").read_text()
+    assert (out / "lofo_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "r" / "comparison").exists()

@@ -7,7 +7,7 @@ hard even when trained on; the same family's score from a run that trained on it
 How to call (``llava-df compare`` does)::
 
     llava-df compare --lofo all --projectors mlp2x_gelu --strategies lora --seeds 0 ...
-    #   RESULTS_DIR/lofo/{lofo.md, lofo.csv, <family>/runs/<cell>.json, none/runs/<cell>.json}
+    #   RESULTS_DIR/lofo/{lofo.md, lofo.csv, lofo_heatmap.png, <family>/runs/<cell>.json, none/runs/<cell>.json}
 
 Per family F and cell: ``held out`` is the AUC of a run trained without F on the test split's
 reals + every F fake (its ``heldout`` split); ``in-distribution`` is the AUC of F's test fakes
@@ -28,6 +28,7 @@ import numpy as np
 from llava_df.data.manipulations import available_manipulations
 from llava_df.errors import UsageError
 from llava_df.io import write_text
+from llava_df.sweep.plots import lofo_heatmap
 
 NONE = "none"  # the variant that holds nothing out
 SBI = "self_blend_only"  # the variant that trains on reals + self-blended fakes only
@@ -39,7 +40,7 @@ def sbi_holdout() -> str:
     return ",".join(f for f in available_manipulations() if f != SBI_FAMILY)
 
 
-TABLE, CSV = "lofo.md", "lofo.csv"
+TABLE, CSV, HEATMAP = "lofo.md", "lofo.csv", "lofo_heatmap.png"
 
 
 def parse_families(text: str) -> list[str]:
@@ -125,6 +126,7 @@ def write_lofo(out: Path, by_family: dict[str, list[dict]], command: str, machin
             f"{_num(r['self_blend_only_auc'])} |"
         )
     write_text(out / TABLE, "\n".join(lines) + "\n")
+    lofo_heatmap(rows, out / HEATMAP)
     return rows
 
 
