@@ -75,6 +75,14 @@ def test_an_image_in_both_folders_and_a_second_test_split_are_refused(photos, tm
         load_splits(DataArguments(data_dir=str(own_test), test_data_dir=str(flower)))
 
 
+def test_the_synthetic_benchmark_trains_and_a_real_photo_folder_tests(photos):
+    _, flower = photos
+    splits = load_splits(DataArguments(synthetic_n=60, test_data_dir=str(flower)))
+    assert len(splits["test"]) == 24 and all(str(flower) in r.path for r in splits["test"].records)
+    summary = splits["train"].summary
+    assert any("synthetic test split" in where and "unused" in why for where, why in summary.skipped)
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

@@ -56,7 +56,13 @@ def _generated(cfg: SyntheticConfig) -> tuple:
 
 
 def _cross_dataset(
-    records: list[Record], summary: LoadSummary, test_dir: str, seed: int, fractions: dict
+    records: list[Record],
+    summary: LoadSummary,
+    test_dir: str,
+    seed: int,
+    fractions: dict,
+    *,
+    synthetic: bool = False,
 ) -> tuple:
     """({"train", "val"} from ``records``, "test" = every image of ``test_dir``), the combined summary.
 
@@ -64,7 +70,12 @@ def _cross_dataset(
     stratified and grouped); a "test" split of its own would be a second test set, so it is refused, and an image
     found in both sources is refused as a leak."""
     own_test = [r for r in records if r.split == "test"]
-    if own_test:
+    if own_test and synthetic:  # the generator always cuts a test split: unused here, and said so
+        summary.skip(
+            f"{len(own_test)} images of the synthetic test split", "unused: --test_data_dir is the test set"
+        )
+        records = [r for r in records if r.split != "test"]
+    elif own_test:
         raise DataError(
             f"--test_data_dir {test_dir}: {summary.source} has its own test split ({len(own_test)} images, e.g. "
             f"{own_test[0].id!r}); with --test_data_dir the other folder is the test set. Drop the test split from "
@@ -137,8 +148,9 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
     test_dir = getattr(data_args, "test_data_dir", None)
     if test_dir:
         by_split, summary = _cross_dataset(
-            records, summary, test_dir, seed, parse_fractions(data_args.split_fractions)
-        )
+            records, summary, test_dir, seed, parse_fractions(data_args.split_fractions),
+            synthetic=not (data_args.data_path or data_args.data_dir),
+        )  # fmt: skip
     else:
         by_split = split_records(records, seed, parse_fractions(data_args.split_fractions))
     if data_args.holdout_manipulation:
