@@ -253,3 +253,20 @@ def test_sbi_cli_writes_pairs_that_share_a_split(tmp_path):
             where.setdefault(r.id.split("/")[-1].split("_sbi")[0].removesuffix(".png"), set()).add(name)
     assert len(where) == 10 and all(len(s) == 1 for s in where.values())
     assert {r.manipulation for r in splits["train"].records} == {"none", "self_blend"}
+
+
+def test_several_families_held_out_train_on_the_rest_only_the_sbi_protocol():
+    others = "face_swap,gan_upsample,expression_warp,noise_inconsistency"
+    splits = load_splits(DataArguments(synthetic_n=200, holdout_manipulation=others), seed=0)
+    for name in ("train", "val", "test"):  # reals + self-blended fakes only
+        assert {r.manipulation for r in splits[name].records} == {"none", "self_blend"}
+    held = splits["heldout"].records
+    assert {r.manipulation for r in held if r.is_fake} == set(others.split(","))
+    assert [r for r in held if not r.is_fake] == [r for r in splits["test"].records if not r.is_fake]
+    one = load_splits(DataArguments(synthetic_n=200, holdout_manipulation="gan_upsample"), seed=0)
+    both = load_splits(DataArguments(synthetic_n=200, holdout_manipulation=" gan_upsample, "), seed=0)
+    assert [r.id for r in one["heldout"].records] == [r.id for r in both["heldout"].records]
+    with pytest.raises(ValueError, match="holds out every fake family"):
+        load_splits(DataArguments(synthetic_n=200, holdout_manipulation=f"{others},self_blend"), seed=0)
+    with pytest.raises(ValueError, match=r"'deepfake' is not in this data"):
+        load_splits(DataArguments(synthetic_n=200, holdout_manipulation="self_blend,deepfake"), seed=0)

@@ -78,7 +78,17 @@ def test_lofo_runs_each_family_held_out_and_one_run_holding_none(tmp_path):
           "--skip_probes", "--results_dir", str(tmp_path / "r"), "--runs_dir", str(tmp_path / "o")])  # fmt: skip
     out = tmp_path / "r" / "lofo"
     runs = {p.parent.parent.name: json.loads(p.read_text()) for p in out.glob("*/runs/*.json")}
-    assert sorted(runs) == ["gan_upsample", "none", "self_blend"]
+    assert sorted(runs) == ["gan_upsample", "none", "self_blend", "self_blend_only"]
+    sbi = runs[
+        "self_blend_only"
+    ]  # the SBI protocol: trained on reals + self-blended fakes, scored on every family
+    assert (
+        sbi["config"]["data"]["holdout_manipulation"]
+        == "face_swap,gan_upsample,expression_warp,noise_inconsistency"
+    )
+    assert {k for k in sbi["metrics"]["test"] if k.startswith("auc_")} == {"auc_self_blend"}
+    assert {k for k in sbi["metrics"]["heldout"] if k.startswith("auc_")} == {
+        "auc_face_swap", "auc_gan_upsample", "auc_expression_warp", "auc_noise_inconsistency"}  # fmt: skip
     assert runs["gan_upsample"]["config"]["data"]["holdout_manipulation"] == "gan_upsample"
     assert (
         not runs["none"]["config"]["data"]["holdout_manipulation"]
@@ -91,5 +101,10 @@ def test_lofo_runs_each_family_held_out_and_one_run_holding_none(tmp_path):
         assert float(row["in_distribution_auc"]) == pytest.approx(
             runs["none"]["metrics"]["test"][f"auc_{row['family']}"]
         )
+        part = "test" if row["family"] == "self_blend" else "heldout"
+        assert float(row["self_blend_only_auc"]) == pytest.approx(
+            sbi["metrics"][part][f"auc_{row['family']}"]
+        )
     assert "| mlp2x_gelu | lora | self_blend |" in (out / "lofo.md").read_text()
+    assert (out / "lofo_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "r" / "comparison").exists()

@@ -191,23 +191,38 @@ def split_records(
     return out
 
 
-def apply_holdout(splits: dict[str, list[Record]], family: str) -> dict[str, list[Record]]:
-    """Held-out-manipulation protocol: train and val never see ``family``; two test sets.
+def holdout_families(text: str | None) -> list[str]:
+    """--holdout_manipulation's value -> family names ("a,b" holds out several; None or "" none)."""
+    return list(dict.fromkeys(t.strip() for t in (text or "").split(",") if t.strip()))
 
-    - ``test``: the in-distribution test split (its ``family`` fakes removed): the families trained on;
-    - ``heldout``: the test split's real images + every ``family`` fake of every split (none of
-      them was trained or selected on), so generalization to an unseen forgery has enough fakes.
+
+def apply_holdout(splits: dict[str, list[Record]], families: str) -> dict[str, list[Record]]:
+    """Held-out-manipulation protocol: train and val never see ``families`` (one name, or several comma-separated:
+    ``face_swap,gan_upsample,expression_warp,noise_inconsistency`` trains on reals + self-blended fakes only, the
+    SBI protocol); two test sets.
+
+    - ``test``: the in-distribution test split (the held-out fakes removed): the families trained on;
+    - ``heldout``: the test split's real images + every held-out fake of every split (none of them was
+      trained or selected on), so generalization to an unseen forgery has enough fakes.
     """
+    held_out = set(holdout_families(families))
     present = sorted({r.manipulation for rs in splits.values() for r in rs if r.is_fake})
-    if family not in present:
+    missing = sorted(held_out - set(present))
+    if missing or not held_out:
         raise DataError(
-            f"holdout_manipulation {family!r} is not in this data. Manipulations present: {present}."
+            f"holdout_manipulation {families!r}: {', '.join(map(repr, missing)) or 'no family'} is not in this data. "
+            f"Manipulations present: {present}."
         )
-    held = [r for name in SPLITS for r in splits[name] if r.is_fake and r.manipulation == family]
+    if set(present) <= held_out:
+        raise DataError(
+            f"holdout_manipulation {families!r} holds out every fake family of this data ({present}): nothing fake is "
+            "left to train on. Keep at least one family in training."
+        )
+    held = [r for name in SPLITS for r in splits[name] if r.is_fake and r.manipulation in held_out]
     return {
-        "train": [r for r in splits["train"] if r.manipulation != family],
-        "val": [r for r in splits["val"] if r.manipulation != family],
-        "test": [r for r in splits["test"] if r.manipulation != family],
+        "train": [r for r in splits["train"] if r.manipulation not in held_out],
+        "val": [r for r in splits["val"] if r.manipulation not in held_out],
+        "test": [r for r in splits["test"] if r.manipulation not in held_out],
         "heldout": [r for r in splits["test"] if not r.is_fake] + held,
     }
 

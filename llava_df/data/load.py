@@ -15,10 +15,17 @@ from __future__ import annotations
 import functools
 import logging
 
-from llava_df.data.dataset import FaceDataset, Record, apply_holdout, parse_fractions, split_records
+from llava_df.data.dataset import (
+    FaceDataset,
+    Record,
+    apply_holdout,
+    assign_splits,
+    parse_fractions,
+    split_records,
+)
 from llava_df.data.folder import load_folder_records
 from llava_df.data.images import LoadSummary
-from llava_df.data.index import dedupe
+from llava_df.data.index import content_hash, dedupe, describe
 from llava_df.data.jsonl import load_jsonl_records
 from llava_df.data.synthetic import SyntheticConfig, generate
 from llava_df.errors import DataError
@@ -46,6 +53,65 @@ def synthetic_config(data_args) -> SyntheticConfig:
 def _generated(cfg: SyntheticConfig) -> tuple:
     # A sweep trains many runs on one benchmark in one process: draw it once (a few seconds).
     return tuple(generate(cfg))
+
+
+def _cross_dataset(
+    records: list[Record],
+    summary: LoadSummary,
+    test_dir: str,
+    seed: int,
+    fractions: dict,
+    *,
+    synthetic: bool = False,
+) -> tuple:
+    """({"train", "val"} from ``records``, "test" = every image of ``test_dir``), the combined summary.
+
+    The training source keeps its own train/val split (or gets one: --split_fractions' train and val, renormalized,
+    stratified and grouped); a "test" split of its own would be a second test set, so it is refused, and an image
+    found in both sources is refused as a leak."""
+    own_test = [r for r in records if r.split == "test"]
+    if own_test and synthetic:  # the generator always cuts a test split: unused here, and said so
+        summary.skip(
+            f"{len(own_test)} images of the synthetic test split", "unused: --test_data_dir is the test set"
+        )
+        records = [r for r in records if r.split != "test"]
+    elif own_test:
+        raise DataError(
+            f"--test_data_dir {test_dir}: {summary.source} has its own test split ({len(own_test)} images, e.g. "
+            f"{own_test[0].id!r}); with --test_data_dir the other folder is the test set. Drop the test split from "
+            "the training source (or its test/ folder), or leave --test_data_dir out."
+        )
+    train_val = {k: fractions[k] / (fractions["train"] + fractions["val"]) for k in ("train", "val")}
+    given = [r for r in records if r.split is not None]
+    if given and len(given) < len(records):
+        split_records(records, seed, fractions)  # names the mixed records (DataError)
+    if not given:
+        names = assign_splits([r.is_fake for r in records], seed, [r.group for r in records], train_val)
+        for r, name in zip(records, names, strict=True):
+            r.split = name
+    elif not any(r.split == "val" for r in records):  # train/ only: val cut from it, grouped
+        pool = [r for r in records if r.split == "train"]
+        names = assign_splits([r.is_fake for r in pool], seed, [r.group for r in pool], train_val)
+        for r, name in zip(pool, names, strict=True):
+            r.split = name
+    test, test_summary = load_folder_records(test_dir)
+    test = dedupe(test, test_summary)
+    own = {content_hash(r): r for r in records}
+    leaks = [(own[h], r) for r in test if (h := content_hash(r)) in own]
+    if leaks:
+        first, other = leaks[0]
+        raise DataError(
+            f"--test_data_dir {test_dir}: {len(leaks)} images are also in the training source (e.g. {describe(other)} "
+            f"= {describe(first)}): a test image seen in training. Remove them from one of the two folders."
+        )
+    for r in test:
+        r.split = "test"
+    summary.source = f"{summary.source} (train, val) + {test_summary.source} (test)"
+    summary.loaded += len(test)
+    summary.duplicates += test_summary.duplicates
+    summary.skipped += test_summary.skipped
+    by_split = {s: [r for r in records if r.split == s] for s in ("train", "val")} | {"test": test}
+    return by_split, summary
 
 
 def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
@@ -79,7 +145,14 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
             summary.source,
             summary.duplicates,
         )
-    by_split = split_records(records, seed, parse_fractions(data_args.split_fractions))
+    test_dir = getattr(data_args, "test_data_dir", None)
+    if test_dir:
+        by_split, summary = _cross_dataset(
+            records, summary, test_dir, seed, parse_fractions(data_args.split_fractions),
+            synthetic=not (data_args.data_path or data_args.data_dir),
+        )  # fmt: skip
+    else:
+        by_split = split_records(records, seed, parse_fractions(data_args.split_fractions))
     if data_args.holdout_manipulation:
         by_split = apply_holdout(by_split, data_args.holdout_manipulation)
     for name in by_split:

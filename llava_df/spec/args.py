@@ -139,6 +139,14 @@ class DataArguments:
     data_path: str | None = field(
         default=None, metadata={"help": "LLaVA conversation file, JSON list or JSONL (overrides --data_dir)."}
     )
+    test_data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cross-dataset test: another image folder (real/ and fake/, or metadata.csv), used whole as the "
+            "test split (e.g. train and validate on FF++ frames, test on Celeb-DF frames). The training source is then "
+            "split into train and val only (--split_fractions' first two, renormalized; groups kept on one side)."
+        },
+    )
     image_folder: str | None = field(
         default=None,
         metadata={
@@ -162,7 +170,8 @@ class DataArguments:
     holdout_manipulation: str | None = field(
         default=None,
         metadata={
-            "help": "Train and select without this manipulation family; report test (the trained families) and heldout (test reals + every fake of this family)."
+            "help": "Train and select without this manipulation family (or these, comma-separated: all but self_blend "
+            "is the SBI protocol); report test (the trained families) and heldout (test reals + every held-out fake)."
         },
     )
     prompt: str = field(

@@ -52,6 +52,16 @@ def validate(spec) -> None:
             f"--data_dir {d.data_dir}: no such folder. Expected a folder with real/ and fake/ (or metadata.csv); "
             "leave --data_dir out to use the synthetic benchmark."
         )
+    if d.test_data_dir is not None and not Path(d.test_data_dir).is_dir():
+        raise ConfigError(
+            f"--test_data_dir {d.test_data_dir}: no such folder. Expected a folder with real/ and fake/ (or "
+            "metadata.csv) to test on, or leave it out to test on the training source's own test split."
+        )
+    if d.test_data_dir is not None and d.holdout_manipulation:
+        raise ConfigError(
+            f"--test_data_dir with --holdout_manipulation {d.holdout_manipulation}: the other dataset is already the "
+            "unseen test. Use one protocol per run: drop one of the two flags."
+        )
     if d.data_path is not None and not Path(d.data_path).is_file():
         raise ConfigError(
             f"--data_path {d.data_path}: no such file. Expected a LLaVA conversation file (JSON list or JSONL)."

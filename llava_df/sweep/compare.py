@@ -55,7 +55,7 @@ from llava_df.sweep.cells import (
     grid,
 )
 from llava_df.sweep.confirm import load_protocol
-from llava_df.sweep.lofo import NONE, parse_families, write_lofo
+from llava_df.sweep.lofo import NONE, SBI, SBI_FAMILY, parse_families, sbi_holdout, write_lofo
 from llava_df.sweep.lr_grid import load_choice, pair, parse_rates, tag, write_grid
 from llava_df.sweep.pool import run_pool, stopping
 from llava_df.sweep.probes import PROBES, ProbeBudget, run_probes, tower_features
@@ -258,6 +258,9 @@ def parse(argv: list[str]):
         args.variants = [(f, ["--holdout_manipulation", f]) for f in families] + [
             (NONE, ["--holdout_manipulation", ""])
         ]
+        # the SBI protocol: reals + self-blended fakes only, scored on every family
+        if SBI_FAMILY in families:
+            args.variants.append((SBI, ["--holdout_manipulation", sbi_holdout()]))
     else:
         args.variants = [None]
     args.lr_choices = (

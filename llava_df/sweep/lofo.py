@@ -7,12 +7,14 @@ hard even when trained on; the same family's score from a run that trained on it
 How to call (``llava-df compare`` does)::
 
     llava-df compare --lofo all --projectors mlp2x_gelu --strategies lora --seeds 0 ...
-    #   RESULTS_DIR/lofo/{lofo.md, lofo.csv, <family>/runs/<cell>.json, none/runs/<cell>.json}
+    #   RESULTS_DIR/lofo/{lofo.md, lofo.csv, lofo_heatmap.png, <family>/runs/<cell>.json, none/runs/<cell>.json}
 
 Per family F and cell: ``held out`` is the AUC of a run trained without F on the test split's
 reals + every F fake (its ``heldout`` split); ``in-distribution`` is the AUC of F's test fakes
-against the same test reals in the run that holds nothing out (``none``). Both are descriptive:
-no test, no correction (the confirmatory family is in protocols/).
+against the same test reals in the run that holds nothing out (``none``). With self_blend among
+the families, one more run trains on reals + self-blended fakes only (``self_blend_only``, the SBI
+protocol of Shiohara & Yamasaki 2022) and is scored on every family: the four others held out, its
+own in distribution. All descriptive: no test, no correction (the confirmatory family is in protocols/).
 """
 
 from __future__ import annotations
@@ -26,9 +28,19 @@ import numpy as np
 from llava_df.data.manipulations import available_manipulations
 from llava_df.errors import UsageError
 from llava_df.io import write_text
+from llava_df.sweep.plots import lofo_heatmap
 
 NONE = "none"  # the variant that holds nothing out
-TABLE, CSV = "lofo.md", "lofo.csv"
+SBI = "self_blend_only"  # the variant that trains on reals + self-blended fakes only
+SBI_FAMILY = "self_blend"
+
+
+def sbi_holdout() -> str:
+    """--holdout_manipulation of the SBI run: every registered family but self_blend."""
+    return ",".join(f for f in available_manipulations() if f != SBI_FAMILY)
+
+
+TABLE, CSV, HEATMAP = "lofo.md", "lofo.csv", "lofo_heatmap.png"
 
 
 def parse_families(text: str) -> list[str]:
@@ -46,12 +58,14 @@ def parse_families(text: str) -> list[str]:
 
 def lofo_rows(by_family: dict[str, list[dict]]) -> list[dict]:
     """One row per (projector, strategy, family): held-out and in-distribution AUC, means over seeds."""
-    reference = {}
+    reference, sbi = {}, {}
     for r in by_family.get(NONE, []):
         reference.setdefault((r["cell"]["projector"], r["cell"]["strategy"]), []).append(r)
+    for r in by_family.get(SBI, []):
+        sbi.setdefault((r["cell"]["projector"], r["cell"]["strategy"]), []).append(r)
     rows = []
     for family, records in sorted(by_family.items()):
-        if family == NONE:
+        if family in (NONE, SBI):
             continue
         groups: dict[tuple[str, str], list[dict]] = {}
         for r in records:
@@ -62,11 +76,18 @@ def lofo_rows(by_family: dict[str, list[dict]]) -> list[dict]:
                 r["metrics"]["test"].get(f"auc_{family}", math.nan)
                 for r in reference.get((projector, strategy), [])
             ]
+            # the SBI run scores self_blend in distribution (test) and every other family held out (heldout)
+            part = "test" if family == SBI_FAMILY else "heldout"
+            only = [
+                (r["metrics"].get(part) or {}).get(f"auc_{family}", math.nan)
+                for r in sbi.get((projector, strategy), [])
+            ]
             rows.append({
                 "projector": projector, "strategy": strategy, "family": family,
                 "heldout_auc": float(np.mean(held)), "heldout_seeds": len(held),
                 "in_distribution_auc": float(np.mean(ind)) if ind else math.nan, "in_distribution_seeds": len(ind),
                 "trained_families_test_auc": float(np.mean([r["metrics"]["test"]["auc"] for r in runs])),
+                "self_blend_only_auc": float(np.mean(only)) if only else math.nan, "self_blend_only_seeds": len(only),
             })  # fmt: skip
     return rows
 
@@ -89,19 +110,23 @@ def write_lofo(out: Path, by_family: dict[str, list[dict]], command: str, machin
         f"Command: `{command}`; machine: {machine}; benchmark seed(s) {bench}, training seed(s) {seeds}.",
         "Held out: AUC on the test reals + every fake of the family, from a run trained and selected without it. "
         "In-distribution: AUC of the family's test fakes against the same test reals, from the run that holds "
-        "nothing out. Trained families: the held-out run's test AUC on the families it trained on. Descriptive "
-        "(means over seeds; no test, no correction).",
+        "nothing out. Trained families: the held-out run's test AUC on the families it trained on. Self-blend only: "
+        "the family's AUC in a run trained on reals + self-blended fakes only (the SBI protocol; self_blend itself in "
+        "distribution, the others unseen). Descriptive (means over seeds; no test, no correction).",
         "",
-        "| projector | strategy | family | held out AUC | in-distribution AUC | drop | trained families' test AUC |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| projector | strategy | family | held out AUC | in-distribution AUC | drop | trained families' test AUC "
+        "| self-blend only AUC |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         drop = r["in_distribution_auc"] - r["heldout_auc"]
         lines.append(
             f"| {r['projector']} | {r['strategy']} | {r['family']} | {r['heldout_auc']:.3f} | "
-            f"{_num(r['in_distribution_auc'])} | {_num(drop)} | {r['trained_families_test_auc']:.3f} |"
+            f"{_num(r['in_distribution_auc'])} | {_num(drop)} | {r['trained_families_test_auc']:.3f} | "
+            f"{_num(r['self_blend_only_auc'])} |"
         )
     write_text(out / TABLE, "\n".join(lines) + "\n")
+    lofo_heatmap(rows, out / HEATMAP)
     return rows
 
 

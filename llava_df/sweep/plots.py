@@ -195,3 +195,36 @@ def _family_heatmap(rows: list[dict], records: list[dict], path: Path) -> Path |
 def _mean(values: list) -> float:
     finite = [v for v in values if _finite(v)]
     return float(np.mean(finite)) if finite else math.nan
+
+
+def lofo_heatmap(rows: list[dict], path: Path) -> Path | None:
+    """Leave one family out (sweep/lofo.py's rows): per cell (rows) and family (columns), three panels: held out,
+    in distribution (the same family trained on), and trained on reals + self-blended fakes only."""
+    cells = list(dict.fromkeys((r["strategy"], r["projector"]) for r in rows))
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    if not cells or not families:
+        return None
+    panels = [("heldout_auc", "held out"), ("in_distribution_auc", "in distribution"),
+              ("self_blend_only_auc", "self-blend only (SBI)")]  # fmt: skip
+    panels = [(k, t) for k, t in panels if any(_finite(r.get(k)) for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(families) * len(panels) + 3.5, 0.35 * len(cells) + 2.2),
+                             squeeze=False, sharey=True)  # fmt: skip
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        grid = np.full((len(cells), len(families)), np.nan)
+        for r in rows:
+            grid[cells.index((r["strategy"], r["projector"])), families.index(r["family"])] = r.get(
+                key, math.nan
+            )
+        image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        for (i, j), value in np.ndenumerate(grid):
+            if math.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value < 0.6 else "black")  # fmt: skip
+        ax.set_xticks(range(len(families)), [f.replace("_", "\n", 1) for f in families], fontsize=7)
+        ax.set_title(title, fontsize=9)
+    axes[0][0].set_yticks(range(len(cells)), [f"{s} / {p}" for s, p in cells], fontsize=7)
+    fig.colorbar(image, ax=list(axes[0]), label="AUC, mean over seeds (0.5: chance)")
+    fig.suptitle("Leave one family out: each family's fakes against the test reals", fontsize=9, y=1.04)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
