@@ -92,7 +92,9 @@ def test_quick_sweep_writes_records_tables_and_plots(quick):
     assert record["env"]["git"]["commit"] and "transformers" in record["env"]["packages"]
     assert len(record["scores"]["test"]["p_fake"]) == test["n"]
     table = (results / "comparison.md").read_text()
-    assert "Sweep: `python -m llava_df.compare_projectors --quick" in table and "Machine:" in table
+    assert "Sweep: `python -m llava_df.compare_projectors --quick" in table
+    machine = f"{record['env']['device']['cpu_model']}, {record['env']['device']['cpu_count']} cores, no GPU"
+    assert f"Runs made on: {machine};" in table  # the runs' own machine, from their records
     assert "| lora | mlp2x_gelu | checkpoint | 1 |" in table
     # one seed: no test, said so (never a verdict from one seed), and the runs are labelled exploratory
     assert "**Exploratory**: these runs use benchmark seed(s) " in table

@@ -128,3 +128,21 @@ def test_the_comparison_table_and_confirm_apply_one_analysis(tmp_path):
     assert f"settings from {protocol_file}" in table and Analysis.from_protocol(PROTOCOL, "x").margin == 0.02
     for png in ("auc_vs_planned_7b_peak.png", "auc_vs_trainable_params.png", "family_auc.png"):
         assert (tmp_path / "results" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tables_name_the_machines_the_runs_were_made_on_not_the_one_that_aggregates():
+    from llava_df.sweep.report import runs_machine
+
+    def record(cpu_model=None, gpu=None):
+        device = (
+            {"type": "cuda", "gpu_name": gpu, "gpu_count": 1}
+            if gpu
+            else {"cpu_model": cpu_model, "cpu_count": 2}
+        )
+        return {"steps": 10, "env": {"device": device}}
+
+    probe = {"env": {"device": {"type": "cpu"}}}  # a probe record names only the device type: not counted
+    assert runs_machine([record("AMD EPYC"), record("AMD EPYC"), probe]) == "AMD EPYC, 2 cores, no GPU"
+    assert runs_machine([record("AMD EPYC"), record(gpu="NVIDIA H200"), record("AMD EPYC")]) == (
+        "AMD EPYC, 2 cores, no GPU (2 runs), NVIDIA H200 x1 (1 runs)"
+    )

@@ -41,7 +41,6 @@ from llava_df.io import write_json
 from llava_df.model.inputs import check_model_inputs
 from llava_df.projectors import available_projectors, create_projector, resolve
 from llava_df.projectors.profile import macs_per_token
-from llava_df.provenance import run_environment
 from llava_df.spec import parse_spec
 from llava_df.spec.strategy import STRATEGIES
 from llava_df.sweep.cells import (
@@ -67,7 +66,7 @@ from llava_df.sweep.record import (
     record_path,
     write_record,
 )
-from llava_df.sweep.report import aggregate
+from llava_df.sweep.report import aggregate, runs_machine
 from llava_df.sweep.stage1 import run_stage1
 from llava_df.train.workflow import train
 
@@ -230,7 +229,7 @@ def parse(argv: list[str]):
         raise UsageError(
             "--lr_grid runs the grid that writes a choice file; --lr_choice reads one: pick one."
         )
-    sets_lr = any(f == "--learning_rate" or f.startswith("--learning_rate=") for f in train_flags)
+    sets_lr = _has_flag(train_flags, "--learning_rate")
     if sets_lr and (args.lr_grid is not None or args.lr_choice is not None):
         raise UsageError(
             f"--learning_rate with --{'lr_grid' if args.lr_grid is not None else 'lr_choice'}: the grid or the choice "
@@ -242,10 +241,7 @@ def parse(argv: list[str]):
     if args.lr_grid is not None and args.lofo is not None:
         raise UsageError("--lr_grid and --lofo are two studies: run one, then the other (--lofo can read the grid's "
                          "choice with --lr_choice).")  # fmt: skip
-    holds_out = any(
-        f == "--holdout_manipulation" or f.startswith("--holdout_manipulation=") for f in train_flags
-    )
-    if args.lofo is not None and holds_out:
+    if args.lofo is not None and _has_flag(train_flags, "--holdout_manipulation"):
         raise UsageError("--holdout_manipulation with --lofo: --lofo holds out each family in turn. Drop it.")
     args.lr_grid = parse_rates(args.lr_grid) if args.lr_grid is not None else None
     # A study's runs differ from the sweep's by a few flags and live in its own folder (results and runs):
@@ -285,6 +281,11 @@ def parse(argv: list[str]):
     if args.protocol is not None:
         load_protocol(Path(args.protocol))  # a missing or incomplete protocol is refused before any run
     return args, train_flags
+
+
+def _has_flag(train_flags: list[str], flag: str) -> bool:
+    """Whether the passed-through training flags set ``flag`` (as ``flag value`` or ``flag=value``)."""
+    return any(f == flag or f.startswith(f"{flag}=") for f in train_flags)
 
 
 def cell_argv(
@@ -337,6 +338,9 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
     cell = next(iter(grid([REFERENCE], ["projector_only"], args.seeds[:1])))
     spec = parse_spec(cell_argv(args, train_flags, cell))
     config = spec.to_json()
+    matched = ProbeBudget.matched(
+        spec.training
+    )  # the reference's projector-only budget (with --lr_choice, its LR)
     probes_code = Path(__file__).with_name("probes.py")
     # What a probe depends on: the tower (model), the data and its split seed, the probe seeds and code.
     key = cell_key(
@@ -349,7 +353,7 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
             "training": {
                 "seed": spec.training.seed,
                 "probe_seeds": args.seeds,
-                "matched_budget": vars(ProbeBudget.matched(spec.training)),
+                "matched_budget": vars(matched),
                 "probes": hashlib.sha256(probes_code.read_bytes()).hexdigest(),
             },  # fmt: skip
         },
@@ -363,9 +367,6 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
         return
     start = time.time()
     feats = tower_features(spec)
-    matched = ProbeBudget.matched(
-        spec.training
-    )  # the reference's projector-only budget (with --lr_choice, its LR)
     for record in run_probes(feats, args.seeds, key, matched):
         record["command"] = command
         cell = record["cell"]
@@ -402,13 +403,6 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
     return todo, skipped
 
 
-def _machine() -> str:
-    env = run_environment()["device"]
-    if env.get("type") == "cuda":
-        return f"{env.get('gpu_name')} x{env.get('gpu_count')}"
-    return f"{env.get('cpu_model')}, {env.get('cpu_count')} cores, no GPU"
-
-
 def _finish_study(args, command: str, wall: float | None, failures: list[str]) -> dict:
     """A study's own table (the LR grid's choice, leave-one-family-out) from every record of its cells,
     earlier runs included; never from a partial study."""
@@ -426,11 +420,12 @@ def _finish_study(args, command: str, wall: float | None, failures: list[str]) -
             + ": no table is written from a partial study. Fix the cause and run the same command again (finished "
             "runs are kept)."
         )
+    machine = runs_machine([r for rs in by_variant.values() for r in rs])
     if args.mode == "lofo":
-        rows = write_lofo(out, by_variant, command, _machine())
+        rows = write_lofo(out, by_variant, command, machine)
         print(f"lofo: {out / 'lofo.md'} ({len(rows)} rows)", file=sys.stderr)
         return {"rows": rows}
-    payload = write_grid(out, [r for rs in by_variant.values() for r in rs], command, _machine(), wall)
+    payload = write_grid(out, [r for rs in by_variant.values() for r in rs], command, machine, wall)
     print(f"lr_grid: {out / 'lr_choice.json'}: {payload['choices']}", file=sys.stderr)
     return payload
 

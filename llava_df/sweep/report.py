@@ -28,9 +28,32 @@ logger = logging.getLogger(__name__)
 MIN_PER_CLASS = 50
 
 
+def machine_name(device: dict) -> str:
+    """The machine a table names, from provenance's device record."""
+    if device.get("type") == "cuda":
+        return f"{device.get('gpu_name')} x{device.get('gpu_count')}"
+    return f"{device.get('cpu_model')}, {device.get('cpu_count')} cores, no GPU"
+
+
+def runs_machine(records: list[dict]) -> str:
+    """The machine(s) the runs were made on, from each record's own env (never the machine that
+    aggregates them: tables are often rebuilt elsewhere), with counts where they differ. Training
+    records only: a probe record's env names the device type alone."""
+    devices = [r["env"]["device"] for r in records if "steps" in r and "device" in (r.get("env") or {})]
+    return _counted(map(machine_name, devices), "{name} ({n} runs)") or "not recorded"
+
+
+def _counted(names, form: str = "{name} x{n}") -> str:
+    """Distinct names in order, each with its count where there is more than one name."""
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    return ", ".join(form.format(name=name, n=n) if len(seen) > 1 else name for name, n in seen.items())
+
+
 def analysis_settings(protocol: Path | None = None) -> Analysis:
     """The protocol's margin, alpha, power and benchmark seed: ``protocol``, else the repository's
-    protocols/confirmatory_v1.yaml, else (an installed wheel) the same values built in."""
+    protocols/confirmatory_v1.yaml (the development default), else (an installed wheel) the same values built in."""
     path = protocol or DEFAULT_PROTOCOL
     if protocol is None and not path.is_file():
         return Analysis()
@@ -51,12 +74,6 @@ def aggregate(results_dir: Path, command: str, protocol: Path | None = None) -> 
     rows, family = comparison_rows(records, analysis)
     power = power_summary(family, analysis) if family else None
     env = run_environment()
-    device = env["device"]
-    machine = (
-        f"{device.get('gpu_name')} x{device.get('gpu_count')}"
-        if device.get("type") == "cuda"
-        else f"{device.get('cpu_model')}, {device.get('cpu_count')} cores, no GPU"
-    )
     sweep_file = out / "sweep.json"
     sweep = json.loads(sweep_file.read_text()) if sweep_file.is_file() else {"command": command}
     ran = (
@@ -71,13 +88,13 @@ def aggregate(results_dir: Path, command: str, protocol: Path | None = None) -> 
             "",
             f"Sweep: `{sweep['command']}`{ran}; tables and plots from its run JSONs: "
             "`python -m llava_df.compare_projectors --aggregate`.",
-            f"Machine: {machine}; torch {env['packages'].get('torch')}, transformers {env['packages'].get('transformers')}; "
-            f"the runs' code: {_run_commits(records)}.",
+            f"Runs made on: {runs_machine(records)}; {_run_packages(records)}; the runs' code: {_run_commits(records)}; "
+            f"tables built on {machine_name(env['device'])}.",
             f"Runs: {len(records)} records{f', {len(bad)} unreadable and skipped' if bad else ''}; "
             f"in-distribution test set {test_sizes}; {_val_size(records)}.",
             _status_line(records, analysis),
-            f"Each projector against {REFERENCE} under the same strategy, as protocols/confirmatory_v1.md fixes it "
-            f"(settings from {analysis.source}): the test-AUC difference averaged over paired seeds, its error from the "
+            f"Each projector against {REFERENCE} under the same strategy, as the protocol fixes it "
+            f"(settings from {analysis.source}; its reasons in the .md beside it): the test-AUC difference averaged over paired seeds, its error from the "
             "shared test images (DeLong) plus the seed-to-seed spread (t, Welch-Satterthwaite df); Holm over the "
             f"{len(family)} comparisons of this table at alpha {analysis.alpha} (BH in comparison.csv); equivalence by "
             f"TOST at ±{analysis.margin} AUC, Holm-adjusted. Verdict: better / worse (Holm p < {analysis.alpha}), "
@@ -117,7 +134,7 @@ def _status_line(records: list[dict], analysis: Analysis) -> str:
                 "never used for a design choice.")  # fmt: skip
     return (f"**Exploratory**: these runs use benchmark seed(s) {', '.join(map(str, sorted(seeds, key=str)))}, on which the "
             "benchmark's size and the tower's pretext were chosen, so their test set has been looked at. Read each "
-            "verdict as a hypothesis for the confirmatory run (protocols/confirmatory_v1.md), not as a finding.")  # fmt: skip
+            "verdict as a hypothesis for a confirmatory run (protocols/), not as a finding.")  # fmt: skip
 
 
 def _power_line(power: dict | None, analysis: Analysis) -> str:
@@ -150,12 +167,18 @@ def _last_epoch_line(records: list[dict]) -> str:
 
 def _run_commits(records: list[dict]) -> str:
     """The git commits the runs were made at, each with its dirty flag (the records' own env)."""
-    seen: dict[str, int] = {}
-    for r in records:
+
+    def name(r: dict) -> str:
         git = r["env"].get("git") or {}
-        name = f"git {str(git.get('commit'))[:10]}" + (" (dirty)" if git.get("dirty") else " (clean)")
-        seen[name] = seen.get(name, 0) + 1
-    return ", ".join(f"{name} x{n}" if len(seen) > 1 else name for name, n in seen.items())
+        return f"git {str(git.get('commit'))[:10]}" + (" (dirty)" if git.get("dirty") else " (clean)")
+
+    return _counted(map(name, records))
+
+
+def _run_packages(records: list[dict]) -> str:
+    """torch and transformers as the runs had them (the records' own env)."""
+    packages = [(r.get("env") or {}).get("packages") or {} for r in records if "steps" in r]
+    return ", ".join(f"{p} {_counted(str(pk.get(p)) for pk in packages)}" for p in ("torch", "transformers"))
 
 
 def _val_size(records: list[dict]) -> str:
