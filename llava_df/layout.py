@@ -68,6 +68,7 @@ CHECKPOINT_FOLDER: tuple[Entry, ...] = (
     Entry("adapter_config.json", "PEFT LoRA adapter config (lora, unfreeze_early)"),
     Entry("adapter_model.safetensors", "PEFT LoRA weights (lora, unfreeze_early)"),
     Entry("unfrozen_layers.safetensors", "the first N decoder layers in full (unfreeze_early)"),
+    Entry("answer_head.safetensors", "the 2-class head in place of lm_head (--answer_head classifier)"),
     Entry(
         "llava_df_complete.json", "checkpoint-N/ only: written after the Trainer's own files, with each size"
     ),

@@ -53,6 +53,7 @@ from llava_df.errors import RunError, UsageError, cli_entry
 from llava_df.eval.detector import SAVED, Detector
 from llava_df.eval.threshold import check_threshold
 from llava_df.io import write_text
+from llava_df.model.checkpoint import CHECKPOINT_JSON, read_checkpoint
 from llava_df.threads import use_chosen_threads
 
 logger = logging.getLogger(__name__)
@@ -203,6 +204,23 @@ def size_warning(width: int, height: int, input_size: tuple[int, int] | None) ->
 
 
 # ---- the detector ---------------------------------------------------------------------------
+NO_TEXT_ANSWER = (
+    "--generate with {run}: it was trained with --answer_head classifier, a 2-class head that writes no text. "
+    "Drop --generate (P(Fake) and the label are still given)."
+)
+
+
+def check_generate(run_dir: str | None, weights: str) -> None:
+    """--generate on a classifier-head run is refused before any weight loads (from its checkpoint json)."""
+    if run_dir is None:
+        return
+    for folder in (Path(run_dir), Path(run_dir) / weights):
+        if (folder / CHECKPOINT_JSON).is_file():
+            if read_checkpoint(folder).get("answer_head"):
+                raise UsageError(NO_TEXT_ANSWER.format(run=run_dir))
+            return
+
+
 def load_detector(
     run_dir: str | None = None,
     *,
@@ -285,6 +303,8 @@ def predict(
 ) -> tuple[list[dict], dict]:
     """(one row per image, a summary with the generation statistics)."""
     d = detector
+    if generate and d.info.get("answer_head") == "classifier":
+        raise UsageError(NO_TEXT_ANSWER.format(run=d.info.get("run")))
     p_fake = d.score([im.path for im in images], batch_size)
     if not np.isfinite(p_fake).all():
         bad = [im.path for im, p in zip(images, p_fake, strict=True) if not math.isfinite(p)]
@@ -449,6 +469,8 @@ def main(argv: list[str]) -> list[dict]:
     threads, why = (
         use_chosen_threads() if not torch.cuda.is_available() else (torch.get_num_threads(), "CUDA")
     )
+    if args.generate:
+        check_generate(args.run_dir, args.weights)
     detector = load_detector(
         args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold,
         allow_base_mismatch=args.allow_base_mismatch,

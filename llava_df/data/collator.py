@@ -86,6 +86,7 @@ class DeepfakeCollator:
         model_max_length: int = 512,
         supervise_eos: bool = True,
         task: str = "detect",
+        first_token_only: bool = False,
     ):
         self.processor = processor
         self.task = task
@@ -100,8 +101,14 @@ class DeepfakeCollator:
         self.supervise_eos = supervise_eos
         self.image_token_id = processor.image_token_id
         self._cache: dict[tuple[str, str], list[int]] = {}
+        self.answer_ids: list[int] = []
         if task == "detect":  # captions are not scored: no answer words to tell apart
-            answer_token_ids(self.tokenizer, [answer_real, answer_fake], template)  # fail now, not mid-run
+            self.answer_ids = answer_token_ids(
+                self.tokenizer, [answer_real, answer_fake], template
+            )  # fail now
+        # --answer_head classifier: the loss is 2-class cross-entropy at the first answer token only
+        # (llava_df.model.answer_head); that token must then be one of the two answers.
+        self.first_token_only = first_token_only and task == "detect"
 
     def texts(self, item: dict) -> tuple[str, str]:
         """(prefix, target) of one item."""
@@ -135,7 +142,10 @@ class DeepfakeCollator:
                     f"{self.tokenizer.convert_ids_to_tokens(target_ids)}; no label would be placed right."
                 )
             labels[i, tail] = input_ids[i, tail]
-            if not self.supervise_eos and target_ids[-1] == self.tokenizer.eos_token_id:
+            if self.first_token_only:
+                self._check_first_token(items[i], int(input_ids[i, tail[0]]))
+                labels[i, tail[1:]] = IGNORE_INDEX
+            elif not self.supervise_eos and target_ids[-1] == self.tokenizer.eos_token_id:
                 labels[i, tail[-1]] = IGNORE_INDEX
             answer_index[i] = tail[0]
         out = dict(enc)
@@ -143,6 +153,15 @@ class DeepfakeCollator:
         out["is_fake"] = torch.tensor([int(it["is_fake"]) for it in items], dtype=torch.long)  # [B]
         out["answer_index"] = answer_index
         return out
+
+    def _check_first_token(self, item: dict, token: int) -> None:
+        if token not in self.answer_ids:
+            got = self.tokenizer.convert_ids_to_tokens(token)
+            raise DataError(
+                f"item {item.get('id')!r}: its answer starts with token {got!r}, not with {self.answer_real!r} or "
+                f"{self.answer_fake!r}. --answer_head classifier learns those two classes only: make every answer "
+                "start with one of the two answer words, or use --answer_head generate."
+            )
 
     def _check_length(self, i: int, item: dict, ids: torch.Tensor, n_target: int) -> None:
         n = len(ids)
@@ -162,9 +181,14 @@ class DeepfakeCollator:
 
 
 def make_collator(
-    processor, data_args, model_max_length: int = 512, supervise_eos: bool = True
+    processor,
+    data_args,
+    model_max_length: int = 512,
+    supervise_eos: bool = True,
+    answer_head: str = "generate",
 ) -> DeepfakeCollator:
-    """The collator configured from DataArguments (prompt, answers, conv_template)."""
+    """The collator configured from DataArguments (prompt, answers, conv_template) and the run's
+    --answer_head (classifier: labels on the first answer token only)."""
     return DeepfakeCollator(
         processor,
         prompt=data_args.prompt,
@@ -174,4 +198,5 @@ def make_collator(
         model_max_length=model_max_length,
         supervise_eos=supervise_eos,
         task=getattr(data_args, "task", None) or "detect",
+        first_token_only=answer_head == "classifier",
     )

@@ -32,9 +32,10 @@ class PreparedData:
         return info | {"splits": {name: len(ds) for name, ds in self.splits.items()}}
 
 
-def load_data_settings(data_args, processor, model_max_length: int):
-    """(collator, fake_token_id, real_token_id): how a run turns an image into a scored answer."""
-    collator = make_collator(processor, data_args, model_max_length=model_max_length)
+def load_data_settings(data_args, processor, model_max_length: int, answer_head: str = "generate"):
+    """(collator, fake_token_id, real_token_id): how a run turns an image into a scored answer.
+    ``answer_head``: the run's --answer_head (classifier: the loss on the first answer token only)."""
+    collator = make_collator(processor, data_args, model_max_length=model_max_length, answer_head=answer_head)
     if getattr(data_args, "task", None) == "caption":  # captions are trained on, not scored
         return collator, None, None
     answers = [data_args.answer_fake, data_args.answer_real]
@@ -42,13 +43,15 @@ def load_data_settings(data_args, processor, model_max_length: int):
     return collator, fake_id, real_id
 
 
-def prepare_data(data_args, processor, *, seed: int, model_max_length: int) -> PreparedData:
+def prepare_data(
+    data_args, processor, *, seed: int, model_max_length: int, answer_head: str = "generate"
+) -> PreparedData:
     """Index and check the whole dataset with the tokenizer only (no model weights): labels, splits,
     duplicates, readable files, and one sample through the collator (a prompt that
     --model_max_length truncates fails here, not at step 1)."""
     try:
         splits = load_splits(data_args, seed=seed)
-        collator, fake_id, real_id = load_data_settings(data_args, processor, model_max_length)
+        collator, fake_id, real_id = load_data_settings(data_args, processor, model_max_length, answer_head)
     except DataError:
         raise
     except (ValueError, KeyError, FileNotFoundError) as err:  # a loader's message, written for the user

@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 DETECTOR_FILE = "llava_df_detector.json"  # a saved detector: what it needs besides the weights
 SAVED = "saved"  # from_pretrained(threshold=SAVED): the run's threshold.json, which must exist
+CLASSIFIER_NOT_MERGED = (
+    "{where} was trained with --answer_head classifier: its 2-class head has no place in a plain LLaVA checkpoint, "
+    "so it is not merged. Use the run folder itself with predict, evaluate and the demo."
+)
 SAVED_IF_ANY = "saved_if_any"  # the run's threshold.json when it names these weights, else none (merge)
 
 
@@ -116,6 +120,7 @@ class Detector:
             "projector": settings.get("model", {}).get("mm_projector_type"),
             "strategy": meta.get("strategy") or settings.get("strategy"),
             "weights": ckpt.name,
+            "answer_head": meta["model_args"].get("answer_head", "generate"),
         }
         loaded_bits = int(bits if bits is not None else meta["model_args"].get("bits", 16))
         return cls._assemble(model, processor, data, model_max_length, chosen, identity, info, loaded_bits)
@@ -140,7 +145,8 @@ class Detector:
                 "a caption run (stage 1) aligns a projector and does not score faces; pass a detector run."
             )
         processor, _ = run_processor(None, data, processor)
-        collator, fake_id, real_id = load_data_settings(data, processor, model_max_length)
+        answer_head = info.get("answer_head", "generate")  # classifier: labels on the first answer token only
+        collator, fake_id, real_id = load_data_settings(data, processor, model_max_length, answer_head)
         attach_existing(model)  # images a training run already cached skip the frozen tower
         value, source, rule = chosen
         return cls(
@@ -171,6 +177,8 @@ class Detector:
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
         """One standalone checkpoint in ``out_dir`` (LoRA folded into the base, the projector kept as is, the
         processor, DETECTOR_FILE and the threshold chosen for these weights); ``from_pretrained`` reads it back."""
+        if self.info.get("answer_head") == "classifier":
+            raise UsageError(CLASSIFIER_NOT_MERGED.format(where=f"run {self.info.get('run')}"))
         if self.bits < 16:
             raise UsageError(
                 f"this detector's base is held in {self.bits} bits; LoRA folds into 16-bit weights only. Load it "

@@ -17,6 +17,7 @@ A checkpoint folder holds::
     adapter_config.json          PEFT LoRA adapter (save_pretrained), lora / unfreeze_early only
     adapter_model.safetensors
     unfrozen_layers.safetensors  the first N decoder layers (unfreeze_early only), full parameter names
+    answer_head.safetensors      the 2-class head (--answer_head classifier only); its token ids in the json
 
 The frozen base is not saved: it is rebuilt from ``model_args`` (the checkpoint name, or the
 ``tiny`` preset, deterministic by seed), quantized the same way.
@@ -42,6 +43,7 @@ from torch import nn
 from llava_df.errors import WeightsError
 from llava_df.model.anatomy import decoder_layers, layers_path, unwrap
 from llava_df.model.anatomy import projector as projector_of
+from llava_df.model.answer_head import answer_head_of, install_answer_head
 from llava_df.model.base_identity import check_base
 from llava_df.model.build import PROJECTOR_JSON_KEY, build_model, load_projector_weights, projector_dims
 from llava_df.model.compat import quiet_peft_checkpointing_probe
@@ -58,6 +60,7 @@ PROJECTOR_JSON = "mm_projector.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_FILE = "adapter_model.safetensors"
 UNFROZEN_FILE = "unfrozen_layers.safetensors"
+ANSWER_HEAD_FILE = "answer_head.safetensors"
 
 
 def _versions() -> dict:
@@ -116,6 +119,10 @@ def save_trainable(
             state.update(_cpu_state(layer, f"{prefix}.{i}."))
         save_file(state, out / UNFROZEN_FILE)
         files.append(UNFROZEN_FILE)
+    head = answer_head_of(base)
+    if head is not None:
+        save_file(_cpu_state(head), out / ANSWER_HEAD_FILE)
+        files.append(ANSWER_HEAD_FILE)
     meta = {
         "format": 1,
         # What threshold.json names (llava_df.eval.threshold): these exact weights, so a threshold chosen for
@@ -125,6 +132,9 @@ def save_trainable(
         "base": record.base,  # name + revision: never loaded onto another base
         "strategy": record.strategy,
         "projector": proj_info,
+        "answer_head": None
+        if head is None
+        else {"kind": "classifier", "real_id": head.real_id, "fake_id": head.fake_id},
         "files": files,
         "versions": _versions(),
         "run_config": dict(record.run_config),
@@ -261,7 +271,7 @@ def _read_weights(path: Path) -> dict:
 def load_trainable_weights(
     model: nn.Module, ckpt_dir: str | os.PathLike, *, adapter: bool = True
 ) -> nn.Module:
-    """Load projector, unfrozen layers and LoRA weights (unless ``adapter=False``) from ``ckpt_dir``.
+    """Load projector, unfrozen layers, the answer head and LoRA weights (unless ``adapter=False``) from ``ckpt_dir``.
 
     For resuming: ``model`` must be built and strategy-applied with the checkpoint's arguments.
     """
@@ -270,6 +280,7 @@ def load_trainable_weights(
     load_projector_weights(projector_of(base), ckpt / PROJECTOR_FILE)
     if (ckpt / UNFROZEN_FILE).is_file():
         _load_unfrozen(base, ckpt / UNFROZEN_FILE)
+    _load_answer_head(base, ckpt)
     if adapter and (ckpt / ADAPTER_FILE).is_file():
         if not _has_lora(model):
             raise ValueError(
@@ -279,6 +290,32 @@ def load_trainable_weights(
         if result.unexpected_keys:
             raise ValueError(f"{ckpt / ADAPTER_FILE}: keys the model lacks: {result.unexpected_keys[:5]}")
     return model
+
+
+def _load_answer_head(base: nn.Module, ckpt: Path) -> None:
+    head, saved = answer_head_of(base), (ckpt / ANSWER_HEAD_FILE).is_file()
+    if head is None and not saved:
+        return
+    if head is None or not saved:
+        has = "has" if saved else "has no"
+        raise WeightsError(
+            f"{ckpt} {has} a classifier answer head ({ANSWER_HEAD_FILE}) but the model was built "
+            f"{'without' if saved else 'with'} one: load it with the checkpoint's own --answer_head."
+        )
+    head.load_state_dict(_read_weights(ckpt / ANSWER_HEAD_FILE))
+
+
+def install_saved_answer_head(model: nn.Module, ckpt_dir: str | os.PathLike, args: ModelArguments) -> None:
+    """--answer_head classifier: the head in place of lm_head, with the token ids it was trained on."""
+    if args.answer_head != "classifier":
+        return
+    saved = read_checkpoint(ckpt_dir).get("answer_head") or {}
+    if "real_id" not in saved or "fake_id" not in saved:
+        raise WeightsError(
+            f"{ckpt_dir}: --answer_head classifier, but {CHECKPOINT_JSON} names no answer token ids (answer_head). "
+            "The checkpoint is incomplete: use another checkpoint of the run."
+        )
+    install_answer_head(model, saved["real_id"], saved["fake_id"])
 
 
 def load_trained(
@@ -302,6 +339,7 @@ def load_trained(
     built = build_model(args, strategy, torch_dtype=torch_dtype, device_map=device_map)
     check_base(read_checkpoint(ckpt).get("base"), built.base, str(ckpt), allow=allow_base_mismatch)
     model = built.model
+    install_saved_answer_head(model, ckpt, args)
     if is_trainable:
         model = apply_strategy(model, args, strategy, verbose=False)
         return load_trainable_weights(model, ckpt), built.processor

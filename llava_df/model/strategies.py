@@ -37,6 +37,7 @@ from torch import nn
 
 from llava_df.model.anatomy import component_of, component_paths, decoder_layers, layers_path, unwrap
 from llava_df.model.anatomy import projector as projector_of
+from llava_df.model.answer_head import answer_head_of
 from llava_df.model.compat import quiet_peft_checkpointing_probe
 from llava_df.model.quantization import prepare_for_kbit_training, quantized_module_names
 from llava_df.spec.strategy import STRATEGIES
@@ -198,6 +199,9 @@ def apply_strategy(
     quantized model). Prints the trainable-parameter table unless ``verbose=False``.
     """
     model = get_strategy(strategy).apply(model, model_args)
+    head = answer_head_of(model)
+    if head is not None:  # --answer_head classifier: the head trains under every strategy, like the projector
+        head.requires_grad_(True)
     prepare_for_kbit_training(model, gradient_checkpointing=gradient_checkpointing)
     if verbose:
         print(f"strategy: {strategy} ({STRATEGIES[strategy]})")
@@ -255,7 +259,8 @@ def trainable_report(model: nn.Module) -> dict:
     """Trainable and total parameters by component. JSON-serialisable.
 
     Rows: vision_tower, projector, llm_layers_unfrozen (decoder layers whose every base weight
-    trains), llm_layers_frozen, lora (adapter weights), other (embeddings, final norm, lm_head).
+    trains), llm_layers_frozen, lora (adapter weights), other (embeddings, final norm, lm_head or the
+    --answer_head classifier head).
     """
     base = unwrap(model)
     paths = component_paths(base)

@@ -19,6 +19,12 @@ TINY_PARTS = ("tiny_llm", "tiny_clip")
 DEFAULT_LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
+ANSWER_HEADS = (
+    "generate",
+    "classifier",
+)  # --answer_head: the LLM's own answer, or llava_df.model.answer_head
+
+
 @dataclass(frozen=True)
 class ModelArguments:
     model_name_or_path: str = field(
@@ -51,6 +57,13 @@ class ModelArguments:
             "help": "8-bit on CPU, evaluation's matmul: dequantize (training's own: int8 weights, full-precision "
             "activations; faster and closer to the 16-bit model) or bitsandbytes (its activation-quantized int8 "
             "product, what eval() picks by itself). CUDA always uses bitsandbytes' kernels."
+        },
+    )
+    answer_head: str = field(
+        default="generate",
+        metadata={
+            "help": f"One of {ANSWER_HEADS}: generate (the LLM's own 'Real'/'Fake' answer, LLaVA's way) or classifier (a 2-class linear head on "
+            "the LLM's last hidden state in place of lm_head, trained under the same strategy: what the LLM adds)."
         },
     )
     strategy: str | None = field(

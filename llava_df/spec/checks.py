@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llava_df.errors import ConfigError, UsageError
 from llava_df.projectors import available_projectors, resolve
+from llava_df.spec.args import ANSWER_HEADS
 from llava_df.spec.llava_flags import check_llava_flags
 from llava_df.spec.ranges import check_ranges, parse_threshold_rule
 
@@ -42,6 +43,16 @@ def validate(spec) -> None:
         raise ConfigError(f"--bits {m.bits}: expected 4 (NF4), 8 (LLM.int8) or 16.")
     if m.quant_type not in ("nf4", "fp4"):
         raise ConfigError(f"--quant_type {m.quant_type}: expected nf4 or fp4.")
+    if m.answer_head not in ANSWER_HEADS:
+        raise ConfigError(
+            f"--answer_head {m.answer_head!r}: expected one of {', '.join(ANSWER_HEADS)}. Leave it out for the LLM's "
+            "own answer (generate)."
+        )
+    if m.answer_head == "classifier" and d.task == "caption":
+        raise ConfigError(
+            "--answer_head classifier with --task caption: stage 1 trains the LLM's vocabulary head on captions, which "
+            "a 2-class head cannot write. Use --answer_head generate for stage 1, classifier in stage 2."
+        )
     if m.int8_cpu_eval not in ("dequantize", "bitsandbytes"):
         raise ConfigError(f"--int8_cpu_eval {m.int8_cpu_eval}: expected dequantize or bitsandbytes.")
     if t.feature_cache not in ("auto", "off"):

@@ -108,6 +108,11 @@ def read_records(results_dir: Path) -> tuple[list[dict], list[tuple[Path, str]]]
     return records, bad
 
 
+def answer_head(record: dict) -> str:
+    """The run's --answer_head (records from before the flag existed answered generatively)."""
+    return ((record.get("config") or {}).get("model") or {}).get("answer_head", "generate")
+
+
 def last_epoch_fraction(records: list[dict]) -> tuple[int, int]:
     """(training runs whose selected weights are their last evaluation's, training runs). A run that selects
     its last epoch stopped while still improving on validation; probe records (no ``steps``) are not counted."""

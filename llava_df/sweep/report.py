@@ -19,7 +19,7 @@ from llava_df.sweep.cells import REFERENCE
 from llava_df.sweep.confirm import DEFAULT_PROTOCOL, load_protocol
 from llava_df.sweep.inference import Analysis, power_summary
 from llava_df.sweep.plots import write_plots
-from llava_df.sweep.record import last_epoch_fraction, read_records
+from llava_df.sweep.record import answer_head, last_epoch_fraction, read_records
 from llava_df.sweep.stats import hanley_mcneil_se
 from llava_df.sweep.tables import comparison_rows, write_summary, write_tables
 
@@ -71,6 +71,12 @@ def aggregate(results_dir: Path, command: str, protocol: Path | None = None) -> 
     if not records:
         raise UsageError(f"{out / 'runs'} holds no complete run record: run the sweep first.")
     analysis = analysis_settings(protocol)
+    heads = sorted({answer_head(r) for r in records if "steps" in r})
+    if len(heads) > 1:
+        raise UsageError(
+            f"{out / 'runs'} holds runs of --answer_head {' and '.join(heads)}: one table would mix them. Keep each answer "
+            "head in its own --results_dir; python -m llava_df.sweep.heads compares two of them."
+        )
     rows, family = comparison_rows(records, analysis)
     power = power_summary(family, analysis) if family else None
     env = run_environment()
@@ -93,6 +99,14 @@ def aggregate(results_dir: Path, command: str, protocol: Path | None = None) -> 
             f"Runs: {len(records)} records{f', {len(bad)} unreadable and skipped' if bad else ''}; "
             f"in-distribution test set {test_sizes}; {_val_size(records)}.",
             _status_line(records, analysis),
+            *(
+                [
+                    "Answer: `--answer_head classifier`, a 2-class head on the LLM's last hidden state in place of lm_head "
+                    "(llava_df/model/answer_head.py), not the LLM's generated word."
+                ]
+                if heads == ["classifier"]
+                else []
+            ),
             f"Each projector against {REFERENCE} under the same strategy, as the protocol fixes it "
             f"(settings from {analysis.source}; its reasons in the .md beside it): the test-AUC difference averaged over paired seeds, its error from the "
             "shared test images (DeLong) plus the seed-to-seed spread (t, Welch-Satterthwaite df); Holm over the "
@@ -129,7 +143,10 @@ def _status_line(records: list[dict], analysis: Analysis) -> str:
     seeds = {
         ((r.get("config") or {}).get("data") or {}).get("synthetic_seed") for r in records if "steps" in r
     }
-    if analysis.benchmark_seed is not None and seeds == {analysis.benchmark_seed}:
+    if analysis.benchmark_seed is None:  # no protocol names a fresh test set: nothing to claim either way
+        return (f"Benchmark seed(s) {', '.join(map(str, sorted(seeds, key=str)))}; no --protocol names a confirmatory test "
+                "set for these runs, so their verdicts are descriptive.")  # fmt: skip
+    if seeds == {analysis.benchmark_seed}:
         return (f"**Confirmatory**: every run is on the protocol's benchmark (--synthetic_seed {analysis.benchmark_seed}), "
                 "never used for a design choice.")  # fmt: skip
     return (f"**Exploratory**: these runs use benchmark seed(s) {', '.join(map(str, sorted(seeds, key=str)))}, on which the "

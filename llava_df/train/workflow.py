@@ -40,6 +40,7 @@ from llava_df.eval.threshold import write_threshold
 from llava_df.io import write_json, write_text
 from llava_df.memory import PeakMemory
 from llava_df.memory.plan import compact, format_plan, plan_spec
+from llava_df.model.answer_head import install_answer_head
 from llava_df.model.base_identity import check_base
 from llava_df.model.build import build_model, materialize_base
 from llava_df.model.checkpoint import (
@@ -105,7 +106,13 @@ def train(spec: RunSpec, callbacks: tuple = ()) -> dict:
     check_resume_folder(spec)
     checks = check_model_inputs(spec)
     processor, checks["image_aspect_ratio"] = run_processor(spec.model, spec.data)
-    data = prepare_data(spec.data, processor, seed=t.seed, model_max_length=t.model_max_length)
+    data = prepare_data(
+        spec.data,
+        processor,
+        seed=t.seed,
+        model_max_length=t.model_max_length,
+        answer_head=spec.model.answer_head,
+    )
     plan = memory_plan(spec, data)
     if t.plan_only:
         return {"memory_plan": plan}
@@ -192,12 +199,14 @@ def start_run(spec: RunSpec, resume: str | None, checks: dict) -> dict:
     return run_config
 
 
-def load_model(spec: RunSpec, resume: str | None):
+def load_model(spec: RunSpec, resume: str | None, data: PreparedData):
     """(model with the strategy applied, BuiltModel): weights load here, and only here."""
     t = spec.training
     built = build_model(
         spec.model, spec.strategy, torch_dtype=torch_dtype(t), device_map=process_device_map(t)
     )
+    if spec.model.answer_head == "classifier":  # before the strategy: it trains under every strategy
+        install_answer_head(built.model, data.real_id, data.fake_id)
     model = apply_strategy(
         built.model, spec.model, spec.strategy, gradient_checkpointing=bool(t.activation_checkpointing),
         verbose=is_main_process(),
@@ -214,7 +223,7 @@ def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: 
     meter = PeakMemory()
     meter.reset()  # before the model loads: the peak covers weights + training
     set_seed(t.seed)
-    model, built = load_model(spec, resume)
+    model, built = load_model(spec, resume, data)
     run_config["trainable"] = trainable_report(model)
     record = CheckpointRecord(dataclasses.asdict(spec.model), spec.strategy, built.base, run_config)
     train_ds, val_ds = split_of(data.splits, "train"), split_of(data.splits, "val")
