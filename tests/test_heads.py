@@ -99,6 +99,8 @@ def test_one_comparison_table_never_mixes_the_two_answer_heads(tmp_path):
     classifier = write_side(tmp_path / "c", "classifier", seeds=(7,))
     for f in classifier.glob("*.json"):
         f.rename(runs / f.name)
-    with pytest.raises(UsageError, match="holds runs of --answer_head classifier and generate: one table would mix"):
+    with pytest.raises(
+        UsageError, match="holds runs of --answer_head classifier and generate: one table would mix"
+    ):
         aggregate(tmp_path / "mixed", command="test")
     assert not (tmp_path / "mixed" / "comparison.md").exists()
