@@ -108,3 +108,33 @@ def test_lofo_runs_each_family_held_out_and_one_run_holding_none(tmp_path):
     assert "| mlp2x_gelu | lora | self_blend |" in (out / "lofo.md").read_text()
     assert (out / "lofo_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "r" / "comparison").exists()
+
+
+def test_the_table_is_rebuilt_from_the_records_with_every_seeds_value(tmp_path, capsys):
+    from llava_df.sweep.lofo import main as lofo_main
+
+    out = tmp_path / "res" / "lofo"
+    runs = {
+        "self_blend": [_run("mlp2x_gelu", 0.80, seed=1), _run("mlp2x_gelu", 0.70, seed=0)],
+        "none": [_run("mlp2x_gelu", test={"auc": 0.9, "auc_self_blend": 0.95}, seed=0)],
+    }
+    for family, records in runs.items():
+        (out / family / "runs").mkdir(parents=True)
+        for r in records:
+            r["scores"] = {"test": {}}
+            r["env"] = {"device": {"cpu_model": "AMD EPYC", "cpu_count": 2}}
+            r["steps"] = 4
+            r["config"] = {"data": {"synthetic_seed": 3}}
+            (out / family / "runs" / f"mlp2x_gelu__lora__seed{r['cell']['seed']}.json").write_text(
+                json.dumps(r)
+            )
+    with pytest.raises(SystemExit):  # no sweep.json: not a finished study
+        lofo_main(["--results_dir", str(tmp_path / "res")])
+    assert capsys.readouterr().err.startswith("error: ") and not (out / "lofo.md").exists()
+    (out / "sweep.json").write_text(json.dumps({"command": "llava-df compare --lofo self_blend"}))
+    rows = lofo_main(["--results_dir", str(tmp_path / "res")])
+    assert rows[0]["heldout_per_seed"] == "0.700 0.800"  # seed order, not file order
+    table = (out / "lofo.md").read_text()
+    assert "| mlp2x_gelu | lora | self_blend | 0.750 (0.700, 0.800) | 0.950 |" in table
+    assert "machine: AMD EPYC, 2 cores, no GPU" in table and "`llava-df compare --lofo self_blend`" in table
+    assert (out / "lofo_heatmap.png").stat().st_size > 0
