@@ -123,7 +123,9 @@ def test_the_comparison_table_and_confirm_apply_one_analysis(tmp_path):
     assert rows["linear"]["vs_ref_verdict"] == "worse" and rows["mlp2x_gelu"]["vs_ref_verdict"] == "reference"
     assert summary["power"]["mdd"] == pytest.approx(power["mdd"])
     table = (tmp_path / "results" / "comparison.md").read_text()
-    assert "**Confirmatory**: every run is on the protocol's benchmark (--synthetic_seed 77)" in table
+    assert (
+        "**Confirmatory test set**: every run is on the protocol's benchmark (--synthetic_seed 77)" in table
+    )
     assert "**Runs that selected their last evaluation: 3 of 9 (33%).** More than one in five" in table
     assert f"settings from {protocol_file}" in table and Analysis.from_protocol(PROTOCOL, "x").margin == 0.02
     for png in ("auc_vs_planned_7b_peak.png", "auc_vs_trainable_params.png", "family_auc.png"):

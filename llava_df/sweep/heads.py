@@ -83,9 +83,14 @@ def _same_setting(gen: dict, cls: dict) -> None:
     """The two sides must differ in the answer head only: same data and learning rate."""
     g, c = gen.get("config") or {}, cls.get("config") or {}
     for part, key in (("data", None), ("training", "learning_rate"), ("training", "seed")):
-        a = (g.get(part) or {}) if key is None else (g.get(part) or {}).get(key)
-        b = (c.get(part) or {}) if key is None else (c.get(part) or {}).get(key)
+        a, b = g.get(part) or {}, c.get(part) or {}
+        if key is None:  # a field one side's code did not have yet counts as its default (None)
+            a, b = ({k: side.get(k) for k in a.keys() | b.keys()} for side in (a, b))
+        else:
+            a, b = a.get(key), b.get(key)
         if a != b:
+            if isinstance(a, dict):
+                a, b = ({k: v for k, v in side.items() if a.get(k) != b.get(k)} for side in (a, b))
             raise UsageError(
                 f"{cls['cell']['name']}: its {part}{'.' + key if key else ''} differs between the two sides ({a!r} vs "
                 f"{b!r}). The comparison holds everything but --answer_head fixed: rerun one side with the other's settings."
@@ -122,7 +127,11 @@ def head_rows(generate: dict, classifier: dict, probes: list[dict]) -> tuple[lis
     for probe, seeded in sorted(by_probe.items()):
         for label, runs in pipelines.items():
             seeds = sorted(set(seeded) & set(runs))
-            if len(seeds) >= 2:
+            if len(seeds) < 2:
+                notes.append(
+                    f"{probe} against {label}: {len(seeds)} shared seed(s); a paired comparison needs 2"
+                )
+            else:
                 rows.append(
                     _row(probe, {s: seeded[s] for s in seeds}, label, {s: runs[s] for s in seeds}, ids, y)
                 )

@@ -147,8 +147,9 @@ def _status_line(records: list[dict], analysis: Analysis) -> str:
         return (f"Benchmark seed(s) {', '.join(map(str, sorted(seeds, key=str)))}; no --protocol names a confirmatory test "
                 "set for these runs, so their verdicts are descriptive.")  # fmt: skip
     if seeds == {analysis.benchmark_seed}:
-        return (f"**Confirmatory**: every run is on the protocol's benchmark (--synthetic_seed {analysis.benchmark_seed}), "
-                "never used for a design choice.")  # fmt: skip
+        return (f"**Confirmatory test set**: every run is on the protocol's benchmark (--synthetic_seed "
+                f"{analysis.benchmark_seed}), never used for a design choice; only the comparisons the protocol names are "
+                "confirmatory claims.")  # fmt: skip
     return (f"**Exploratory**: these runs use benchmark seed(s) {', '.join(map(str, sorted(seeds, key=str)))}, on which the "
             "benchmark's size and the tower's pretext were chosen, so their test set has been looked at. Read each "
             "verdict as a hypothesis for a confirmatory run (protocols/), not as a finding.")  # fmt: skip
