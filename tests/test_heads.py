@@ -104,3 +104,14 @@ def test_one_comparison_table_never_mixes_the_two_answer_heads(tmp_path):
     ):
         aggregate(tmp_path / "mixed", command="test")
     assert not (tmp_path / "mixed" / "comparison.md").exists()
+
+
+def test_a_probe_with_one_seed_is_named_not_silently_dropped(tmp_path):
+    gen = write_side(tmp_path / "g", "generate", probe_lift=0.3)
+    for f in gen.glob("probe_mlp__probe__seed[12].json"):
+        f.unlink()  # a deterministic probe has one seed
+    cls = write_side(tmp_path / "c", "classifier")
+    result = main(["--generate", str(gen), "--classifier", str(cls), "--out", str(tmp_path / "out")])
+    assert [r["row"] for r in result["rows"]] == ["mlp2x_gelu / lora / classifier"]
+    assert "probe_mlp against mlp2x_gelu / lora / generate: 1 shared seed(s)" in "; ".join(result["notes"])
+    assert "Left out: " in (tmp_path / "out" / "heads.md").read_text()
