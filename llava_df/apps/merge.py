@@ -26,8 +26,8 @@ import torch
 
 from llava_df.cli_args import parse_verb
 from llava_df.errors import UsageError, cli_entry
-from llava_df.eval.detector import CLASSIFIER_NOT_MERGED, SAVED_IF_ANY, Detector
-from llava_df.model.checkpoint import CHECKPOINT_JSON, read_checkpoint
+from llava_df.eval.detector import CLASSIFIER_NOT_MERGED, SAVED_IF_ANY, Detector, answer_head_of_run
+from llava_df.model.checkpoint import CHECKPOINT_JSON
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -62,9 +62,8 @@ def merge_run(
     """Merge ``run_dir`` (a checkpoint folder, or a run with best/ or final/) into ``output_dir``."""
     check_merge_target(run_dir, output_dir, overwrite=overwrite)
     weights = "best" if (Path(run_dir) / "best" / CHECKPOINT_JSON).is_file() else "final"
-    ckpt = Path(run_dir) if (Path(run_dir) / CHECKPOINT_JSON).is_file() else Path(run_dir) / weights
-    if (ckpt / CHECKPOINT_JSON).is_file() and read_checkpoint(ckpt).get("answer_head"):
-        raise UsageError(CLASSIFIER_NOT_MERGED.format(where=ckpt))  # before any weight loads
+    if answer_head_of_run(run_dir, weights) == "classifier":  # before any weight loads
+        raise UsageError(CLASSIFIER_NOT_MERGED.format(where=run_dir))
     detector = Detector.from_pretrained(
         run_dir, weights=weights, bits=16, threshold=SAVED_IF_ANY, torch_dtype=torch_dtype,
         allow_base_mismatch=allow_base_mismatch,

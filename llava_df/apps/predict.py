@@ -50,10 +50,9 @@ from llava_df.cli_args import parse_verb
 from llava_df.data.conversation import get_template
 from llava_df.data.images import ImageLoadError, load_rgb, load_rgb_with_info
 from llava_df.errors import RunError, UsageError, cli_entry
-from llava_df.eval.detector import SAVED, Detector
+from llava_df.eval.detector import SAVED, Detector, answer_head_of_run
 from llava_df.eval.threshold import check_threshold
 from llava_df.io import write_text
-from llava_df.model.checkpoint import CHECKPOINT_JSON, read_checkpoint
 from llava_df.threads import use_chosen_threads
 
 logger = logging.getLogger(__name__)
@@ -212,13 +211,8 @@ NO_TEXT_ANSWER = (
 
 def check_generate(run_dir: str | None, weights: str) -> None:
     """--generate on a classifier-head run is refused before any weight loads (from its checkpoint json)."""
-    if run_dir is None:
-        return
-    for folder in (Path(run_dir), Path(run_dir) / weights):
-        if (folder / CHECKPOINT_JSON).is_file():
-            if read_checkpoint(folder).get("answer_head"):
-                raise UsageError(NO_TEXT_ANSWER.format(run=run_dir))
-            return
+    if run_dir is not None and answer_head_of_run(run_dir, weights) == "classifier":
+        raise UsageError(NO_TEXT_ANSWER.format(run=run_dir))
 
 
 def load_detector(

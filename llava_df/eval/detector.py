@@ -203,6 +203,17 @@ class Detector:
 
 
 # ---- helpers --------------------------------------------------------------------------------
+def answer_head_of_run(path: str | os.PathLike, weights: str = "best") -> str:
+    """The --answer_head the weights ``from_pretrained(path, weights=weights)`` would load were trained with,
+    read from the checkpoint json alone (no weights), so a verb can refuse what a classifier head cannot do
+    first. A folder that is not a run is left to from_pretrained's own error; a merged detector answers generatively."""
+    folder = Path(path)
+    if not folder.is_dir() or (folder / DETECTOR_FILE).is_file():
+        return "generate"
+    ckpt, _ = _checkpoint_of(folder, weights)
+    return (read_checkpoint(ckpt).get("answer_head") or {}).get("kind", "generate")
+
+
 def _checkpoint_of(folder: Path, weights: str) -> tuple[Path, Path | None]:
     """(the llava_df checkpoint folder, the run folder it belongs to or None)."""
     if (folder / CHECKPOINT_JSON).is_file():  # best/, final/ or checkpoint-N/ itself

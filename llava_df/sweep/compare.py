@@ -338,9 +338,8 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
     cell = next(iter(grid([REFERENCE], ["projector_only"], args.seeds[:1])))
     spec = parse_spec(cell_argv(args, train_flags, cell))
     config = spec.to_json()
-    matched = ProbeBudget.matched(
-        spec.training
-    )  # the reference's projector-only budget (with --lr_choice, its LR)
+    # the reference's projector-only budget (with --lr_choice, its LR)
+    matched = ProbeBudget.matched(spec.training)
     probes_code = Path(__file__).with_name("probes.py")
     # What a probe depends on: the tower (model), the data and its split seed, the probe seeds and code.
     key = cell_key(

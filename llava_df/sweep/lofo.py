@@ -180,8 +180,9 @@ def main(argv: list[str]) -> list[dict]:
     ap.add_argument(
         "--results_dir", required=True, type=Path, help="The sweep's --results_dir (it holds lofo/)."
     )
-    rows = rebuild(ap.parse_args(argv).results_dir)
-    print((Path(ap.parse_args(argv).results_dir) / "lofo" / TABLE).read_text())
+    results_dir = ap.parse_args(argv).results_dir
+    rows = rebuild(results_dir)
+    print((results_dir / "lofo" / TABLE).read_text())
     return rows
 
 
