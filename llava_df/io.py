@@ -17,6 +17,7 @@ weights) is never used: it is rebuilt, with a warning naming it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -84,33 +85,80 @@ def _json_default(value):
     return str(value)
 
 
-# ---- folders built once ---------------------------------------------------------------------
-def is_complete(folder: Path) -> bool:
-    """True when ``folder`` was finished by build_once: its marker is there and every file it lists
-    still has the size it had when the marker was written."""
-    try:
-        listed = json.loads((folder / COMPLETE).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    for name, size in listed.items():
-        path = folder / name
-        if not path.is_file() or path.stat().st_size != size:
-            return False
-    return True
+# ---- completeness records -------------------------------------------------------------------
+# A folder several files make up (a cache entry, a checkpoint) is trusted only through a record
+# written LAST, listing each file with its size and, for the files whose content decides an answer
+# (weights, cached features), its SHA-256. Sizes are checked on every use (cheap); digests when a
+# process first opens the folder (verify_digests), so same-size damage (rows reversed in place, a
+# file copied in from another checkpoint) is caught too.
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):  # 16 MiB at a time: cached features and unfrozen layers are GBs
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def _mark_complete(folder: Path) -> None:
-    files = {
-        str(p.relative_to(folder)): p.stat().st_size
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != COMPLETE
-    }
+def mark_complete(folder: str | os.PathLike, marker: str = COMPLETE, *, digest=lambda name: False) -> None:
+    """Write ``folder/marker`` (atomically, last) listing every file of ``folder`` with its size, and the
+    SHA-256 of each file ``digest(relative name)`` selects."""
+    folder = Path(folder)
+    files, digests = {}, {}
+    for p in sorted(folder.rglob("*")):
+        name = str(p.relative_to(folder))
+        if not p.is_file() or name == marker or p.name.startswith(f".{marker}"):
+            continue
+        files[name] = p.stat().st_size
+        if digest(name):
+            digests[name] = file_sha256(p)
     write_json(
-        folder / COMPLETE, {"files": files, "written": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid()}
+        folder / marker,
+        {
+            "files": files,
+            "sha256": digests,
+            "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "pid": os.getpid(),
+        },
     )
 
 
-def _remove(folder: Path) -> None:
+def completeness_problem(
+    folder: str | os.PathLike, marker: str = COMPLETE, *, digests: bool = False
+) -> str | None:
+    """Why ``folder`` is not complete and intact (None: it is): no record, a listed file missing or of
+    another size, or (``digests``) a listed file whose content changed since the record was written."""
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / marker).read_text())
+        listed, recorded = record["files"], record.get("sha256") or {}
+    except FileNotFoundError:
+        return f"incomplete: no {marker} (the process writing it stopped before the end)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"its {marker} is unreadable ({type(err).__name__})"
+    for name, size in listed.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing (listed in {marker})"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, {size} when written (truncated or overwritten)"
+    if digests:
+        for name, sha in recorded.items():
+            actual = file_sha256(folder / name)
+            if actual != sha:
+                return (
+                    f"{name} changed since it was written (sha256 {actual[:12]}, recorded {sha[:12]}): damaged "
+                    "or replaced in place"
+                )
+    return None
+
+
+def is_complete(folder: Path) -> bool:
+    """True when ``folder`` was finished by build_once and every file it lists still has its size."""
+    return completeness_problem(folder) is None
+
+
+# ---- folders built once ---------------------------------------------------------------------
+def remove_folder(folder: Path) -> None:
     """Move ``folder`` out of the way (one rename, atomic), then delete it."""
     trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}-stale-", dir=folder.parent))
     os.replace(folder, trash / folder.name)
@@ -123,11 +171,13 @@ def build_once(
     *,
     verify: Callable[[Path], str | None] | None = None,
     what: str = "folder",
+    digest: Callable[[str], bool] = lambda name: False,
 ) -> Path:
     """``target``, built by ``write(tmp)`` once across processes; see the module docstring.
 
     ``verify(tmp)`` returns why a freshly written folder is unusable (None: fine); the build then
-    fails with that reason instead of leaving a broken folder for every later run.
+    fails with that reason instead of leaving a broken folder for every later run. ``digest(name)``
+    selects the files whose SHA-256 the completeness record keeps (see completeness_problem).
     """
     target = Path(target)
     if is_complete(target):
@@ -147,14 +197,16 @@ def build_once(
                 "%s %s is incomplete (no %s: a crash, a killed process or an older llava_df); rebuilding it",
                 what, target, COMPLETE,
             )  # fmt: skip
-            _remove(target)
+            remove_folder(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        # mkdtemp makes 0700: a lab's shared cache must be readable by colleagues, as the umask says.
+        os.chmod(tmp, 0o777 & ~_UMASK)
         try:
             write(tmp)
             problem = verify(tmp) if verify is not None else None
             if problem is not None:
                 raise RunError(f"building {what} {target} failed: {problem}. Nothing was kept; run again.")
-            _mark_complete(tmp)  # last: a folder without it is never used
+            mark_complete(tmp, digest=digest)  # last: a folder without it is never used
             os.replace(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -70,7 +70,8 @@ CHECKPOINT_FOLDER: tuple[Entry, ...] = (
     Entry("unfrozen_layers.safetensors", "the first N decoder layers in full (unfreeze_early)"),
     Entry("answer_head.safetensors", "the 2-class head in place of lm_head (--answer_head classifier)"),
     Entry(
-        "llava_df_complete.json", "checkpoint-N/ only: written after the Trainer's own files, with each size"
+        "llava_df_complete.json",
+        "written LAST: every file with its size, the trained weights with their SHA-256 (checked on load)",
     ),
 )
 

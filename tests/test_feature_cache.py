@@ -7,12 +7,15 @@ import torch
 from tiny_training import FLAGS, build, prepare
 
 from llava_df.data.pipeline import prepare_data
+from llava_df.errors import RunError
 from llava_df.io import COMPLETE
 from llava_df.model.feature_cache import (
     FEATURES_FILE,
+    FeatureStore,
     attach_existing,
     detach,
     prepare_feature_cache,
+    store_problem,
     vision_tower_of,
     why_not_cacheable,
 )
@@ -114,6 +117,33 @@ def test_an_incomplete_store_is_rebuilt_not_read(setup, tmp_path):
     info = prepare_feature_cache(model, data.splits, data.collator, cache_dir=tmp_path)
     detach(vision_tower_of(model), info)
     assert (store / COMPLETE).is_file() and info.stores[0].features.shape[0] == 40
+
+
+def test_a_store_damaged_in_place_at_the_same_size_is_never_read(setup, tmp_path, caplog):
+    """Rows reversed in place (sizes unchanged): every image would get another image's features. The
+    content digest recorded at build refuses it: predict/evaluate run the tower, training rebuilds it."""
+    import numpy as np
+
+    model, data = setup
+    plain = outputs(model, data)
+    info = prepare_feature_cache(model, data.splits, data.collator, cache_dir=tmp_path)
+    detach(vision_tower_of(model), info)
+    store = info.stores[0].folder
+    features = np.load(store / FEATURES_FILE, mmap_mode="r+")
+    features[:] = features[::-1].copy()  # same file, same size, rows reversed
+    features.flush()
+    del features
+    assert attach_existing(model, cache_dir=tmp_path).stores == []  # read-only users: the tower runs instead
+    assert "ignoring feature cache" in caplog.text and "changed since it was written" in caplog.text
+    with pytest.raises(RunError, match=r"features\.npy changed since it was written"):
+        FeatureStore.open(store)
+    info = prepare_feature_cache(model, data.splits, data.collator, cache_dir=tmp_path)
+    try:
+        assert "is damaged" in caplog.text and "rebuilding it" in caplog.text
+        assert info.stores[0].folder == store and store_problem(store) is None
+        assert all(torch.equal(a, b) for a, b in zip(plain, outputs(model, data), strict=True))
+    finally:
+        detach(vision_tower_of(model), info)
 
 
 def test_never_used_when_the_tower_trains_or_is_random(setup):

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
 from llava_df.cli_args import parse_verb
@@ -299,13 +298,7 @@ def predict(
     d = detector
     if generate and d.info.get("answer_head") == "classifier":
         raise UsageError(NO_TEXT_ANSWER.format(run=d.info.get("run")))
-    p_fake = d.score([im.path for im in images], batch_size)
-    if not np.isfinite(p_fake).all():
-        bad = [im.path for im, p in zip(images, p_fake, strict=True) if not math.isfinite(p)]
-        raise RunError(
-            f"{len(bad)} images got a non-finite P(Fake) (e.g. {bad[0]}): the model's answer logits overflowed. Use "
-            "another checkpoint of the run (--weights), or retrain with a lower learning rate."
-        )
+    p_fake = d.score([im.path for im in images], batch_size)  # finite, or RunError naming the weights
     input_size = model_input_size(d.processor)
     rows = []
     for im, p in zip(images, p_fake, strict=True):

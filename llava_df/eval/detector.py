@@ -49,7 +49,12 @@ CLASSIFIER_NOT_MERGED = (
     "{where} was trained with --answer_head classifier: its 2-class head has no place in a plain LLaVA checkpoint, "
     "so it is not merged. Use the run folder itself with predict, evaluate and the demo."
 )
-SAVED_IF_ANY = "saved_if_any"  # the run's threshold.json when it names these weights, else none (merge)
+SAVED_IF_ANY = "saved_if_any"
+TRAINED_PARTS = (
+    "lora_",
+    "multi_modal_projector",
+    "answer_head",
+)  # parameter names of what a run trains  # the run's threshold.json when it names these weights, else none (merge)
 
 
 @dataclass
@@ -156,12 +161,39 @@ class Detector:
 
     # ---- using ------------------------------------------------------------------------------
     def score(self, paths: list[str | os.PathLike], batch_size: int = 8) -> np.ndarray:
-        """P(Fake) per image file, through the Trainer scoring that training's evaluation uses."""
+        """P(Fake) per image file, through the Trainer scoring that training's evaluation uses. Never NaN:
+        a non-finite score raises RunError saying what in the weights produced it."""
         # is_fake is a placeholder: the score is read at the answer position, before the answer token.
         records = [Record(id=str(p), is_fake=0, manipulation="unknown", path=str(p)) for p in paths]
         with scoring_trainer(self.model, self.collator, self.fake_id, self.real_id, batch_size) as trainer:
             preds, _ = score_dataset(trainer, FaceDataset(records, name="predict"))
-        return preds[:, 0]
+        p_fake = preds[:, 0]
+        if not np.isfinite(p_fake).all():
+            bad = [str(p) for p, v in zip(paths, p_fake, strict=True) if not np.isfinite(v)]
+            raise RunError(
+                f"{len(bad)} of {len(p_fake)} images got a non-finite P(Fake) (e.g. {bad[0]}): {self._weights_diagnosis()}"
+            )
+        return p_fake
+
+    def _weights_diagnosis(self) -> str:
+        """What in the trained weights makes the answer logits overflow (every file was checked finite on load)."""
+        largest, where = 0.0, None
+        for name, param in self.model.named_parameters():
+            if any(part in name for part in TRAINED_PARTS) and param.is_floating_point() and param.numel():
+                value = float(param.detach().abs().max())
+                if value > largest:
+                    largest, where = value, name
+        weights = self.info.get("weights", "the weights")
+        return (
+            f"the answer logits overflow. The trained weights ({weights}) are finite, the largest |value| {largest:.3g} "
+            f"in {where}: far beyond what training writes (LoRA and projector weights stay within ~10), so they are "
+            "damaged or come from a diverged run. Use another checkpoint of the run (--weights final or a "
+            "checkpoint-N folder); a run whose every checkpoint does this diverged: retrain with a lower learning rate."
+            if largest > 1e3
+            else f"the answer logits overflow although the trained weights ({weights}) look sane (largest |value| "
+            f"{largest:.3g} in {where}): the images or the base model give non-finite values. Try --bits 16 or another "
+            "checkpoint, and check the images load as expected."
+        )
 
     def label(self, p_fake) -> list[str]:
         if self.threshold is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llava_df.errors import UsageError
+from llava_df.errors import RunError, UsageError
 
 CPU_WHY = ("CPU: the plan counts tensor bytes, the process's peak RSS also holds the Python runtime, its "
            "libraries and allocator caches")  # fmt: skip
@@ -48,8 +48,10 @@ def _read(path: Path) -> tuple[str, dict | None, str | None]:
         return path.name, None, "no results.json (an unfinished run, or not a run folder)"
     try:
         data = json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        return path.name, None, f"unreadable ({type(err).__name__})"
+    except (OSError, ValueError) as err:  # UnicodeDecodeError (random bytes) is a ValueError
+        return path.name, None, f"unreadable: not JSON ({type(err).__name__})"
+    if not isinstance(data, dict) or not RUN_KEYS & set(data):
+        return path.name, None, NOT_A_RUN
     name = path.name if path.is_dir() else (data.get("cell") or {}).get("name", path.stem)
     if "memory_check" in data:
         check = data["memory_check"]
@@ -68,7 +70,14 @@ def _read(path: Path) -> tuple[str, dict | None, str | None]:
     )
 
 
+RUN_KEYS = {"memory_check", "peak_memory", "memory_plan"}  # what every results.json and sweep record holds
+NOT_A_RUN = "not a llava_df results.json or sweep record (none of: " + ", ".join(sorted(RUN_KEYS)) + ")"
+UNRECOGNISED = ("not a llava_df", "unreadable", "no results.json")  # how _read's reasons for a non-run begin
+
+
 def check_runs(paths: list[str]) -> list[dict]:
+    """One row per run found under ``paths``; RunError when none of them holds a run (garbage, an empty or
+    unrelated folder), naming each path and why."""
     if not paths:
         raise UsageError(
             "--check needs run folders (or results.json / sweep record files), e.g. outputs/run1 outputs/run2."
@@ -85,11 +94,30 @@ def check_runs(paths: list[str]) -> list[dict]:
             if path.is_dir() and not (path / "results.json").exists()
             else [path]
         )
+        if not found:
+            rows.append(
+                {
+                    "run": path.name,
+                    "path": str(path),
+                    "problem": "no results.json and no *.json records in it",
+                }
+            )
         for p in found:
             if p.suffix == ".json" and "__probe__" in p.name:
                 continue  # a feature probe: no LLM run, nothing planned
             name, check, why = _read(p)
-            rows.append({"run": name, "path": str(p), **(check or {}), "problem": why})
+            # recognised: a run, even one whose check cannot be made (no plan recorded, unfinished)
+            recognised = why is None or not why.startswith(UNRECOGNISED)
+            rows.append(
+                {"run": name, "path": str(p), **(check or {}), "problem": why, "recognised": recognised}
+            )
+    if not any(r.get("recognised") for r in rows):
+        raise RunError(
+            "--check found no llava_df run to check: "
+            + "; ".join(f"{r['path']}: {r['problem']}" for r in rows[:6])
+            + (f"; and {len(rows) - 6} more" if len(rows) > 6 else "")
+            + ". Pass training run folders (their --output_dir), their results.json, or a sweep's runs/ folder."
+        )
     return rows
 
 

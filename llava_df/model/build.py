@@ -243,6 +243,13 @@ def load_projector_weights(projector: nn.Module, path: str | os.PathLike) -> Non
     state = {_strip_prefix(k): v for k, v in raw.items()}
     expected = projector.state_dict()
     name = getattr(projector, "projector_name", type(projector).__name__)
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items() if v.is_floating_point()}
+    if any(bad.values()):  # trained weights are finite: NaN/inf would make every score NaN, silently
+        key = next(k for k, n in bad.items() if n)
+        raise WeightsError(
+            f"Projector weights {str(path)!r} hold {sum(bad.values())} NaN/inf values (e.g. {bad[key]} in {key!r}): the "
+            "file is damaged or was written by a diverged run. Use another checkpoint's projector."
+        )
     for key, tensor in state.items():
         if key in expected and tuple(expected[key].shape) != tuple(tensor.shape):
             raise WeightsError(

@@ -4,6 +4,7 @@ Interface::
 
     save_trainable(model, out_dir, record, step=None) -> Path    # record: CheckpointRecord
         # callable at every checkpoint (best/, final/, checkpoint-N/); never changes the model
+    verify_checkpoint(ckpt_dir)       # WeightsError unless every listed file is there, whole and the one saved
     load_trained(run_dir, *, torch_dtype=None, device_map=None, bits=None, is_trainable=False)
         -> (model, processor)     # fresh base (same --bits unless overridden) + the saved weights, eval mode
     load_trainable_weights(model, ckpt_dir) -> model
@@ -18,6 +19,12 @@ A checkpoint folder holds::
     adapter_model.safetensors
     unfrozen_layers.safetensors  the first N decoder layers (unfreeze_early only), full parameter names
     answer_head.safetensors      the 2-class head (--answer_head classifier only); its token ids in the json
+    llava_df_complete.json       written LAST: every file with its size, the trained weights with their SHA-256
+
+A checkpoint is trusted only whole: a listed file that is missing or of another size (a crash while
+best/ was rewritten, a deleted adapter that PEFT would silently replace by a fresh zero LoRA) or trained
+weights whose bytes are not the ones recorded (a file copied in from another checkpoint, which would be
+scored under this checkpoint's threshold) are refused before any weight loads (``verify_checkpoint``).
 
 The frozen base is not saved: it is rebuilt from ``model_args`` (the checkpoint name, or the
 ``tiny`` preset, deterministic by seed), quantized the same way.
@@ -40,6 +47,7 @@ from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from llava_df import io
 from llava_df.errors import WeightsError
 from llava_df.model.anatomy import decoder_layers, layers_path, unwrap
 from llava_df.model.anatomy import projector as projector_of
@@ -61,6 +69,12 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_FILE = "adapter_model.safetensors"
 UNFROZEN_FILE = "unfrozen_layers.safetensors"
 ANSWER_HEAD_FILE = "answer_head.safetensors"
+COMPLETE_MARKER = (
+    "llava_df_complete.json"  # the completeness record, written last (llava_df.io.mark_complete)
+)
+TRAINED_FILES = (PROJECTOR_FILE, ADAPTER_FILE, UNFROZEN_FILE, ANSWER_HEAD_FILE)  # recorded with their SHA-256
+# 1: llava_df_checkpoint.json only; 2: + the completeness record in every checkpoint folder (best/, final/ too)
+FORMAT = 2
 
 
 def _versions() -> dict:
@@ -88,12 +102,21 @@ class CheckpointRecord:
 
 
 def save_trainable(
-    model: nn.Module, out_dir: str | os.PathLike, record: CheckpointRecord, step: int | None = None
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    record: CheckpointRecord,
+    step: int | None = None,
+    *,
+    complete: bool = True,
 ) -> Path:
     """Write the trained parts of ``model`` (see the module docstring) to ``out_dir``; return it.
-    ``step``: the optimizer step of these weights (threshold.json names it)."""
+    ``step``: the optimizer step of these weights (threshold.json names it). ``complete=False``: leave the
+    completeness record to the caller, who adds more files first (the Trainer's checkpoint-N/)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # best/ is rewritten in place at each new best: without its record while that happens, so a crash
+    # half-way leaves a folder that is refused, never one that mixes two steps' weights.
+    (out / COMPLETE_MARKER).unlink(missing_ok=True)
     base = unwrap(model)
     args = dict(record.model_args)
     proj = projector_of(base)
@@ -124,7 +147,7 @@ def save_trainable(
         save_file(_cpu_state(head), out / ANSWER_HEAD_FILE)
         files.append(ANSWER_HEAD_FILE)
     meta = {
-        "format": 1,
+        "format": FORMAT,
         # What threshold.json names (llava_df.eval.threshold): these exact weights, so a threshold chosen for
         # another run's or another step's weights is refused instead of labelling with it.
         "weights": {"step": step, "sha256": files_sha256(out, files)},
@@ -139,7 +162,9 @@ def save_trainable(
         "versions": _versions(),
         "run_config": dict(record.run_config),
     }
-    (out / CHECKPOINT_JSON).write_text(json.dumps(meta, indent=2, default=str))
+    io.write_text(out / CHECKPOINT_JSON, json.dumps(meta, indent=2, default=str))
+    if complete:
+        io.mark_complete(out, COMPLETE_MARKER, digest=lambda name: name in TRAINED_FILES)  # last
     return out
 
 
@@ -155,8 +180,73 @@ def files_sha256(folder: Path, names: list[str]) -> str:
 
 
 def weights_identity(ckpt_dir: str | os.PathLike) -> dict:
-    """{"step", "sha256"} of a checkpoint's trained weights ({} for checkpoints from before it was recorded)."""
+    """{"step", "sha256"} of a checkpoint's trained weights, checked against the files themselves
+    (verify_checkpoint); {} for checkpoints from before it was recorded."""
+    verify_checkpoint(ckpt_dir)
     return dict(read_checkpoint(ckpt_dir).get("weights") or {})
+
+
+def checkpoint_files_problem(ckpt_dir: str | os.PathLike) -> str | None:
+    """Why the files of checkpoint ``ckpt_dir`` are not the ones it was saved with (None: they are)."""
+    ckpt = Path(ckpt_dir)
+    meta = read_checkpoint(ckpt)
+    listed = [str(n) for n in meta.get("files") or []]
+    if int(meta.get("format", 1)) >= 2:
+        problem = io.completeness_problem(ckpt, COMPLETE_MARKER)
+        if problem is not None:
+            return problem
+    missing = [n for n in listed if not (ckpt / n).is_file()]
+    if missing:
+        return f"{missing[0]} is missing (listed in {CHECKPOINT_JSON})"
+    recorded = meta.get("weights") or {}
+    if recorded.get("sha256"):
+        actual = _files_sha256_once(ckpt, listed)
+        if actual != recorded["sha256"]:
+            return (
+                f"its weight files hash to sha256 {actual[:12]}, not the {recorded['sha256'][:12]} that "
+                f"{CHECKPOINT_JSON} records for step {recorded.get('step')}: they were replaced (e.g. copied in from "
+                "another checkpoint) or rewritten after it was saved, so its step and threshold do not describe them"
+            )
+    return None
+
+
+def verify_checkpoint(ckpt_dir: str | os.PathLike) -> None:
+    """WeightsError naming the checkpoint, what is wrong and the run's intact checkpoints; see the module docstring."""
+    ckpt = Path(ckpt_dir)
+    problem = checkpoint_files_problem(ckpt)
+    if problem is None:
+        return
+    run = ckpt.parent
+    others = sorted(
+        p.name
+        for p in run.iterdir()
+        if p.is_dir()
+        and p != ckpt
+        and (p / CHECKPOINT_JSON).is_file()
+        and checkpoint_files_problem(p) is None
+    )
+    use = (
+        f"use an intact checkpoint of this run ({', '.join(others)})"
+        if others
+        else "no other intact checkpoint is here"
+    )
+    raise WeightsError(
+        f"{ckpt} cannot be trusted: {problem}. Nothing was loaded; {use}, or re-run training "
+        "(--resume_from_checkpoint last continues an interrupted run)."
+    )
+
+
+_VERIFIED: dict[
+    tuple, str
+] = {}  # (folder, files' sizes and times) -> sha256: hash a checkpoint once per process
+
+
+def _files_sha256_once(folder: Path, names: list[str]) -> str:
+    stats = tuple((n, (folder / n).stat().st_size, (folder / n).stat().st_mtime_ns) for n in sorted(names))
+    key = (str(folder.resolve()), stats)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = files_sha256(folder, names)
+    return _VERIFIED[key]
 
 
 LLAVA_PREFIX = "model.mm_projector."  # the key prefix of LLaVA's stage-1 mm_projector.bin
@@ -251,21 +341,30 @@ def _load_unfrozen(base: nn.Module, path: Path) -> None:
 
 
 def _read_weights(path: Path) -> dict:
-    """safetensors -> tensors, or WeightsError naming the file and the run's other checkpoints."""
+    """safetensors -> tensors, or WeightsError naming the file and the run's other checkpoints (a file that
+    cannot be read, or one holding NaN/inf values: trained weights are finite, the NaN guard stops a run first)."""
     try:
-        return load_file(path)
+        state = load_file(path)
     except Exception as exc:  # truncated, zero-filled, not safetensors
-        run = path.parent.parent
-        others = sorted(
-            p.name
-            for p in run.iterdir()
-            if p.is_dir() and p != path.parent and (p / CHECKPOINT_JSON).is_file()
+        state, error = None, f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+    else:
+        bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items() if v.is_floating_point()}
+        bad = {k: n for k, n in bad.items() if n}
+        if not bad:
+            return state
+        name, n = next(iter(bad.items()))
+        error = (
+            f"holds {sum(bad.values())} NaN/inf values in {len(bad)} of its {len(state)} tensors (e.g. {n} in {name}): "
+            "trained weights are finite, so the file is damaged or was written by a diverged run"
         )
-        raise WeightsError(
-            f"{path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Use another "
-            f"checkpoint of this run ({', '.join(others) or 'none found'}), e.g. --resume_from_checkpoint "
-            f"{run / others[-1] if others else '<checkpoint>'} or --weights final/best."
-        ) from None
+    run = path.parent.parent
+    others = sorted(
+        p.name for p in run.iterdir() if p.is_dir() and p != path.parent and (p / CHECKPOINT_JSON).is_file()
+    )
+    raise WeightsError(
+        f"{path} {error}. Use another checkpoint of this run ({', '.join(others) or 'none found'}), e.g. "
+        f"--resume_from_checkpoint {run / others[-1] if others else '<checkpoint>'} or --weights final/best."
+    )
 
 
 def load_trainable_weights(
@@ -276,6 +375,7 @@ def load_trainable_weights(
     For resuming: ``model`` must be built and strategy-applied with the checkpoint's arguments.
     """
     ckpt = Path(ckpt_dir)
+    verify_checkpoint(ckpt)
     base = unwrap(model)
     load_projector_weights(projector_of(base), ckpt / PROJECTOR_FILE)
     if (ckpt / UNFROZEN_FILE).is_file():
@@ -333,6 +433,7 @@ def load_trained(
     the strategy so training can continue, otherwise the model is frozen and in eval mode.
     """
     ckpt = find_checkpoint(run_dir)
+    verify_checkpoint(ckpt)  # before the base is built: a damaged checkpoint costs no load
     overrides = {} if bits is None else {"bits": bits}
     args = model_args_from_checkpoint(ckpt, **overrides)
     strategy = strategy_of(ckpt)
@@ -345,6 +446,7 @@ def load_trained(
         return load_trainable_weights(model, ckpt), built.processor
     load_trainable_weights(model, ckpt, adapter=False)  # the adapter goes in through PEFT below
     if (ckpt / ADAPTER_FILE).is_file():
+        _read_weights(ckpt / ADAPTER_FILE)  # PEFT reads it below; this refuses NaN/inf weights first
         with quiet_peft_checkpointing_probe():
             model = PeftModel.from_pretrained(model, ckpt, is_trainable=False)
     model.requires_grad_(False)

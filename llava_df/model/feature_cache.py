@@ -38,6 +38,8 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from llava_df import io
+from llava_df.errors import RunError
 from llava_df.io import build_once, is_complete, write_json
 from llava_df.model.anatomy import unwrap
 
@@ -103,6 +105,12 @@ class FeatureStore:
 
     @classmethod
     def open(cls, folder: Path) -> FeatureStore:
+        """The store in ``folder``; RunError when its content is not what was written (see store_problem)."""
+        problem = store_problem(folder)
+        if problem is not None:
+            raise RunError(
+                f"feature cache {folder} is damaged: {problem}. Delete the folder; the next run rebuilds it."
+            )
         index = json.loads((folder / INDEX_FILE).read_text())
         dtype = getattr(torch, index["dtype"])
         return cls(
@@ -148,6 +156,30 @@ class FeatureCacheInfo:
                 return None
             found.append(one)
         return torch.cat(found)
+
+
+_INTACT: set[tuple] = set()  # stores whose content this process has checked: (folder, size, mtime)
+
+
+def store_problem(folder: Path) -> str | None:
+    """Why the store in ``folder`` cannot be trusted (None: complete, and its features and index have the
+    SHA-256 recorded when it was built). The sizes are checked on every call, the digests once per process:
+    a store damaged in place at the same size (rows reordered, bytes flipped) would otherwise feed the
+    projector another image's features without any error."""
+    problem = io.completeness_problem(folder)
+    if problem is not None:
+        return problem
+    features = folder / FEATURES_FILE
+    key = (str(folder.resolve()), features.stat().st_size, features.stat().st_mtime_ns)
+    if key in _INTACT:
+        return None
+    recorded = json.loads((folder / io.COMPLETE).read_text()).get("sha256") or {}
+    if set(recorded) != {FEATURES_FILE, INDEX_FILE}:
+        return "its completeness record has no content digest (written by an older llava_df)"
+    problem = io.completeness_problem(folder, digests=True)
+    if problem is None:
+        _INTACT.add(key)
+    return problem
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -217,11 +249,18 @@ def prepare_feature_cache(model: nn.Module, splits: dict, collator, *, batch_siz
         if need > DISK_SHARE * free:
             return FeatureCacheInfo([], f"the features need {need / 2**30:.1f} GiB, more than half the free "
                                           f"{free / 2**30:.1f} GiB under {root}")  # fmt: skip
+    problem = store_problem(folder) if is_complete(folder) else None
+    if problem is not None:  # complete by size but not by content: never read, rebuilt now
+        logger.warning("feature cache %s is damaged (%s); rebuilding it", folder, problem)
+        io.remove_folder(folder)
     was_training = tower.training
     tower.eval()
     try:
         batches = _pixel_batches(splits, collator, batch_size, device)
-        build_once(folder, lambda tmp: _write_store(tmp, tower, batches, layer), what="feature cache")
+        build_once(
+            folder, lambda tmp: _write_store(tmp, tower, batches, layer), what="feature cache",
+            digest=lambda name: name in (FEATURES_FILE, INDEX_FILE),
+        )  # fmt: skip
     finally:
         tower.train(was_training)
     info = FeatureCacheInfo([FeatureStore.open(folder)], None)
@@ -237,11 +276,17 @@ def attach_existing(model: nn.Module, cache_dir: str | os.PathLike | None = None
         return FeatureCacheInfo([], reason)
     tower = vision_tower_of(model)
     folder = cache_root(cache_dir) / tower_identity(tower, unwrap(model).config.vision_feature_layer)
-    stores = [
-        FeatureStore.open(f)
-        for f in sorted(folder.glob("*"))
-        if is_complete(f) and (f / INDEX_FILE).is_file()
-    ]
+    stores = []
+    for f in sorted(folder.glob("*")):
+        if not (is_complete(f) and (f / INDEX_FILE).is_file()):
+            continue
+        problem = store_problem(f)
+        if problem is not None:  # the images it holds run the tower instead: slower, never wrong
+            logger.warning(
+                "ignoring feature cache %s: %s (a training run on these images rebuilds it)", f, problem
+            )
+            continue
+        stores.append(FeatureStore.open(f))
     info = FeatureCacheInfo(stores, None if stores else "no store for this tower yet")
     if stores:
         attach(tower, info)

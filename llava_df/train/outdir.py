@@ -51,13 +51,14 @@ import torch.distributed as dist
 from filelock import FileLock, Timeout
 from transformers import TrainerCallback
 
+from llava_df import io
 from llava_df.errors import RunError
 from llava_df.io import write_json
 from llava_df.layout import ASIDE, LOCK, LOCK_INFO, is_finished, run_artifacts
+from llava_df.model.checkpoint import COMPLETE_MARKER as MARKER
+from llava_df.model.checkpoint import TRAINED_FILES
 
 logger = logging.getLogger(__name__)
-
-MARKER = "llava_df_complete.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -144,32 +145,16 @@ def checkpoint_dirs(out: Path) -> list[Path]:
 
 
 def mark_complete(checkpoint: Path) -> None:
-    """Write the marker listing every file of a checkpoint the Trainer finished writing, with sizes."""
-    files = {
-        str(p.relative_to(checkpoint)): p.stat().st_size
-        for p in sorted(checkpoint.rglob("*"))
-        if p.is_file() and p.name != MARKER
-    }
-    tmp = checkpoint / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"files": files, "written": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
-    os.replace(tmp, checkpoint / MARKER)
+    """Write the marker listing every file of a checkpoint the Trainer finished writing, with sizes
+    (the trained weights with their SHA-256: llava_df.model.checkpoint.TRAINED_FILES)."""
+    io.mark_complete(checkpoint, MARKER, digest=lambda name: name in TRAINED_FILES)
 
 
 def checkpoint_problem(checkpoint: Path) -> str | None:
     """Why ``checkpoint`` cannot be resumed from (None: complete and intact)."""
-    marker = checkpoint / MARKER
-    if not marker.is_file():
-        return f"incomplete: no {MARKER} (the run stopped while writing it)"
-    try:
-        files = json.loads(marker.read_text())["files"]
-    except (OSError, ValueError, KeyError):
-        return f"its {MARKER} is unreadable"
-    for name, size in files.items():
-        path = checkpoint / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} is {path.stat().st_size} bytes, {size} when written (truncated or overwritten)"
+    problem = io.completeness_problem(checkpoint, MARKER)
+    if problem is not None:
+        return problem
     try:
         json.loads((checkpoint / "trainer_state.json").read_text())
     except (OSError, ValueError) as err:

@@ -85,7 +85,9 @@ class DeepfakeTrainer(AnswerTrainer):
         trained = [p for p in self.model.parameters() if p.requires_grad]
         with _gathered(self, trained):
             if self.args.should_save:
-                save_trainable(self.model, out, self.record, step=self.state.global_step)
+                # The Trainer writes its optimizer and state after this; OutputDirCallback records the
+                # folder complete once they are there (llava_df.train.outdir.mark_complete).
+                save_trainable(self.model, out, self.record, step=self.state.global_step, complete=False)
 
     # No public hook loads model weights on resume: Trainer.train() calls this method itself, and its
     # default looks for full model weights (model.safetensors / an adapter only) that our checkpoints
