@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from llava_df.memory import LiveTensorPeak
+from llava_df.memory.peak import LiveTensorPeak
 from llava_df.model.anatomy import unwrap
 from llava_df.model.build import build_model
 from llava_df.model.strategies import apply_strategy

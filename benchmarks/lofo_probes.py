@@ -34,7 +34,7 @@ from sklearn.metrics import roc_auc_score
 
 from llava_df.data.synthetic import available_manipulations
 from llava_df.provenance import git_state, run_environment
-from llava_df.spec import parse_spec
+from llava_df.spec.resolve import parse_spec
 from llava_df.sweep.cells import DEFAULT_RECIPE
 from llava_df.sweep.probes import torch_probe, tower_features
 

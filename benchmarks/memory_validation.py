@@ -74,7 +74,7 @@ def measure(argv: list[str]) -> dict:
     from llava_df.model.processor import run_processor
     from llava_df.model.quantization import enable_checkpointing
     from llava_df.model.strategies import apply_strategy
-    from llava_df.spec import parse_spec
+    from llava_df.spec.resolve import parse_spec
 
     torch.manual_seed(0)
     parsed = parse_spec(argv)

@@ -51,7 +51,7 @@ TOLERANCE = 1e-6
 def worker(job: dict) -> dict:
     from llava_df.data.load import load_splits
     from llava_df.model.build import materialize_base
-    from llava_df.spec import parse_spec
+    from llava_df.spec.resolve import parse_spec
     from llava_df.sweep.cells import DEFAULT_RECIPE, Cell
     from llava_df.train.workflow import train
 

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import importlib
 import typing
+from pathlib import Path
 from typing import Any
 
 from transformers import HfArgumentParser
 
+from llava_df import __version__
 from llava_df.errors import UsageError
 
 # The words HfArgumentParser's string_to_bool reads as a boolean value (case-insensitive).
@@ -33,6 +37,18 @@ def bool_value(text: str) -> bool | None:
     """True / False for a word the dialect reads as a boolean (true/false, yes/no, t/f, y/n, 1/0), else None."""
     word = text.strip().lower()
     return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
+def unknown_flag_message(name: str, own: list[str], others: list[str] = (), *, prog: str) -> str:
+    """The message for an unknown ``--name``: the closest of the verb's ``own`` flags first (``plan --budgt`` ->
+    --budget), then of the ``others`` it passes on (training's), each said as whose it is."""
+    close_own = difflib.get_close_matches(name, own, n=3, cutoff=0.6)
+    close_other = [
+        c for c in difflib.get_close_matches(name, list(others), n=3, cutoff=0.75) if c not in close_own
+    ]
+    hints = [f"--{c}" for c in close_own] + [f"--{c} (a training flag)" for c in close_other if others]
+    hint = f" Did you mean {' or '.join(hints[:3])}?" if hints else ""
+    return f"unknown flag --{name}.{hint} Run `{prog} --help` for every flag."
 
 
 class VerbParser(HfArgumentParser):
@@ -87,6 +103,12 @@ def parse_verb(
         argv = _bare_booleans(dataclass_type, argv)
     namespace, rest = parser.parse_known_args(argv)
     if rest and not allow_unknown:
+        flag = next((t for t in rest if t.startswith("--")), None)
+        if flag is not None:  # a typo: the closest of this verb's own flags, never another verb's
+            own = [f.name for f in dataclasses.fields(dataclass_type) if f.init]
+            raise UsageError(
+                unknown_flag_message(flag[2:].split("=", 1)[0].replace("-", "_"), own, prog=prog)
+            )
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     values = vars(namespace)
     fields = {f.name for f in dataclasses.fields(dataclass_type) if f.init}
@@ -94,6 +116,32 @@ def parse_verb(
     if positional is not None:
         object.__setattr__(args, positional[0], values[positional[0]])
     return args, rest
+
+
+def install_command(extra: str) -> str:
+    """The command that installs llava_df's optional ``extra`` where this llava_df was installed from: the
+    checkout's editable install (``pip install -e '.[demo]'``) or the package (``pip install 'llava_df[demo]'``)."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "llava_df").is_dir():
+        return f"pip install -e '{checkout}[{extra}]'"
+    return f"pip install 'llava_df[{extra}]'"
+
+
+def run_verb(flags: str, run: str, argv: list[str], prefix: tuple[str, ...] = ()):
+    """A verb in two steps: ``flags`` (``"module:function"``, a module that imports no torch) parses and checks
+    ``[*prefix, *argv]``; only then is ``run``'s module imported (torch, transformers, the model) and its function
+    called with what ``flags`` returned. ``--help``, ``--version`` and every usage error so answer at once.
+    Errors end as one ``error:`` line (call it under ``llava_df.errors.cli_entry``)."""
+    if "--version" in argv:
+        print(f"llava_df {__version__}")
+        raise SystemExit(0)
+    parsed = _function(flags)([*prefix, *argv])
+    return _function(run)(parsed)
+
+
+def _function(ref: str):
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def help_requested(argv: list[str]) -> bool:

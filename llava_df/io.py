@@ -42,6 +42,21 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read the process umask (the only way is to set it and put it back)
 
 
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """llava_df's shared cache: ``cache_dir``, else $LLAVA_DF_CACHE, else ~/.cache/llava_df."""
+    return Path(cache_dir or os.environ.get("LLAVA_DF_CACHE") or Path.home() / ".cache" / "llava_df")
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or a folder and everything under it) the permissions the umask says (0644 / 0755
+    under the usual 022). safetensors writes 0600 and mkdtemp makes 0700: a lab's shared cache or run folder
+    would be unreadable to the colleagues it is shared with."""
+    path = Path(path)
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~_UMASK)
+
+
 # ---- atomic files ---------------------------------------------------------------------------
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write via a uniquely named temporary file in the same folder, then rename: a killed run or a
@@ -199,10 +214,9 @@ def build_once(
             )  # fmt: skip
             remove_folder(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        # mkdtemp makes 0700: a lab's shared cache must be readable by colleagues, as the umask says.
-        os.chmod(tmp, 0o777 & ~_UMASK)
         try:
             write(tmp)
+            follow_umask(tmp)  # a shared cache is read by everyone who shares it
             problem = verify(tmp) if verify is not None else None
             if problem is not None:
                 raise RunError(f"building {what} {target} failed: {problem}. Nothing was kept; run again.")

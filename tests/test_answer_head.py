@@ -11,16 +11,16 @@ from safetensors.torch import load_file
 
 from llava_df.apps.merge import merge_run
 from llava_df.apps.predict import main as predict_main
-from llava_df.data import load_splits
 from llava_df.data.collator import IGNORE_INDEX, make_collator
+from llava_df.data.load import load_splits
 from llava_df.errors import UsageError
 from llava_df.eval.detector import Detector
 from llava_df.model.answer_head import FILL, ClassifierHead, answer_head_of, install_answer_head
 from llava_df.model.build import build_model
 from llava_df.model.strategies import apply_strategy, trainable_report
 from llava_df.model.tiny import example_batch, load_tiny_processor
-from llava_df.spec import parse_spec
 from llava_df.spec.args import DataArguments, ModelArguments
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.workflow import main as train_main
 
 

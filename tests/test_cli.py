@@ -8,7 +8,10 @@ import os
 import pytest
 import yaml
 
-from llava_df.spec.parse import ConfigError, known_flags, parse_spec
+from llava_df.errors import ConfigError
+from llava_df.spec.flag_table import flag_table
+from llava_df.spec.parse import known_flags
+from llava_df.spec.resolve import parse_spec
 
 
 def test_users_lora_lowvram_flags_parse():
@@ -230,7 +233,7 @@ def test_help_lists_users_flags(capsys):
 
 
 def test_known_flags_include_old_spellings():
-    flags = known_flags()
+    flags = known_flags(flag_table())
     assert {"warmup_ratio", "evaluation_strategy", "logging_dir", "lora_r", "config"} <= set(flags)
     assert not any("-" in f for f in flags)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llava_df.spec.parse import ConfigError, parse_spec
+from llava_df.errors import ConfigError
+from llava_df.spec.resolve import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -58,7 +59,7 @@ def test_config_parses_and_opens_with_its_command(path, bf16_capable, tmp_path):
                 else getattr(parsed.training, key)
             )
             assert value == pytest.approx(float(raw[key])) if isinstance(value, float) else value == raw[key]
-    if raw.get("gradient_checkpointing"):
+    if raw.get("activation_checkpointing"):
         assert parsed.training.activation_checkpointing_kwargs == {"use_reentrant": parsed.model.bits == 8}
 
 

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from llava_df.data import load_splits
+from llava_df.data.load import load_splits
 from llava_df.data.sbi import sbi_fake
 from llava_df.errors import DataError
-from llava_df.spec import parse_spec
 from llava_df.spec.args import DataArguments
+from llava_df.spec.resolve import parse_spec
 
 
 def _photo_dataset(root, photo: int, n: int = 12, size: int = 64):

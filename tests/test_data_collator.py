@@ -7,9 +7,15 @@ import copy
 import pytest
 import torch
 
-from llava_df.data import load_splits, make_collator
-from llava_df.data.collator import IGNORE_INDEX, DeepfakeCollator, _target_ids, answer_token_ids
+from llava_df.data.collator import (
+    IGNORE_INDEX,
+    DeepfakeCollator,
+    _target_ids,
+    answer_token_ids,
+    make_collator,
+)
 from llava_df.data.conversation import available_templates, get_template
+from llava_df.data.load import load_splits
 from llava_df.model.tiny import build_tiny_model, load_tiny_processor, num_image_tokens
 from llava_df.spec.args import DataArguments
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava_df.data import load_splits
+from llava_df.data.__main__ import main as data_main
 from llava_df.data.dataset import assign_splits
 from llava_df.data.folder import load_folder_records
 from llava_df.data.jsonl import load_jsonl_records
+from llava_df.data.load import load_splits
 from llava_df.data.sbi import heuristic_face_ellipse, sbi_fake
-from llava_df.data.sbi import main as sbi_main
 from llava_df.spec.args import DataArguments
 
 RNG = np.random.default_rng(0)
@@ -241,10 +241,14 @@ def test_sbi_cli_writes_pairs_that_share_a_split(tmp_path):
     for i in range(10):
         _img(tmp_path / "real_faces" / f"sub{i % 2}" / f"{i}.png", size=32)
     (tmp_path / "real_faces" / "broken.jpg").write_bytes(b"not a jpeg")
-    sbi_main(["--real_dir", str(tmp_path / "real_faces"), "--out", str(tmp_path / "sbi"), "--seed", "1"])
+    data_main(
+        ["sbi", "--real_dir", str(tmp_path / "real_faces"), "--out", str(tmp_path / "sbi"), "--seed", "1"]
+    )
     assert len(list((tmp_path / "sbi" / "fake").glob("*.png"))) == 10
     first = (tmp_path / "sbi" / "fake" / "sub0__0_sbi0.png").read_bytes()
-    sbi_main(["--real_dir", str(tmp_path / "real_faces"), "--out", str(tmp_path / "sbi2"), "--seed", "1"])
+    data_main(
+        ["sbi", "--real_dir", str(tmp_path / "real_faces"), "--out", str(tmp_path / "sbi2"), "--seed", "1"]
+    )
     assert (tmp_path / "sbi2" / "fake" / "sub0__0_sbi0.png").read_bytes() == first
     splits = load_splits(DataArguments(data_dir=str(tmp_path / "sbi")), seed=0)
     where = {}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava_df.data import load_splits
 from llava_df.data.folder import load_folder_records
+from llava_df.data.load import load_splits
 from llava_df.errors import DataError
 from llava_df.spec.args import DataArguments
 
@@ -128,7 +128,7 @@ def test_llava_image_folder_roots_a_json_list(tmp_path):
 
 @pytest.mark.slow
 def test_results_json_names_every_skipped_file_with_its_reason(tmp_path):
-    from llava_df.spec import parse_spec
+    from llava_df.spec.resolve import parse_spec
     from llava_df.train.workflow import train
 
     root = _folder(tmp_path / "d", n=8)

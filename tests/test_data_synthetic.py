@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava_df.data import load_splits
+from llava_df.data.__main__ import main as data_main
 from llava_df.data.faces import add_sensor_noise, attributes, render_face, sample_face_params
+from llava_df.data.load import load_splits
 from llava_df.data.manipulations import (
     ManipulationContext,
     apply_manipulation,
@@ -19,10 +20,14 @@ from llava_df.data.manipulations import (
     get_manipulation,
     register_manipulation,
 )
-from llava_df.data.synthetic import SyntheticConfig, generate, main, plan
+from llava_df.data.synthetic import SyntheticConfig, generate, plan
 from llava_df.spec.args import DataArguments
 
 FAMILIES = available_manipulations()
+
+
+def main(argv):
+    return data_main(["synthetic", *argv])
 
 
 def _pixels(samples):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from llava_df.spec.parse import ConfigError, parse_spec
+from llava_df.errors import ConfigError
+from llava_df.spec.resolve import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = [

@@ -9,13 +9,21 @@ import pytest
 
 from llava_df.apps.evaluate import main as evaluate_main
 from llava_df.apps.merge import main as merge_main
-from llava_df.data.sbi import main as sbi_main
-from llava_df.data.synthetic import main as synthetic_main
-from llava_df.errors import RunError, UsageError
+from llava_df.data.__main__ import main as data_main
+from llava_df.errors import UsageError
 from llava_df.projectors.__main__ import main as projectors_main
-from llava_df.spec import parse_spec
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.workflow import main as train_main
 from llava_df.train.workflow import train
+
+
+def synthetic_main(argv):
+    return data_main(["synthetic", *argv])
+
+
+def sbi_main(argv):
+    return data_main(["sbi", *argv])
+
 
 RUN = shlex.split(
     "--tune_mm_mlp_adapter True --synthetic_n 24 --per_device_train_batch_size 4 --max_steps 2 --eval_strategy no "
@@ -36,12 +44,12 @@ def one_error_line(capsys, code, info) -> str:
     "entry,argv,code,message",
     [
         (train_main, ["--lora_rnak", "8"], 2, "Did you mean: --lora_r"),
-        (evaluate_main, ["--run_dir", "nowhere"], 1, "nowhere has no run_config.json"),
+        (evaluate_main, ["--run_dir", "nowhere"], 2, "--run_dir nowhere: no such folder"),
         (evaluate_main, ["--weights", "middle", "--run_dir", "x"], 2, "invalid choice: 'middle'"),
-        (merge_main, ["--run_dir", "nowhere", "--output_dir", "m"], 1, "nowhere: no such folder"),
+        (merge_main, ["--run_dir", "nowhere", "--output_dir", "m"], 2, "--run_dir nowhere: no such folder"),
         (synthetic_main, ["--out", "x", "--n", "3"], 1, "n=3 is too small"),
         (synthetic_main, ["--out", "x", "--n", "many"], 2, "invalid int value: 'many'"),
-        (sbi_main, ["--real_dir", "nowhere", "--out", "x"], 1, "is not a folder of real face images"),
+        (sbi_main, ["--real_dir", "nowhere", "--out", "x"], 2, "--real_dir nowhere: no such folder"),
         (projectors_main, ["--also", "mlp2x_relu"], 2, "Unknown projector 'mlp2x_relu'"),
     ],
 )
@@ -58,7 +66,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError):
         synthetic_main(["--out", "x", "--n", "many", "--debug"])
-    with pytest.raises(RunError):
+    with pytest.raises(UsageError):
         evaluate_main(["--run_dir", "nowhere", "--debug"])
 
 

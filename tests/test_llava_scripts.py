@@ -22,8 +22,8 @@ from tiny_training import build
 
 from llava_df.data.synthetic import SyntheticConfig, generate
 from llava_df.errors import ConfigError, UsageError
-from llava_df.spec import parse_spec
 from llava_df.spec.args import ModelArguments
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.workflow import main as train_main
 from llava_df.train.workflow import train
 

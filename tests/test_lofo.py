@@ -10,7 +10,8 @@ import pytest
 
 from llava_df.errors import UsageError
 from llava_df.sweep.compare import main
-from llava_df.sweep.lofo import lofo_rows, parse_families
+from llava_df.sweep.lofo import lofo_rows
+from llava_df.sweep.variants import parse_families
 
 
 def test_families_are_all_or_registered_names():

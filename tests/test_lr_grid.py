@@ -7,8 +7,12 @@ import json
 import pytest
 
 from llava_df.errors import UsageError
+from llava_df.spec.parse import parse_flags
+from llava_df.sweep.cells import grid
 from llava_df.sweep.compare import main
-from llava_df.sweep.lr_grid import choose, grid_rows, load_choice, parse_rates
+from llava_df.sweep.compare_flags import cell_argv
+from llava_df.sweep.compare_flags import parse as parse_compare
+from llava_df.sweep.lr_grid import choose, grid_rows, load_choice, parse_rates, provenance
 
 
 def _record(projector, strategy, lr, val_auc, val_loss, seed=0, steps=100, best_step=60):
@@ -57,6 +61,35 @@ def test_a_choice_file_must_cover_every_cell_of_the_sweep(tmp_path):
         load_choice(path, ["mlp2x_gelu"], ["lora"])
 
 
+def test_a_choice_from_another_study_is_refused_by_name(tmp_path, caplog):
+    common = [
+        "--quick",
+        "--projectors",
+        "mlp2x_gelu",
+        "--strategies",
+        "lora",
+        "--results_dir",
+        str(tmp_path / "r"),
+    ]
+    args, train_flags = parse_compare(common)
+    path = tmp_path / "lr_choice.json"
+    # Chosen on the same recipe but 400 faces at 48 px: what this sweep trains differs, so must its rate.
+    cell = next(iter(grid(["mlp2x_gelu"], ["lora"], [0])))
+    here = provenance(parse_flags(cell_argv(args, train_flags, cell)).values)
+    there = here | {"data.synthetic_n": 400, "data.image_size": 48}
+    path.write_text(json.dumps({"choices": {"mlp2x_gelu/lora": 1e-3}, "provenance": there}))
+    with pytest.raises(
+        UsageError,
+        match=r"chosen for another study \(data.synthetic_n 400 there, .* here; data.image_size 48",
+    ):
+        parse_compare([*common, "--lr_choice", str(path)])
+    path.write_text(json.dumps({"choices": {"mlp2x_gelu/lora": 1e-3}, "provenance": here}))
+    assert parse_compare([*common, "--lr_choice", str(path)])[0].lr_choices == {"mlp2x_gelu/lora": 1e-3}
+    path.write_text(json.dumps({"choices": {"mlp2x_gelu/lora": 1e-3}}))  # a file from before provenance
+    assert parse_compare([*common, "--lr_choice", str(path)])[0].lr_choices == {"mlp2x_gelu/lora": 1e-3}
+    assert "records no settings" in caplog.text
+
+
 @pytest.mark.slow
 def test_the_grid_writes_a_choice_and_the_sweep_trains_each_cell_at_it(tmp_path):
     common = ["--quick", "--projectors", "mlp2x_gelu", "--strategies", "projector_only,lora", "--skip_probes",
@@ -74,6 +107,10 @@ def test_the_grid_writes_a_choice_and_the_sweep_trains_each_cell_at_it(tmp_path)
         for s in ("lora", "projector_only")
     ]
     saved = json.loads((grid / "lr_choice.json").read_text())
+    assert (
+        saved["provenance"]["model.model_name_or_path"] == "tiny"
+        and saved["provenance"]["data.synthetic_n"] > 0
+    )
     assert saved["choices"] == payload["choices"] and set(saved["choices"]) == {
         "mlp2x_gelu/projector_only",
         "mlp2x_gelu/lora",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from llava_df.memory import LiveTensorPeak, PeakMemory, cpu_peak_rss_mb
+from llava_df.memory.peak import LiveTensorPeak, PeakMemory, cpu_peak_rss_mb
 
 
 def test_live_tensor_peak_counts_storage_until_it_is_freed():

@@ -13,9 +13,10 @@ import pytest
 import torch
 import yaml
 
-from llava_df.memory.budget import parse_size, search
+from llava_df.memory.budget import search
 from llava_df.memory.estimate import optimizer_state_bytes
 from llava_df.memory.plan import make_plan
+from llava_df.memory.plan_flags import parse_size
 from llava_df.memory.tracker import MetaStorageTracker, cuda_dropout, flash_sdpa
 
 ROOT = Path(__file__).resolve().parent.parent

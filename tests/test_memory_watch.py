@@ -13,7 +13,7 @@ import llava_df.train.memory_watch as memory_watch
 import llava_df.train.workflow as workflow
 from llava_df.errors import RunError
 from llava_df.memory.__main__ import main as plan_main
-from llava_df.spec import parse_spec
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.memory_watch import OutOfMemoryRunError, preflight
 
 ARGV = shlex.split(
@@ -42,16 +42,20 @@ def test_every_training_log_carries_the_peak_since_the_last_one_beside_the_plan(
     assert [m["step"] for m in steps] == [1, 2, 3, 4]  # --logging_steps 1
     planned = results["memory_plan"]["predicted_peak_mb"]
     for m in steps:
-        assert m["peak_rss_mib"] > 100 and m["planned_peak_mib"] == pytest.approx(planned, abs=0.1)
+        # named for what they measure: the process's RSS, the plan's tensor bytes (not one figure against the other)
+        assert m["process_rss_peak_mib"] > 100 and m["planned_tensor_peak_mib"] == pytest.approx(
+            planned, abs=0.1
+        )
+        assert "peak_rss_mib" not in m and "planned_peak_mib" not in m
     # the run's own peak still covers every interval
-    assert results["peak_memory"]["peak_rss_mb"] >= max(m["peak_rss_mib"] for m in steps) - 0.1
+    assert results["peak_memory"]["peak_rss_mb"] >= max(m["process_rss_peak_mib"] for m in steps) - 0.1
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents.*")).parent))
     events.Reload()
     tags = events.Tags()["scalars"]
-    assert "train/peak_rss_mib" in tags and "train/planned_peak_mib" in tags
-    assert [e.step for e in events.Scalars("train/peak_rss_mib")] == [1, 2, 3, 4]
+    assert "train/process_rss_peak_mib" in tags and "train/planned_tensor_peak_mib" in tags
+    assert [e.step for e in events.Scalars("train/process_rss_peak_mib")] == [1, 2, 3, 4]
 
 
 def test_results_record_planned_against_measured_and_plan_check_reads_them(run, tmp_path, capsys):

@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 from llava_df.errors import RunError
 from llava_df.io import write_json
 from llava_df.layout import ASIDE, LOCK, LOCK_INFO
-from llava_df.spec import parse_spec
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.outdir import (
     MARKER,
     acquire_lock,

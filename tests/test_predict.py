@@ -14,7 +14,7 @@ import pytest
 
 from llava_df.apps.predict import main as predict_main
 from llava_df.apps.predict import parse_answer
-from llava_df.data import load_splits
+from llava_df.data.load import load_splits
 from llava_df.errors import UsageError
 from llava_df.eval.threshold import choose_threshold, read_threshold
 from llava_df.spec.args import DataArguments
@@ -232,7 +232,7 @@ def test_bad_input_is_one_error_line_and_nothing_is_written(make, message, tmp_p
 
 
 def test_a_port_in_use_is_refused_before_the_model_loads():
-    from llava_df.apps.demo import check_port
+    from llava_df.apps.demo_flags import check_port
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -376,7 +376,8 @@ def test_demo_page_shows_predicts_probability_in_a_real_browser(run, detector, t
 
 
 def test_a_bad_threshold_rule_is_refused_at_parse_time():
-    from llava_df.spec.parse import ConfigError, parse_spec
+    from llava_df.errors import ConfigError
+    from llava_df.spec.resolve import parse_spec
 
     with pytest.raises(ConfigError, match="--threshold_rule 'median': expected eer"):
         parse_spec(["--threshold_rule", "median"])

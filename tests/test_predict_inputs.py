@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from llava_df.apps.predict import expand_inputs, read_images, size_warning
 from llava_df.apps.predict import main as predict_main
+from llava_df.apps.predict import read_images, size_warning
+from llava_df.apps.predict_flags import expand_inputs
 from llava_df.data.images import MAX_PIXELS, ImageLoadError, load_rgb
 from llava_df.errors import RunError, UsageError
 from llava_df.eval.threshold import read_threshold
@@ -147,7 +148,7 @@ def test_a_saved_threshold_that_is_unreadable_or_valid(tmp_path):
 
 # ---- the demo's --host ----------------------------------------------------------------------
 def test_an_invalid_host_is_named_not_blamed_on_the_port():
-    from llava_df.apps.demo import check_port
+    from llava_df.apps.demo_flags import check_port
 
     with pytest.raises(UsageError, match="--host 999.1.1.1: not a valid IP address"):
         check_port("999.1.1.1", 7860)
@@ -162,7 +163,7 @@ def _free_port(family=socket.AF_INET, host="127.0.0.1") -> int:
 
 
 def test_ipv6_loopback_is_accepted_and_a_busy_ipv6_port_is_refused():
-    from llava_df.apps.demo import check_port
+    from llava_df.apps.demo_flags import check_port
 
     try:
         port = _free_port(socket.AF_INET6, "::1")

@@ -6,7 +6,7 @@ from __future__ import annotations
 def test_a_budget_matched_probe_trains_as_a_pipeline_run_and_stops_by_its_plateau_rule():
     import numpy as np
 
-    from llava_df.spec import parse_spec
+    from llava_df.spec.resolve import parse_spec
     from llava_df.sweep.probes import ProbeBudget, torch_probe
 
     spec = parse_spec(["--config", "llava_df/configs/confirmatory_v2.yaml", "--learning_rate", "3e-3"])

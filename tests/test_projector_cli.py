@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from llava_df.projectors import PRESETS
 from llava_df.projectors.__main__ import REFERENCE, main
-from llava_df.projectors.rational import GELU_FIT_MAX_ERROR, GELU_FIT_RANGE, GroupRational
+from llava_df.projectors.catalog import GELU_FIT_RANGE
+from llava_df.projectors.rational import GELU_FIT_MAX_ERROR, GroupRational
 
 IN, OUT = 32, 64
 MLP2X_PARAMS = IN * OUT + OUT + OUT * OUT + OUT  # Linear(in, out) + Linear(out, out)

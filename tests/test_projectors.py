@@ -121,9 +121,9 @@ def test_unknown_name_lists_valid_names():
 def test_registering_a_name_twice_raises_and_keeps_the_first():
     before = (available_projectors(), list(PRESETS))
     with pytest.raises(ValueError, match="already registered"):
-        register_projector("linear")(lambda in_dim, out_dim: torch.nn.Identity())
+        register_projector("linear", "torch.nn:Identity")
     with pytest.raises(ValueError, match="already registered"):
-        register_projector("mlp{depth}x_gelu")(lambda in_dim, out_dim, depth: torch.nn.Identity())
+        register_projector("mlp{depth}x_gelu", "torch.nn:Identity")
     assert (available_projectors(), list(PRESETS)) == before
     assert isinstance(create_projector("linear", IN, OUT), torch.nn.Linear)
 

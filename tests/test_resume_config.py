@@ -9,7 +9,7 @@ import pytest
 from transformers import TrainerCallback
 
 from llava_df.errors import RunError
-from llava_df.spec import parse_spec
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.resume import check_resume_config
 from llava_df.train.workflow import train
 

@@ -13,7 +13,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from llava_df.data.dataset import FaceDataset, Record
 from llava_df.eval.scoring import evaluate_final, score_once
-from llava_df.spec import parse_spec
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.workflow import train
 
 

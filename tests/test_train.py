@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 from llava_df.errors import UsageError
 from llava_df.model.anatomy import decoder_layers, unwrap
 from llava_df.model.anatomy import projector as projector_of
-from llava_df.spec import parse_spec
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.trainer import NonFiniteLossError
 from llava_df.train.workflow import main, train
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 import llava_df.model.build
-from llava_df.spec.parse import ConfigError, parse_spec
+from llava_df.errors import ConfigError
+from llava_df.spec.resolve import parse_spec
 from llava_df.train.workflow import main
 
 FAST = shlex.split("--synthetic_n 24 --max_steps 1 --eval_strategy no --save_strategy no --report_to none")

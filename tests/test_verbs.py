@@ -11,7 +11,7 @@ import pytest
 
 from llava_df.__main__ import VERBS, run
 from llava_df.__main__ import main as llava_df
-from llava_df.apps.predict import parse as parse_predict
+from llava_df.apps.predict_flags import parse as parse_predict
 from llava_df.cli_args import bool_value
 from llava_df.sweep.compare import parse as parse_compare
 
@@ -82,14 +82,21 @@ def test_each_verbs_help_lists_its_flags_with_defaults(argv, capsys, monkeypatch
             assert "(default: " in entry or "Required" in entry, entry
 
 
-def test_a_boolean_is_a_bare_flag_or_takes_a_value_and_dash_spellings_map_to_underscores():
+def test_a_boolean_is_a_bare_flag_or_takes_a_value_and_dash_spellings_map_to_underscores(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # predict checks its inputs exist before the model loads
+    (tmp_path / "r").mkdir()
+    (tmp_path / "faces").mkdir()
+    for name in ("face.jpg", "x.png", "faces/a.png"):
+        (tmp_path / name).write_bytes(b"")
     bare = parse_predict(["--run_dir", "r", "--generate", "face.jpg", "faces/"])
     assert bare.generate is True and bare.images == ["face.jpg", "faces/"]  # a bare flag before a positional
-    assert parse_predict(["--generate", "True", "face.jpg"]).generate is True
-    off = parse_predict(["--generate", "false", "face.jpg"])
+    assert parse_predict(["--run_dir", "r", "--generate", "True", "face.jpg"]).generate is True
+    off = parse_predict(["--run_dir", "r", "--generate", "false", "face.jpg"])
     assert off.generate is False and off.images == ["face.jpg"]
-    assert parse_predict(["--generate=yes"]).generate is True
-    assert parse_predict(["face.jpg"]).generate is False
+    assert parse_predict(["--run_dir", "r", "--generate=yes", "face.jpg"]).generate is True
+    assert parse_predict(["--run_dir", "r", "face.jpg"]).generate is False
     dashed = parse_predict(["--run-dir", "r", "--batch-size", "4", "--allow-base-mismatch", "x.png"])
     assert (dashed.run_dir, dashed.batch_size, dashed.allow_base_mismatch, dashed.images) == (
         "r",
@@ -129,7 +136,7 @@ def test_compare_stage1_alone_or_as_a_boolean_runs_stage1_and_other_flags_go_to_
         (["predict", "--weights", "middle"], "argument --weights: invalid choice: 'middle'"),
         (["data", "synthetic", "--out", "x", "--captions", "maybe"], "Truthy value expected: got maybe"),
         (["merge", "--run_dir", "r"], "the following arguments are required: --output_dir"),
-        (["evaluate", "--run_dir", "r", "--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1"),
+        (["evaluate", "--run_dir", "r", "--no_such_flag", "1"], "unknown flag --no_such_flag."),
     ],
 )
 def test_a_bad_command_line_is_one_error_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

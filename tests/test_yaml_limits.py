@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from llava_df.errors import ConfigError
-from llava_df.spec.args import DataArguments, ModelArguments, TrainingArguments
-from llava_df.spec.parse import parse_spec
+from llava_df.spec.args import DataArguments, ModelArguments
+from llava_df.spec.resolve import parse_spec
+from llava_df.spec.training_args import TrainingArguments
 from llava_df.spec.yaml_file import COMMA_LIST_FLAGS, MAX_YAML_LIST
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -51,16 +51,16 @@ def derive(path: str, budget: int) -> dict:
     text = _set(text, "gradient_accumulation_steps", str(c["gradient_accumulation_steps"]))
     text = _set(text, "optim", c["optim"])
     ckpt = c["gradient_checkpointing"] != "off"
-    text = _set(text, "gradient_checkpointing", str(ckpt).lower())
+    text = _set(text, "activation_checkpointing", str(ckpt).lower())
     if re.search(r"^lora_r:", text, re.M):
         text = _set(text, "lora_r", str(c["lora_r"]))
-    text = re.sub(r"^gradient_checkpointing_kwargs:.*\n", "", text, flags=re.M)
+    text = re.sub(r"^activation_checkpointing_kwargs:.*\n", "", text, flags=re.M)
     if ckpt and default_checkpointing_kwargs(c["bits"])["use_reentrant"] != (
         c["gradient_checkpointing"] == "reentrant"
     ):
         text = _set(
             text,
-            "gradient_checkpointing_kwargs",
+            "activation_checkpointing_kwargs",
             f'{{"use_reentrant": {str(c["gradient_checkpointing"] == "reentrant").lower()}}}',
         )
     lines = [

@@ -25,78 +25,16 @@ not an image, or above ``MAX_PIXELS``, gets the project's own one-line message, 
 
 from __future__ import annotations
 
-import errno
-import ipaddress
 import logging
 import os
-import socket
-from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
-from typing import Literal
 
+from llava_df.apps.demo_flags import MAX_UPLOAD_MB, DemoArguments, parse
 from llava_df.apps.predict import load_detector, predict, read_images
-from llava_df.cli_args import parse_verb
-from llava_df.errors import UsageError, UserError, cli_entry
+from llava_df.errors import UserError, cli_entry
 from llava_df.eval.detector import Detector
-from llava_df.eval.threshold import check_threshold
 
 logger = logging.getLogger(__name__)
-
-MAX_UPLOAD_MB = 25  # default --max_upload_mb: a camera's full-size JPEG is 5-15 MB; a face crop far less
-HOST_EXAMPLES = "127.0.0.1 (this machine only, the default), ::1 (IPv6) or 0.0.0.0 (every interface)"
-
-
-def _address(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
-    """(family, socket address) that the server will bind for ``host``; UsageError naming it when it is
-    neither an IP address nor a name this machine resolves."""
-    try:
-        ipaddress.ip_address(host)
-        numeric = socket.AI_NUMERICHOST  # an address: no name lookup
-    except ValueError:
-        if host.replace(".", "").isdigit():  # 999.1.1.1 would otherwise go to a DNS server as a name
-            raise UsageError(f"--host {host}: not a valid IP address. Pass {HOST_EXAMPLES}.") from None
-        numeric = 0
-    # The server (uvicorn) binds IPv6 when the host holds a colon, else IPv4: the check does the same.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE | numeric)
-    except socket.gaierror as err:
-        raise UsageError(
-            f"--host {host}: not an address or name this machine can serve on ({err.strerror}). Pass {HOST_EXAMPLES}."
-        ) from None
-    return infos[0][0], infos[0][4]
-
-
-def check_port(host: str, port: int) -> None:
-    """UsageError now, before the model loads, when ``host`` is not valid here or ``port`` cannot be bound."""
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port}: expected a TCP port in 1..65535, e.g. 7860.")
-    family, address = _address(host, port)
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        # As the server does: a port left in TIME_WAIT by a stopped server is free, a listening one is not.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(address)
-        except OSError as err:
-            if err.errno == errno.EADDRINUSE:
-                raise UsageError(
-                    f"--port {port} on {host} is not free ({err.strerror}): another server uses it. Pass --port with a "
-                    f"free port (e.g. {port + 1}) or stop the other server."
-                ) from None
-            if err.errno == errno.EADDRNOTAVAIL:
-                raise UsageError(
-                    f"--host {host} is not an address of this machine ({err.strerror}). Pass {HOST_EXAMPLES}."
-                ) from None
-            if err.errno == errno.EACCES:
-                raise UsageError(
-                    f"--port {port} on {host}: {err.strerror} (ports below 1024 need root). Pass --port 7860 or another "
-                    "port above 1023."
-                ) from None
-            raise UsageError(
-                f"--host {host} --port {port}: cannot serve there ({err.strerror}). Pass {HOST_EXAMPLES}, and a free "
-                "port."
-            ) from None
 
 
 def uploaded_file(upload) -> tuple[str | None, str]:
@@ -220,41 +158,14 @@ def serve(app, host: str, port: int, max_upload_mb: float = MAX_UPLOAD_MB, **lau
     )  # fmt: skip
 
 
-@dataclass
-class DemoArguments:
-    """``llava-df demo``'s flags."""
-
-    run_dir: str | None = field(default=None, metadata={"help": "A training run's --output_dir."})
-    model_dir: str | None = field(
-        default=None, metadata={"help": "A `llava-df merge` output, instead of --run_dir."}
-    )
-    weights: Literal["best", "final"] = field(default="best", metadata={"help": "Which weights of the run."})
-    threshold: float | None = field(
-        default=None, metadata={"help": "Cut on P(Fake); None: the run's threshold.json."}
-    )
-    host: str = field(
-        default="127.0.0.1",
-        metadata={
-            "help": "Interface to serve on (127.0.0.1: this machine only; ::1 for IPv6, 0.0.0.0 for all)."
-        },
-    )
-    port: int = field(default=7860, metadata={"help": "TCP port of the page."})
-    max_upload_mb: float = field(default=MAX_UPLOAD_MB, metadata={"help": "Largest upload accepted, in MiB."})
-
-
 @cli_entry
 def main(argv: list[str]) -> None:
-    args, _ = parse_verb(DemoArguments, argv, prog="llava-df demo", description=__doc__.split("\n")[0])
-    if find_spec("gradio") is None:
-        raise UsageError("the demo page needs Gradio, which is not installed: pip install -e '.[demo]'.")
-    if not 0 < args.max_upload_mb <= 4096:
-        raise UsageError(
-            f"--max_upload_mb {args.max_upload_mb}: expected a size in MiB in (0, 4096], e.g. 25."
-        )
-    if args.threshold is not None:
-        check_threshold(args.threshold)
-    host = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host  # [::1]
-    check_port(host, args.port)
+    run(parse(argv))
+
+
+def run(args: DemoArguments) -> None:
+    """Serve the page for ``args`` (parsed and checked by llava_df.apps.demo_flags.parse)."""
+    host = args.host
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     detector = load_detector(
         args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from llava_df.cli_args import parse_verb
+from llava_df.apps.evaluate_flags import EvaluateArguments, parse
 from llava_df.data.load import load_splits
 from llava_df.data.pipeline import split_of
-from llava_df.errors import RunError, UsageError, cli_entry
+from llava_df.errors import RunError, cli_entry
 from llava_df.eval.detector import Detector
 from llava_df.eval.scoring import predict_split, scoring_trainer
 from llava_df.eval.threshold import choose_threshold
@@ -68,43 +66,13 @@ def evaluate_run(
     }
 
 
-@dataclass
-class EvaluateArguments:
-    """``llava-df evaluate``'s flags."""
-
-    run_dir: str = field(metadata={"help": "Required: a finished run's output_dir (has run_config.json)."})
-    weights: Literal["best", "final"] = field(
-        default="best", metadata={"help": "Which saved weights to load."}
-    )
-    split: Literal["train", "val", "test", "heldout"] = field(
-        default="test", metadata={"help": "The split to score (heldout: the held-out manipulation family)."}
-    )
-    batch_size: int = field(default=8, metadata={"help": "Images per forward pass."})
-    output: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where to write the metrics JSON (None: RUN_DIR/eval_<weights>_<split>.json); use it for a "
-            "read-only run folder."
-        },
-    )
-    drop_nonfinite_scores: bool = field(
-        default=False,
-        metadata={
-            "help": "Leave samples with a NaN/inf score out of the metrics instead of stopping with an error."
-        },
-    )
-    allow_base_mismatch: bool = field(
-        default=False, metadata={"help": "Load the run's weights even onto another base revision."}
-    )
-
-
 @cli_entry
 def main(argv: list[str]) -> dict:
-    args, _ = parse_verb(
-        EvaluateArguments, argv, prog="llava-df evaluate", description=__doc__.split("\n")[0]
-    )
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
+    return run(parse(argv))
+
+
+def run(args: EvaluateArguments) -> dict:
+    """Score ``args.split`` of ``args.run_dir`` (parsed and checked by llava_df.apps.evaluate_flags.parse)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     metrics = evaluate_run(
         Path(args.run_dir),

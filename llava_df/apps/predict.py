@@ -30,33 +30,27 @@ run's ``threshold.json`` (chosen on validation by ``--threshold_rule``) unless `
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from llava_df.cli_args import parse_verb
+from llava_df.apps.predict_flags import PredictArguments, parse
 from llava_df.data.conversation import get_template
 from llava_df.data.images import ImageLoadError, load_rgb, load_rgb_with_info
 from llava_df.errors import RunError, UsageError, cli_entry
 from llava_df.eval.detector import SAVED, Detector, answer_head_of_run
-from llava_df.eval.threshold import check_threshold
 from llava_df.io import write_text
 from llava_df.threads import use_chosen_threads
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # An image whose side is under this fraction of the model's input, or whose long side is more than
 # MAX_ASPECT times its short one, is scored but flagged: upscaled from a few pixels, or squeezed /
 # padded until the face is a sliver, it is not what the detector learnt from.
@@ -77,82 +71,6 @@ class ImageInput:
 
 
 # ---- inputs ---------------------------------------------------------------------------------
-def _images_under(folder: Path, walked: set[str]) -> tuple[list[str], int, list[str]]:
-    """(image files under ``folder``, sorted; folders not walked again; folders that could not be listed).
-
-    Symlinked folders are followed (a glob's ``**`` follows them too, and a user who links a
-    folder in means it), each real folder once: ``walked`` holds the real paths seen so far, so a
-    link loop ends and a folder linked twice is scored once.
-    """
-    found, repeats, unlisted = [], 0, []
-
-    def unreadable(err: OSError) -> None:  # os.walk drops these silently unless told
-        unlisted.append(f"{err.filename} ({err.strerror})")
-
-    for top, dirs, files in os.walk(folder, followlinks=True, onerror=unreadable):
-        keep = []
-        for name in sorted(dirs):
-            real = os.path.realpath(os.path.join(top, name))
-            if real in walked:
-                repeats += 1
-            else:
-                walked.add(real)
-                keep.append(name)
-        dirs[:] = keep
-        found += [
-            os.path.join(top, f)
-            for f in files
-            if Path(f).suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(top, f))
-        ]
-    return sorted(found), repeats, unlisted
-
-
-def expand_inputs(items: list[str]) -> tuple[list[str], list[str]]:
-    """Files, folders (searched recursively) and globs -> (image paths, in order, each once; notes for
-    stderr: folders walked once though reached twice, folders that could not be listed)."""
-    if not items:
-        raise UsageError(
-            "no images given: pass image files, folders or globs, e.g. face.jpg faces/ 'dir/*.png'."
-        )
-    out: list[str] = []
-    notes: list[str] = []
-    walked: set[str] = set()
-    for item in items:
-        path = Path(item)
-        if any(c in item for c in "*?["):
-            found = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not found:
-                raise UsageError(
-                    f"{item!r} matches no file. Check the pattern (quote it so the shell does not expand it)."
-                )
-        elif path.is_dir():
-            real = os.path.realpath(path)
-            if real in walked:
-                notes.append(f"{item}: already searched (the same folder, or one inside it, given before)")
-                continue
-            walked.add(real)
-            found, repeats, unlisted = _images_under(path, walked)
-            if repeats:
-                notes.append(
-                    f"{item}: {repeats} folder{'s' if repeats > 1 else ''} already searched (a symlink loop, a folder "
-                    "linked twice, or given before) not searched again"
-                )
-            notes += [f"{item}: folder {u} could not be listed; its images are not scored" for u in unlisted]
-            if not found and unlisted:
-                raise UsageError(f"folder {unlisted[0]} could not be listed. Pass a folder you can read.")
-            if not found:
-                raise UsageError(
-                    f"folder {item} has no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, in subfolders too). "
-                    "Pass a folder of images or the files themselves."
-                )
-        elif path.is_file():
-            found = [item]
-        else:
-            raise UsageError(f"{item}: no such file or folder. Pass image files, folders or globs.")
-        out.extend(found)
-    return list(dict.fromkeys(out)), notes
-
-
 def read_images(paths: list[str]) -> tuple[list[ImageInput], list[tuple[str, str]]]:
     """(readable images, skipped (path, reason)): each file decoded once, as training decodes it
     (images.load_rgb_with_info: MAX_PIXELS checked from the header first), then let go."""
@@ -333,31 +251,6 @@ def predict(
 
 
 # ---- output ---------------------------------------------------------------------------------
-def check_output(path: Path) -> None:
-    """UsageError now, before any image is read or the model loads, unless ``path`` can be written:
-    a .csv or .jsonl name, not a folder, in an existing folder that takes new files."""
-    if path.is_dir():
-        raise UsageError(
-            f"--output {path} is a folder: expected a .csv or .jsonl file name, e.g. {path / 'predictions.csv'}."
-        )
-    if path.suffix not in (".csv", ".jsonl"):
-        raise UsageError(f"--output {path}: expected a .csv or .jsonl file name.")
-    parent = path.parent
-    existing = next(p for p in (parent, *parent.parents) if p.exists())  # "/" or "." always exists
-    if not existing.is_dir():
-        raise UsageError(f"--output {path}: {existing} is a file, not a folder. Pass a path inside a folder.")
-    if existing != parent:
-        raise UsageError(f"--output {path}: folder {parent} does not exist; create it first.")
-    try:  # the write itself renames a new file into this folder; an anonymous one tests that and leaves nothing
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as err:
-        raise UsageError(
-            f"--output {path}: cannot create files in {parent} ({err.strerror}). Pass a path in a folder you can "
-            "write to."
-        ) from None
-
-
 def skipped_row(path: str, reason: str, columns: list[str]) -> dict:
     """The output row of a file that was not scored: the scored rows' columns, empty but path and reason."""
     return {**dict.fromkeys(columns), "path": path, "skipped": reason}
@@ -391,58 +284,15 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@dataclass
-class PredictArguments:
-    """``llava-df predict``'s flags (the images are its positional arguments)."""
-
-    run_dir: str | None = field(default=None, metadata={"help": "A training run's --output_dir."})
-    model_dir: str | None = field(
-        default=None, metadata={"help": "A `llava-df merge` output, instead of --run_dir."}
-    )
-    weights: Literal["best", "final"] = field(default="best", metadata={"help": "Which weights of the run."})
-    threshold: float | None = field(
-        default=None, metadata={"help": "Cut on P(Fake); None: the run's threshold.json."}
-    )
-    output: str | None = field(
-        default=None, metadata={"help": "Also write the rows to this .csv or .jsonl file."}
-    )
-    batch_size: int = field(default=8, metadata={"help": "Images per forward pass."})
-    generate: bool = field(default=False, metadata={"help": "Also generate the model's free-text answer."})
-    prompt: str | None = field(
-        default=None,
-        metadata={"help": "The question for --generate (None: the run's prompt); must hold <image>."},
-    )
-    max_new_tokens: int = field(default=48, metadata={"help": "Length limit of a generated answer."})
-    allow_base_mismatch: bool = field(
-        default=False, metadata={"help": "Load the run's weights even onto another base revision."}
-    )
-    images: list[str] = field(default_factory=list, init=False)  # the positional arguments
-
-
-def parse(argv: list[str]) -> PredictArguments:
-    """The flags and images of ``argv``, every value checked (UsageError) before anything is read or loaded."""
-    args, _ = parse_verb(
-        PredictArguments, argv, prog="llava-df predict", description=__doc__.split("\n")[0],
-        positional=("images", "*", "Image files, folders (recursive) and globs."),
-    )  # fmt: skip
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
-    if args.max_new_tokens < 1:
-        raise UsageError(f"--max_new_tokens {args.max_new_tokens}: expected an integer >= 1.")
-    if args.threshold is not None:
-        check_threshold(args.threshold)
-    if args.prompt is not None and args.prompt.count("<image>") != 1:
-        raise UsageError(f"--prompt {args.prompt!r}: expected exactly one <image> (where the image goes).")
-    return args
-
-
 @cli_entry
 def main(argv: list[str]) -> list[dict]:
-    args = parse(argv)
+    return run(parse(argv))
+
+
+def run(args: PredictArguments) -> list[dict]:
+    """Score ``args`` (parsed and checked by llava_df.apps.predict_flags.parse)."""
     output = Path(args.output) if args.output else None
-    if output is not None:
-        check_output(output)
-    paths, notes = expand_inputs(args.images)
+    paths, notes = args.paths, args.notes
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     images, skipped = read_images(paths)

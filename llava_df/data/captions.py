@@ -2,7 +2,7 @@
 
 How to call::
 
-    python -m llava_df.data.synthetic --captions --out data/captions --n 1000 --seed 0
+    llava-df data synthetic --captions --out data/captions --n 1000 --seed 0
     # -> data/captions/captions.json (a JSON list, like blip_laion_cc_sbu_558k.json) + images/<id>.png
     python -m llava_df.train --model_name_or_path tiny_llm --vision_tower tiny_clip --version plain \\
         --tune_mm_mlp_adapter True --data_path data/captions/captions.json --image_folder data/captions
@@ -29,7 +29,7 @@ from llava_df.data.faces import (
     render_face,
     sample_face_params,
 )
-from llava_df.data.synthetic import _jpeg  # the benchmark's camera: the same JPEG round trip
+from llava_df.data.images import jpeg_round_trip  # the benchmark's camera: the same JPEG round trip
 
 _CAPTION_STREAM = 4  # after synthetic.py's _PLAN, _FACE, _CAMERA, _FORGE: other faces than the benchmark's
 HAIR_NAMES = ("black", "dark brown", "light brown", "blond", "red", "grey")
@@ -87,7 +87,7 @@ def write_captions(out: str | Path, n: int = 1000, seed: int = 0, image_size: in
             clean, params.noise_sigma, np.random.default_rng([seed, i, _CAPTION_STREAM, 1])
         )
         name = f"images/cap{seed}_{i:06d}.png"
-        _jpeg(img, params.jpeg_quality).save(out / name, format="PNG")
+        jpeg_round_trip(img, params.jpeg_quality).save(out / name, format="PNG")
         records.append(
             {
                 "id": f"cap{seed}_{i:06d}",

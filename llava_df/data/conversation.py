@@ -21,6 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 IMAGE_TOKEN = "<image>"
+# Stage 1 (the plain template's caption task) needs caption data; said by the flag checks and by the loader.
+CAPTIONS_NEED_DATA_PATH = (
+    "--task caption (stage 1) reads image-caption pairs from --data_path (LLaVA-Pretrain format). Write a "
+    "synthetic set with `llava-df data synthetic --captions --out DIR`, or pass --task detect."
+)
 VICUNA_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."

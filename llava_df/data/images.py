@@ -166,3 +166,14 @@ class LoadSummary:
 
     def log(self) -> None:
         (logger.warning if self.skipped else logger.info)(self.line())
+
+
+def jpeg_round_trip(img: np.ndarray, quality: int) -> Image.Image:
+    """float (H, W, 3) in [0, 1] -> JPEG round trip at ``quality`` -> PIL RGB."""
+    buf = io.BytesIO()
+    Image.fromarray((img * 255.0 + 0.5).astype(np.uint8), mode="RGB").save(
+        buf, format="JPEG", quality=quality
+    )
+    buf.seek(0)
+    with Image.open(buf) as decoded:
+        return decoded.convert("RGB")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 
+from llava_df.data.conversation import CAPTIONS_NEED_DATA_PATH
 from llava_df.data.dataset import (
     FaceDataset,
     Record,
@@ -31,10 +32,6 @@ from llava_df.data.synthetic import SyntheticConfig, generate
 from llava_df.errors import DataError
 
 logger = logging.getLogger(__name__)
-CAPTIONS_NEED_DATA_PATH = (
-    "--task caption (stage 1) reads image-caption pairs from --data_path (LLaVA-Pretrain format). Write a "
-    "synthetic set with `python -m llava_df.data.synthetic --captions --out DIR`, or pass --task detect."
-)
 
 
 def synthetic_config(data_args) -> SyntheticConfig:

@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from llava_df.cli_args import parse_verb
 from llava_df.data.images import ImageLoadError, LoadSummary, load_rgb
 from llava_df.data.manipulations import check_difficulty, self_blend_array
-from llava_df.errors import DataError, DataNotFoundError, cli_entry
+from llava_df.errors import DataError, DataNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -96,29 +94,3 @@ def write_sbi_folder(
         writer.writeheader()
         writer.writerows(rows)
     return meta, summary
-
-
-@dataclass
-class SbiArguments:
-    """``llava-df data sbi``'s flags."""
-
-    real_dir: str = field(metadata={"help": "Required: folder of real face crops (searched recursively)."})
-    out: str = field(metadata={"help": "Required: output image folder (real/, fake/, metadata.csv)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the blends (one stream per source image)."})
-    difficulty: float = field(default=0.5, metadata={"help": "0 (obvious blend) .. 1 (subtle)."})
-    per_image: int = field(default=1, metadata={"help": "SBI fakes per real image."})
-
-
-@cli_entry
-def main(argv: list[str]) -> Path:
-    args, _ = parse_verb(SbiArguments, argv, prog="llava-df data sbi", description=__doc__.split("\n\n")[0])
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    meta, summary = write_sbi_folder(
-        args.real_dir, args.out, seed=args.seed, difficulty=args.difficulty, per_image=args.per_image
-    )
-    print(f"{summary.line()}\nwrote {meta}")
-    return meta
-
-
-if __name__ == "__main__":
-    main()

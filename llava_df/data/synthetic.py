@@ -37,7 +37,6 @@ as without the holdout, so the two protocols compare like for like.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -47,9 +46,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from llava_df.cli_args import parse_verb
 from llava_df.data.dataset import REAL_MANIPULATION, SPLITS, parse_fractions, split_sizes
 from llava_df.data.faces import add_sensor_noise, attributes, render_face, sample_face_params
+from llava_df.data.images import jpeg_round_trip
 from llava_df.data.labels import CLASS_NAMES, label_mapping
 from llava_df.data.manipulations import (
     ManipulationContext,
@@ -57,7 +56,7 @@ from llava_df.data.manipulations import (
     available_manipulations,
     check_difficulty,
 )
-from llava_df.errors import DataError, cli_entry
+from llava_df.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -151,17 +150,6 @@ def plan(cfg: SyntheticConfig) -> list[PlannedSample]:
     return [PlannedSample(i, int(is_fake[i]), str(manipulation[i]), str(split[i])) for i in range(cfg.n)]
 
 
-def _jpeg(img: np.ndarray, quality: int) -> Image.Image:
-    """float (H, W, 3) in [0, 1] -> JPEG round trip at ``quality`` -> PIL RGB."""
-    buf = io.BytesIO()
-    Image.fromarray((img * 255.0 + 0.5).astype(np.uint8), mode="RGB").save(
-        buf, format="JPEG", quality=quality
-    )
-    buf.seek(0)
-    with Image.open(buf) as decoded:
-        return decoded.convert("RGB")
-
-
 def render_sample(cfg: SyntheticConfig, planned: PlannedSample) -> Sample:
     """Draw one planned sample."""
     i = planned.index
@@ -174,7 +162,7 @@ def render_sample(cfg: SyntheticConfig, planned: PlannedSample) -> Sample:
         img = apply_manipulation(planned.manipulation, img, ctx, forge_rng, cfg.difficulty)
     return Sample(
         id=f"synth{cfg.seed}_{i:06d}",
-        image=_jpeg(img, params.jpeg_quality),
+        image=jpeg_round_trip(img, params.jpeg_quality),
         is_fake=planned.is_fake,
         manipulation=planned.manipulation,
         split=planned.split,
@@ -231,50 +219,3 @@ def write_benchmark(cfg: SyntheticConfig, out: str | Path) -> Path:
     info_path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     logger.info("wrote %d images to %s (%s)", len(rows), out, info["counts"])
     return meta
-
-
-@dataclass
-class SyntheticArguments:
-    """``llava-df data synthetic``'s flags."""
-
-    out: str = field(metadata={"help": "Required: output folder (images/, metadata.csv, benchmark.json)."})
-    n: int = field(default=2000, metadata={"help": "Number of images in all splits (half fake)."})
-    seed: int = field(default=0, metadata={"help": "Generation and split seed."})
-    image_size: int = field(default=64, metadata={"help": "Image side in pixels."})
-    difficulty: float = field(default=0.5, metadata={"help": "0 (obvious fakes) .. 1 (subtle)."})
-    holdout_manipulation: str | None = field(
-        default=None,
-        metadata={"help": "Family seen only in test (cross-manipulation protocol); one of "
-                          f"{', '.join(available_manipulations())}."},
-    )  # fmt: skip
-    captions: bool = field(
-        default=False,
-        metadata={"help": "Write image-caption pairs (LLaVA-Pretrain format: captions.json + images/) for stage 1 "
-                          "instead."},
-    )  # fmt: skip
-
-
-@cli_entry
-def main(argv: list[str]) -> Path:
-    args, _ = parse_verb(
-        SyntheticArguments, argv, prog="llava-df data synthetic", description=__doc__.split("\n\n")[0]
-    )
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.captions:
-        from llava_df.data.captions import write_captions  # lazy: captions imports this module (its _jpeg)
-
-        if args.n < 3:
-            raise DataError(
-                f"--n {args.n}: stage 1 needs at least 3 captions (train, val, test); e.g. --n 1000."
-            )
-        path = write_captions(args.out, n=args.n, seed=args.seed, image_size=args.image_size)
-        print(f"wrote {args.n} image-caption pairs to {path}")
-        return path
-    cfg = SyntheticConfig(args.n, args.seed, args.image_size, args.difficulty, args.holdout_manipulation)
-    meta = write_benchmark(cfg.validate(), args.out)
-    print(f"wrote {cfg.n} images and {meta}")
-    return meta
-
-
-if __name__ == "__main__":
-    main()

@@ -32,14 +32,16 @@ from llava_df.data.dataset import FaceDataset, Record
 from llava_df.data.pipeline import load_data_settings
 from llava_df.errors import RunError, UsageError
 from llava_df.eval.scoring import score_dataset, scoring_trainer
-from llava_df.eval.threshold import THRESHOLD_FILE, check_threshold, read_threshold
+from llava_df.eval.threshold import THRESHOLD_FILE, read_threshold
 from llava_df.io import write_json
 from llava_df.model.checkpoint import CHECKPOINT_JSON, load_trained, read_checkpoint, weights_identity
 from llava_df.model.feature_cache import attach_existing
 from llava_df.model.merged import load_merged, save_merged
 from llava_df.model.processor import run_processor
-from llava_df.spec.args import DataArguments, TrainingArguments
+from llava_df.spec.args import DataArguments
+from llava_df.spec.ranges import check_threshold
 from llava_df.spec.run_spec import known_fields
+from llava_df.spec.training_args import TrainingArguments
 
 logger = logging.getLogger(__name__)
 

@@ -17,24 +17,17 @@ no finite score) falls back to 0.5, and says so in the rule it records.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from llava_df.errors import RunError, UsageError
+from llava_df.errors import RunError
 from llava_df.io import write_json
 from llava_df.spec.ranges import parse_threshold_rule
 
 RULES = ("eer", "youden", "fixed:<p>")
 THRESHOLD_FILE = "threshold.json"
-
-
-def check_threshold(value: float, flag: str = "--threshold") -> float:
-    if not (isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise UsageError(f"{flag} {value}: expected a probability in [0, 1] (a cut on P(Fake)), e.g. 0.5.")
-    return float(value)
 
 
 def choose_threshold(rule: str, val_scores: dict) -> tuple[float, str]:

@@ -1,5 +1,4 @@
-"""Memory: what a run measures (peak.py) and the planner (`llava-df plan`: dry run, closed form, --budget)."""
+"""Memory: what a run measures (peak.py) and the planner (`llava-df plan`: dry run, closed form, --budget).
 
-from llava_df.memory.peak import LiveTensorPeak, PeakMemory, cpu_peak_rss_mb
-
-__all__ = ["LiveTensorPeak", "PeakMemory", "cpu_peak_rss_mb"]
+Nothing is imported here, so that ``plan_flags`` (the planner's flags, read before torch loads) stays light.
+"""

@@ -20,66 +20,23 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
-from typing import Literal
 
-from llava_df.cli_args import parse_verb
-from llava_df.errors import UsageError, cli_entry
-from llava_df.memory.budget import parse_size, search
+from llava_df.errors import cli_entry
+from llava_df.memory.budget import format_budget, search
 from llava_df.memory.check import check_runs, format_check
 from llava_df.memory.plan import format_plan, make_plan
-
-GIB = 2**30
-
-
-@dataclass
-class PlanArguments:
-    """The planner's own flags; every other flag is a training flag (the run to plan)."""
-
-    target: Literal["cuda", "cpu"] = field(default="cuda", metadata={"help": "Whose kernels to predict."})
-    json: bool = field(default=False, metadata={"help": "Print the plan (or the --budget search) as JSON."})
-    budget: str | None = field(
-        default=None,
-        metadata={"help": "Search for the fastest configurations that fit this memory, e.g. 24GB or 16000MB; "
-                          "each is printed as a ready --config file."},
-    )  # fmt: skip
-    margin: float = field(default=0.1, metadata={"help": "--budget: the fraction of it kept free."})
-    top: int = field(default=3, metadata={"help": "--budget: how many configurations to print."})
-    text_tokens: int = field(default=48, metadata={"help": "Prompt + answer tokens per sample."})
-    no_dry_run: bool = field(
-        default=False, metadata={"help": "Closed form only: no dry run of the model on meta tensors."}
-    )
-    check: list[str] | None = field(
-        default=None,
-        metadata={"help": "Finished run folders (or their results.json, or sweep record files or folders): print "
-                          "each run's planned against measured peak and the worst relative error."},
-    )  # fmt: skip
+from llava_df.memory.plan_flags import PlanArguments, parse, parse_size
 
 
 @cli_entry
 def main(argv: list[str]) -> dict:
-    if not argv or argv[0] != "plan":
-        raise UsageError(
-            f"expected the subcommand `plan`, got {argv[0] if argv else 'nothing'!r}. "
-            "Run `llava-df plan --config <training YAML>` (or any training flags)."
-        )
-    opts, train_argv = parse_verb(
-        PlanArguments, argv[1:], prog="llava-df plan", description=__doc__.split("\n")[0],
-        epilog="Every other flag is a training flag (llava-df train --help lists them), e.g. --config, "
-        "--model_name_or_path, --strategy, --bits, --per_device_train_batch_size.",
-        allow_unknown=True,
-    )  # fmt: skip
-    if opts.text_tokens < 1:
-        raise UsageError(
-            f"--text_tokens {opts.text_tokens}: expected a positive number of prompt + answer tokens."
-        )
-    if opts.top < 1:
-        raise UsageError(f"--top {opts.top}: expected at least 1.")
+    return run(parse(argv))
+
+
+def run(parsed: tuple[PlanArguments, list[str]]) -> dict:
+    """Plan, search or check as the flags say (parsed and checked by llava_df.memory.plan_flags.parse)."""
+    opts, train_argv = parsed
     if opts.check is not None:
-        if train_argv:
-            raise UsageError(
-                f"--check reads finished runs; drop the training flags {' '.join(train_argv[:3])} ..."
-            )
         rows = check_runs(opts.check)
         print(json.dumps(rows, indent=2) if opts.json else format_check(rows))
         return {"runs": rows}
@@ -88,16 +45,7 @@ def main(argv: list[str]) -> dict:
             train_argv, budget_bytes=parse_size(opts.budget), margin=opts.margin, target=opts.target,
             top=opts.top, text_tokens=opts.text_tokens, verify=not opts.no_dry_run,
         )  # fmt: skip
-        if opts.json:
-            print(json.dumps(found, indent=2, default=str))
-            return found
-        print(
-            f"{len(found['candidates'])} configurations fit {found['budget_bytes'] / GIB:g} GiB with a "
-            f"{found['margin']:.0%} margin ({found['searched']} searched), fastest first (speed order: a heuristic, "
-            "see llava_df/memory/budget.py); each is a ready --config file:\n"
-        )
-        for i, cand in enumerate(found["candidates"], 1):
-            print(f"--- option {i} ---\n{cand['yaml']}")
+        print(json.dumps(found, indent=2, default=str) if opts.json else format_budget(found, opts.budget))
         return found
     plan = make_plan(train_argv, target=opts.target, text_tokens=opts.text_tokens, dry=not opts.no_dry_run)
     if opts.json:

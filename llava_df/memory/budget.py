@@ -30,9 +30,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import re
+import sys
 
 import yaml
+from tqdm import tqdm
 
 from llava_df.errors import UsageError
 from llava_df.memory.estimate import estimate
@@ -42,19 +43,6 @@ from llava_df.memory.shapes import plan_config
 GIB = 2**30
 BITS_COST = {16: 1.0, 8: 1.5, 4: 1.3}
 EIGHT_BIT_ADAM = "adamw_bnb_8bit"
-
-
-def parse_size(text: str) -> int:
-    """'24GB', '24 GiB', '12g', '24000MB', '24' (GiB) -> bytes. GB and GiB both mean 2**30 here."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([gGmMtT]?)(i?[bB])?\s*", str(text))
-    if not match:
-        raise UsageError(f"--budget {text!r}: expected a size such as 24GB, 12GiB or 16000MB.")
-    value = float(match.group(1))
-    unit = (match.group(2) or "g").lower()
-    size = int(value * {"m": 2**20, "g": GIB, "t": 2**40}[unit])
-    if size <= 0:
-        raise UsageError(f"--budget {text!r}: expected a size above 0, such as 24GB.")
-    return size
 
 
 def _speed_cost(c: dict) -> float:
@@ -97,11 +85,11 @@ def _argv_for(argv: list[str], c: dict) -> list[str]:
         "--per_device_train_batch_size", str(c["batch_size"]),
         "--gradient_accumulation_steps", str(c["gradient_accumulation_steps"]),
         "--bits", str(c["bits"]), "--optim", c["optim"], "--lora_r", str(c["lora_r"]),
-        "--gradient_checkpointing", "false" if ckpt == "off" else "true",
+        "--activation_checkpointing", "false" if ckpt == "off" else "true",
     ]  # fmt: skip
     if ckpt != "off":
         extra += [
-            "--gradient_checkpointing_kwargs",
+            "--activation_checkpointing_kwargs",
             f'{{"use_reentrant": {str(ckpt == "reentrant").lower()}}}',
         ]
     return list(argv) + extra
@@ -137,14 +125,13 @@ def candidate_yaml(explicit: dict, argv: list[str], c: dict, plan: dict, budget:
     for key, value in explicit.items():
         if key in PLANNER_ADDED:
             continue
-        key = {"activation_checkpointing": "gradient_checkpointing",
-               "activation_checkpointing_kwargs": "gradient_checkpointing_kwargs"}.get(key, key)  # fmt: skip
         body[key] = getattr(value, "value", value)
     body.update(
         bits=c["bits"],
         per_device_train_batch_size=c["batch_size"],
         gradient_accumulation_steps=c["gradient_accumulation_steps"],
-        gradient_checkpointing=c["gradient_checkpointing"] != "off",
+        activation_checkpointing=c["gradient_checkpointing"]
+        != "off",  # transformers 5's name (not a renamed flag)
         optim=c["optim"],
     )
     if "model_max_length" not in explicit:  # the plan's (the checkpoint's); training's default may be shorter
@@ -152,9 +139,11 @@ def candidate_yaml(explicit: dict, argv: list[str], c: dict, plan: dict, budget:
     if plan["settings"]["strategy"] != "projector_only":
         body["lora_r"] = c["lora_r"]
     if c["gradient_checkpointing"] != "off":
-        body["gradient_checkpointing_kwargs"] = {"use_reentrant": c["gradient_checkpointing"] == "reentrant"}
+        body["activation_checkpointing_kwargs"] = {
+            "use_reentrant": c["gradient_checkpointing"] == "reentrant"
+        }
     else:
-        body.pop("gradient_checkpointing_kwargs", None)
+        body.pop("activation_checkpointing_kwargs", None)
     header = (
         f"# Predicted peak: {peak / GIB:.2f} GiB ({method}, python -m llava_df.memory plan --target {plan['target']}) "
         f"for a {budget / GIB:g} GiB budget with a {margin:.0%} margin; add ~0.5 GiB of CUDA context.\n"
@@ -200,7 +189,10 @@ def search(argv: list[str], *, budget_bytes: int, margin: float = 0.1, target: s
         key=lambda cp: (_changes(settings, cp[0]), _speed_cost(cp[0]), cp[1]["estimate"]["peak_bytes"])
     )
     chosen = []
-    for c, plan in fitting:
+    # The dry runs are what takes time (seconds to minutes each for a 7B model): shown as they go, on stderr.
+    progress = tqdm(fitting, desc=f"dry-running configurations that fit (best {top} kept)", unit="config",
+                    disable=not verify, file=sys.stderr, leave=False)  # fmt: skip
+    for c, plan in progress:
         if len(chosen) == top:
             break
         if verify:  # the dry run has the last word
@@ -209,4 +201,47 @@ def search(argv: list[str], *, budget_bytes: int, margin: float = 0.1, target: s
                 continue
         chosen.append({"settings": c, "plan": plan, "speed_cost": _speed_cost(c), "changes": _changes(settings, c),
                        "yaml": candidate_yaml(spec.explicit, argv, c, plan, budget_bytes, margin)})  # fmt: skip
-    return {"budget_bytes": budget_bytes, "margin": margin, "searched": len(scored), "candidates": chosen}
+    progress.close()
+    return {"budget_bytes": budget_bytes, "margin": margin, "searched": len(scored), "candidates": chosen,
+            "asked": {k: settings[k] for k in SUMMARY_KEYS}}  # fmt: skip
+
+
+# What a --budget answer varies, in the summary's column order, with each column's heading.
+SUMMARY_KEYS = {"batch_size": "batch", "gradient_accumulation_steps": "accum", "gradient_checkpointing": "checkpointing",
+                "optim": "optimizer", "bits": "bits", "lora_r": "LoRA r"}  # fmt: skip
+
+
+def format_budget(found: dict, asked_text: str) -> str:
+    """One screen first (the budget as read, one row per configuration with only the settings that differ
+    between the answers or from the request, and each one's planned peak), then each as a --config file."""
+    budget, margin = found["budget_bytes"], found["margin"]
+    rows = [c["settings"] for c in found["candidates"]]
+    asked = found.get("asked") or {}
+    varied = [k for k in SUMMARY_KEYS if len({str(r[k]) for r in rows} | {str(asked.get(k))}) > 1]
+    lines = [
+        f"--budget {asked_text} read as {budget / GIB:g} GiB (GB and GiB both mean 2**30 bytes here); "
+        f"{budget * (1 - margin) / GIB:.2f} GiB usable with a {margin:.0%} margin. {len(rows)} of "
+        f"{found['searched']} configurations searched fit, fastest first (speed order: a heuristic, see "
+        "llava_df/memory/budget.py):",
+        "",
+        "| option | "
+        + " | ".join(SUMMARY_KEYS[k] for k in varied)
+        + " | planned peak GiB | changes the experiment |",
+        "|---" * (len(varied) + 3) + "|",
+    ]
+    if asked:
+        lines.append("| asked | " + " | ".join(str(asked.get(k)) for k in varied) + " | - | - |")
+    for i, cand in enumerate(found["candidates"], 1):
+        plan = cand["plan"]
+        peak = (plan.get("dry_run") or plan["estimate"])["peak_bytes"]
+        changed = [
+            SUMMARY_KEYS[k]
+            for k in ("bits", "lora_r", "optim")
+            if asked and cand["settings"][k] != asked.get(k)
+        ]
+        lines.append(f"| {i} | " + " | ".join(str(cand["settings"][k]) for k in varied)
+                     + f" | {peak / GIB:.2f} | {', '.join(changed) or 'no'} |")  # fmt: skip
+    lines.append("\nEach option as a ready --config file:")
+    for i, cand in enumerate(found["candidates"], 1):
+        lines.append(f"\n--- option {i} ---\n{cand['yaml'].rstrip()}")
+    return "\n".join(lines)

@@ -22,8 +22,8 @@ from llava_df.memory.dryrun import TARGETS, dry_run, model_dtype
 from llava_df.memory.estimate import _optim_name, estimate
 from llava_df.memory.shapes import checkpoint_max_length, plan_config
 from llava_df.model.build import projector_dims
-from llava_df.spec import parse_spec
 from llava_df.spec.ranges import check_projector_size
+from llava_df.spec.resolve import parse_spec
 
 GIB = 2**30
 MIB = 2**20

@@ -40,8 +40,8 @@ from transformers import (
 )
 
 from llava_df.errors import ModelNotFoundError, UsageError
+from llava_df.io import cache_root
 from llava_df.model.tiny import (
-    _cache_root,
     load_tiny_processor,
     materialize_folder,
     materialize_tiny,
@@ -255,7 +255,7 @@ def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype |
         "dtype": str(dtype),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    target = _cache_root(None) / f"assembled-{digest}"
+    target = cache_root() / f"assembled-{digest}"
 
     def write(tmp: Path) -> None:
         logger.info("building a LLaVA from %s + %s (once; cached in %s)", llm, tower, target)

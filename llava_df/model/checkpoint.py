@@ -163,6 +163,7 @@ def save_trainable(
         "run_config": dict(record.run_config),
     }
     io.write_text(out / CHECKPOINT_JSON, json.dumps(meta, indent=2, default=str))
+    io.follow_umask(out)  # safetensors writes 0600: run folders are shared too
     if complete:
         io.mark_complete(out, COMPLETE_MARKER, digest=lambda name: name in TRAINED_FILES)  # last
     return out
@@ -277,6 +278,8 @@ def export_mm_projector(
     if llava_bin:
         written.append(out / "mm_projector.bin")
         torch.save(state, written[1])
+    for path in written:
+        io.follow_umask(path)
     return written
 
 

@@ -183,7 +183,7 @@ def store_problem(folder: Path) -> str | None:
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    return Path(cache_dir or os.environ.get("LLAVA_DF_CACHE") or Path.home() / ".cache" / "llava_df") / FOLDER
+    return io.cache_root(cache_dir) / FOLDER
 
 
 def _store_key(layer: int, images: list[str]) -> str:

@@ -28,6 +28,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from transformers.utils import logging as hf_logging
 
+from llava_df import io
 from llava_df.model.anatomy import projector as projector_of
 from llava_df.model.anatomy import unwrap
 from llava_df.model.build import PROJECTOR_JSON_KEY, swap_projector
@@ -89,6 +90,7 @@ def save_merged(
         setattr(base.config, key, value)
     base.save_pretrained(out)
     processor.save_pretrained(out)
+    io.follow_umask(out)  # safetensors writes 0600: a merged checkpoint is shared like any model
     return "from_pretrained" if hf is not None else "llava_df"
 
 

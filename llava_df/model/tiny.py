@@ -49,7 +49,7 @@ from transformers import (
 
 from llava_df.cli_args import parse_verb
 from llava_df.errors import cli_entry
-from llava_df.io import build_once
+from llava_df.io import build_once, cache_root
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 TOKENIZER_DIR = ASSETS / "tiny_tokenizer"
@@ -231,10 +231,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir or os.environ.get("LLAVA_DF_CACHE") or Path.home() / ".cache" / "llava_df")
-
-
 def build_tiny_model(seed: int = TINY_SEED, *, vision_weights: bool = True) -> LlavaForConditionalGeneration:
     """The tiny LLaVA in memory: seeded random weights, the shipped vision weights when present.
 
@@ -287,7 +283,7 @@ def materialize_tiny(seed: int = TINY_SEED, cache_dir: str | os.PathLike | None 
         save_model_files(build_tiny_model(seed), tmp)
         load_tiny_processor().save_pretrained(tmp)
 
-    return materialize_folder(_cache_root(cache_dir) / f"tiny-{digest}", write)
+    return materialize_folder(cache_root(cache_dir) / f"tiny-{digest}", write)
 
 
 def save_model_files(model, folder: Path) -> None:

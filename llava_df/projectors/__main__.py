@@ -20,25 +20,24 @@ from __future__ import annotations
 import json
 import shlex
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from llava_df.cli_args import parse_verb
 from llava_df.errors import UsageError, cli_entry
-from llava_df.projectors import PRESETS, create_projector, resolve
+from llava_df.projectors import PRESETS, create_projector
+from llava_df.projectors.catalog import GELU_FIT_RANGE
+from llava_df.projectors.cli_flags import REFERENCE, ProjectorsArguments, parse_args
 from llava_df.projectors.profile import (
     macs_per_token,
     num_parameters,
     saved_tensor_bytes,
     time_forward_backward,
 )
-from llava_df.projectors.rational import GELU_FIT_RANGE, fit_gelu
+from llava_df.projectors.rational import fit_gelu
 from llava_df.provenance import cpu_model, run_environment
 
-REFERENCE = "mlp2x_gelu"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -149,63 +148,18 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
-@dataclass
-class ProjectorsArguments:
-    """``llava-df projectors``'s flags."""
-
-    in_dim: int = field(default=1024, metadata={"help": "Vision feature width (CLIP ViT-L/14: 1024)."})
-    out_dim: int = field(default=4096, metadata={"help": "LLM hidden width (Vicuna/LLaMA-7B: 4096)."})
-    also: list[str] = field(
-        default_factory=list,
-        metadata={"metavar": "NAME", "help": "Extra names beyond the presets, e.g. kan_light_g16."},
-    )
-    bench: bool = field(
-        default=False, metadata={"help": "Also measure fwd+bwd time and bytes saved for backward."}
-    )
-    tokens: int = field(default=1152, metadata={"help": "Tokens per measured batch (1152 = 2 images x 576)."})
-    repeats: int = field(default=5, metadata={"help": "Timed rounds per projector (median reported)."})
-    device: str = field(default="cpu", metadata={"help": "Device to measure on: cpu or cuda."})
-    dtype: Literal["float32", "bfloat16", "float16"] = field(
-        default="float32", metadata={"help": "Parameter and input dtype."}
-    )
-    seed: int = field(default=0, metadata={"help": "torch.manual_seed before each projector is built."})
-    json: Path | None = field(
-        default=None, metadata={"metavar": "PATH", "help": "Also write the rows and settings as JSON."}
-    )
-    fit_gelu: bool = field(
-        default=False,
-        metadata={
-            "help": f"Refit kan_light's rational GELU init on {list(GELU_FIT_RANGE)}, print the constants and exit."
-        },
-    )
+@cli_entry
+def main(argv: list[str]) -> dict:
+    """Run the CLI; returns what ``--json`` writes (settings, environment, rows)."""
+    return run(parse_args(argv))
 
 
-def parse_args(argv: list[str]) -> ProjectorsArguments:
-    """The flags of ``argv``, every value checked (UsageError) before anything is built."""
-    args, _ = parse_verb(
-        ProjectorsArguments, argv, prog="llava-df projectors",
-        description=f"Table of every projector preset: parameters, forward multiply-adds per token and, with "
-        f"--bench, measured forward+backward time and memory saved for backward, each relative to {REFERENCE}.",
-    )  # fmt: skip
-    for flag in ("in_dim", "out_dim", "tokens", "repeats"):
-        if getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} {getattr(args, flag)}: expected an integer >= 1.")
-    for name in args.also:
-        try:
-            resolve(name)
-        except KeyError as exc:
-            raise UsageError(f"--also {name}: {exc.args[0]}") from None
+def run(args: ProjectorsArguments) -> dict:
+    """The table for ``args`` (parsed and checked by llava_df.projectors.cli_flags.parse_args)."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(
             f"--device {args.device}: no CUDA device visible to torch {torch.__version__}; use --device cpu."
         )
-    return args
-
-
-@cli_entry
-def main(argv: list[str]) -> dict:
-    """Run the CLI; returns what ``--json`` writes (settings, environment, rows)."""
-    args = parse_args(argv)
     if args.fit_gelu:
         a, b, max_err = fit_gelu()
         print(f"GELU_NUMERATOR = {tuple(a.tolist())}")
@@ -228,7 +182,7 @@ def main(argv: list[str]) -> dict:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(args).items() if k != "fit_gelu"}
     environment = run_environment() | {"cpu_model": cpu_model(), "torch_threads": torch.get_num_threads()}
     result = {
-        "command": shlex.join(["llava-df", "projectors", *argv]),
+        "command": shlex.join(["llava-df", "projectors", *args.argv]),
         "settings": settings,
         "environment": environment,
         "rows": rows,

@@ -35,7 +35,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from llava_df.projectors.bspline import dense_bases, is_uniform, kan_linear, uniform_grid
-from llava_df.projectors.registry import register_projector
 
 NORMS = ("layernorm", "none")
 
@@ -393,13 +392,6 @@ class KANProjector(nn.Module):
         return [layer.grid_coverage(u) for layer, u in zip(self.layers, self.layer_inputs(x), strict=True)]
 
 
-@register_projector(
-    "kan_h{hidden}_g{grid}_k{order}",
-    description="B-spline KAN [in, hidden, out], grid size G, spline order K (efficient-kan layout)",
-    presets=("kan_h256_g5_k3", "kan_h128_g5_k3", "kan_h64_g5_k3", "kan_h64_g3_k2"),
-    # efficient-kan layout per edge: base weight, G+K spline coefficients, spline scaler.
-    params=lambda i, o, hidden, grid, order: (i * hidden + hidden * o) * (grid + order + 2),
-)
 def build_kan(in_dim: int, out_dim: int, hidden: int, grid: int, order: int, **options) -> nn.Module:
     """Options: grid_range, input_norm, hidden_norm, norm_span, scale_noise, scale_base, scale_spline, grid_eps, reg_tokens."""
     return KANProjector([in_dim, hidden, out_dim], grid, order, **options)

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from llava_df.projectors.catalog import KAN_LIGHT_GROUPS as DEFAULT_GROUPS
 from llava_df.projectors.rational import GroupRational
-from llava_df.projectors.registry import register_projector
-
-DEFAULT_GROUPS = 8
 
 
 class KanLightProjector(nn.Sequential):
@@ -57,25 +55,12 @@ def _divisor_near(n: int, k: int) -> int:
     )  # nearest, ties to the larger
 
 
-def _kan_light_params(i: int, o: int, groups: int = DEFAULT_GROUPS) -> int:
-    # Two Linear layers (as mlp2x_gelu) + per group a degree-5 numerator and a degree-4 denominator.
-    return (i + 1) * o + (o + 1) * o + groups * (6 + 4)
-
-
-@register_projector(
-    "kan_light",
-    description="GR-KAN: Linear + group-rational activation (8 groups, GELU init) + Linear",
-    params=_kan_light_params,
-)
 def build_kan_light(
     in_dim: int, out_dim: int, *, init: str = "gelu", numerator_degree: int = 5, denominator_degree: int = 4
 ) -> nn.Module:
     return KanLightProjector(in_dim, out_dim, DEFAULT_GROUPS, init, numerator_degree, denominator_degree)
 
 
-@register_projector(
-    "kan_light_g{groups}", description="kan_light with {groups} rational groups", params=_kan_light_params
-)
 def build_kan_light_groups(
     in_dim: int,
     out_dim: int,

@@ -12,8 +12,6 @@ import re
 
 from torch import nn
 
-from llava_df.projectors.registry import register_projector
-
 
 class IdentityProjector(nn.Module):
     def __init__(self, in_dim: int, out_dim: int):
@@ -27,12 +25,10 @@ class IdentityProjector(nn.Module):
         return x
 
 
-@register_projector("identity", description="no projection (needs in_dim == out_dim)", params=lambda i, o: 0)
 def build_identity(in_dim: int, out_dim: int) -> nn.Module:
     return IdentityProjector(in_dim, out_dim)
 
 
-@register_projector("linear", description="one Linear (LLaVA-1.0)", params=lambda i, o: (i + 1) * o)
 def build_linear(in_dim: int, out_dim: int) -> nn.Module:
     return nn.Linear(in_dim, out_dim)
 
@@ -55,11 +51,5 @@ class MLPProjector(nn.Sequential):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-@register_projector(
-    "mlp{depth}x_gelu",
-    description="LLaVA MLP: Linear + (depth-1) x [GELU, Linear]",
-    presets=("mlp2x_gelu",),
-    params=lambda i, o, depth: (i + 1) * o + (depth - 1) * (o + 1) * o,
-)
 def build_mlp(in_dim: int, out_dim: int, depth: int) -> nn.Module:
     return MLPProjector(in_dim, out_dim, depth)

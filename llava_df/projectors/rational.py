@@ -40,6 +40,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llava_df.projectors.catalog import GELU_FIT_RANGE
+
 # Coefficients lowest degree first: a_0..a_5 and b_1..b_4, as printed by
 # `python -m llava_df.projectors --fit-gelu` (see the module docstring).
 GELU_NUMERATOR = (
@@ -51,7 +53,6 @@ GELU_NUMERATOR = (
     -0.0004590176884383732,
 )
 GELU_DENOMINATOR = (8.188250895996155e-06, 0.2157487564998977, -3.527422239307972e-06, -0.0009170768080923654)
-GELU_FIT_RANGE = (-4.0, 4.0)
 GELU_FIT_MAX_ERROR = 2.4e-3  # measured max |F(x) - GELU(x)| on GELU_FIT_RANGE, rounded up
 
 INITS = ("gelu", "identity")

@@ -7,20 +7,19 @@ Two kinds of entries:
   LLaVA's ``mlp2x_gelu`` convention made general, so configs and tables stay readable.
 
 Registering a name or pattern twice raises: a silent overwrite would make a config mean two
-different models depending on import order.
+different models depending on import order. Every family is registered in ``catalog.py`` with its
+builder named as ``"module:function"``, imported only when a projector is built (as transformers'
+auto classes name theirs): checking a name or counting parameters needs no torch, so a command line
+with a bad ``--mm_projector_type`` is refused at once.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import torch
-from torch import nn
-
-Builder = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class ProjectorEntry:
     """One registered family: an exact name or a ``{field}`` pattern."""
 
     template: str
-    builder: Builder
+    builder: str  # "module:function" -> builder(in_dim, out_dim, **fields, **options) -> nn.Module
     description: str = ""
     regex: re.Pattern | None = field(default=None, compare=False)
     # (in_dim, out_dim, **fields) -> parameter count without building: sizes are checked before a
@@ -63,33 +62,39 @@ def _compile(template: str) -> re.Pattern | None:
 
 def register_projector(
     template: str,
+    builder: str,
     *,
     description: str = "",
     presets: tuple[str, ...] = (),
     params: Callable[..., int] | None = None,
-):
-    """Decorator registering ``builder(in_dim, out_dim, **fields_and_options) -> nn.Module``.
+) -> ProjectorEntry:
+    """Register the family ``template`` built by ``builder`` (``"module:function"``, the function called as
+    ``function(in_dim, out_dim, **fields_and_options) -> nn.Module``).
 
     ``template`` is an exact name or a pattern with ``{field}`` placeholders for positive ints.
     ``presets`` are concrete names of this family listed by the CLI. ``params(in_dim, out_dim,
     **fields)`` gives the parameter count with default options, without building the module.
     """
+    if template in _ENTRIES:
+        raise ValueError(
+            f"Projector {template!r} is already registered (built by {_ENTRIES[template].builder}); "
+            "pick another name or remove the duplicate registration."
+        )
+    if builder.count(":") != 1:
+        raise ValueError(f"builder {builder!r} of {template!r}: expected 'module:function'.")
+    entry = ProjectorEntry(template, builder, description, _compile(template), params)
+    for preset in presets:
+        if entry.match(preset) is None:
+            raise ValueError(f"Preset {preset!r} does not match its template {template!r}.")
+    _ENTRIES[template] = entry
+    PRESETS.extend(presets or ([template] if entry.regex is None else []))
+    return entry
 
-    def wrap(builder: Builder) -> Builder:
-        if template in _ENTRIES:
-            raise ValueError(
-                f"Projector {template!r} is already registered (by {_ENTRIES[template].builder.__qualname__}); "
-                "pick another name or remove the duplicate registration."
-            )
-        entry = ProjectorEntry(template, builder, description, _compile(template), params)
-        for preset in presets:
-            if entry.match(preset) is None:
-                raise ValueError(f"Preset {preset!r} does not match its template {template!r}.")
-        _ENTRIES[template] = entry
-        PRESETS.extend(presets or ([template] if entry.regex is None else []))
-        return builder
 
-    return wrap
+def builder_of(entry: ProjectorEntry) -> Callable:
+    """The builder function of ``entry``, imported now (its module imports torch)."""
+    module, function = entry.builder.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def available_projectors() -> list[str]:
@@ -117,11 +122,13 @@ def count_parameters(name: str, in_dim: int, out_dim: int) -> int:
     entry, fields = resolve(name)
     if entry.params is not None:
         return int(entry.params(in_dim, out_dim, **fields))
-    with torch.device("meta"):  # no allocation; families without a formula
-        return sum(p.numel() for p in entry.builder(in_dim, out_dim, **fields).parameters())
+    import torch  # lazy: only families without a formula are built (on meta) to be counted
+
+    with torch.device("meta"):  # no allocation
+        return sum(p.numel() for p in builder_of(entry)(in_dim, out_dim, **fields).parameters())
 
 
-def create_projector(name: str, in_dim: int, out_dim: int, **options) -> nn.Module:
+def create_projector(name: str, in_dim: int, out_dim: int, **options):
     """Build the projector called ``name`` mapping width ``in_dim`` to ``out_dim``.
 
     >>> create_projector("mlp2x_gelu", 1024, 4096)  # LLaVA-1.5's projector
@@ -134,34 +141,9 @@ def create_projector(name: str, in_dim: int, out_dim: int, **options) -> nn.Modu
     clash = set(fields) & set(options)
     if clash:
         raise ValueError(f"Options {sorted(clash)} are already fixed by the name {name!r}; drop them.")
-    module = entry.builder(in_dim, out_dim, **fields, **options)
+    from llava_df.projectors.input_check import check_input  # lazy: torch, needed only to build
+
+    module = builder_of(entry)(in_dim, out_dim, **fields, **options)
     module.projector_name = name  # recorded so saved configs and tables can name it
-    module.register_forward_pre_hook(functools.partial(_check_input, name=name, in_dim=in_dim))
+    module.register_forward_pre_hook(functools.partial(check_input, name=name, in_dim=in_dim))
     return module
-
-
-def _check_input(module: nn.Module, args: tuple, *, name: str, in_dim: int) -> None:
-    """Forward pre-hook on every projector: one clear error for bad input, whatever the family.
-
-    - width: a Linear's own error ("mat1 and mat2 shapes cannot be multiplied") names neither
-      the projector nor the expected width;
-    - non-finite values: raised for every projector, not only where they break the maths (the
-      KAN's grid lookup): NaN/inf features come from the vision tower (fp16 overflow) and would
-      otherwise surface steps later as a NaN loss and destroyed weights. Costs one pass over
-      the input (nothing next to the projector's matmuls) and, on GPU, one sync per forward.
-    """
-    if not args or not isinstance(args[0], torch.Tensor):
-        return
-    x = args[0]
-    if x.dim() == 0 or x.shape[-1] != in_dim:
-        raise ValueError(
-            f"Projector {name!r} expects input of shape (..., {in_dim}), got {tuple(x.shape)}: last dim "
-            f"{x.shape[-1] if x.dim() else 'missing'} != in_dim {in_dim}. Build it with in_dim = the vision "
-            "feature width (vision hidden size x number of feature layers)."
-        )
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        bad = (~torch.isfinite(x)).sum().item()
-        raise ValueError(
-            f"Projector {name!r} got {bad} non-finite values (NaN/inf) in its input of shape {tuple(x.shape)}; "
-            "check the vision features (fp16 overflow in the vision tower?) before the projector."
-        )

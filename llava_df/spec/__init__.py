@@ -1,10 +1,7 @@
 """Arguments -> one resolved, frozen RunSpec: parse once, validate once, resolve once.
 
-spec = parse_spec(argv)        # llava_df.spec.parse
-spec.strategy, spec.model, ... # llava_df.spec.run_spec.RunSpec
+    parse_flags(argv)   # llava_df.spec.parse: checked flag values, no torch (usage errors, --help)
+    parse_spec(argv)    # llava_df.spec.resolve: the frozen RunSpec (llava_df.spec.run_spec)
+
+Nothing is imported here, so that ``llava_df.spec.parse`` stays free of torch.
 """
-
-from llava_df.spec.parse import parse_spec
-from llava_df.spec.run_spec import RunSpec, SavedRun
-
-__all__ = ["RunSpec", "SavedRun", "parse_spec"]

@@ -1,9 +1,23 @@
-"""Flag names: the old spellings the parser maps, the flags that map to something else, and the
-message an unknown flag gets. Shared by the command line and the YAML reader."""
+"""Flag names: the old spellings the parser maps, the flags that map to something else, the message an
+unknown flag gets, and the parser class. Shared by the command line, the YAML reader and the flag table."""
 
 from __future__ import annotations
 
 import difflib
+
+from transformers import HfArgumentParser
+
+from llava_df.errors import ConfigError
+
+CONFIG_HELP = "YAML of flags (flat keys or sections); command-line flags override it. See configs/."
+
+
+class TrainParser(HfArgumentParser):
+    """transformers' HfArgumentParser whose errors raise ConfigError (one ``error:`` line, exit 2) instead of exiting."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message}\nRun `llava-df train --help` for every flag.")
+
 
 # Old or foreign spelling -> schema field. Each use is reported in RunSpec.notes.
 RENAMED = {

@@ -27,8 +27,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from llava_df.data.conversation import canonical_name
-from llava_df.data.load import CAPTIONS_NEED_DATA_PATH
+from llava_df.data.conversation import CAPTIONS_NEED_DATA_PATH, canonical_name
 from llava_df.errors import ConfigError
 from llava_df.spec.args import TINY_PARTS
 

@@ -1,44 +1,45 @@
-"""Parse the training command line (+ ``--config`` YAML) once into a frozen RunSpec.
+"""Parse the training command line (+ ``--config`` YAML) into checked flag values, without importing torch.
 
 How to call::
 
-    spec = parse_spec(["--config", "tiny_lora_lowvram", "--lora_r", "8"])
-    spec.model, spec.data, spec.training   # ModelArguments, DataArguments, TrainingArguments: every value final
-    spec.strategy                          # resolved once: projector_only | lora | unfreeze_early
-    spec.notes                             # what was renamed or derived, to log
-    spec.explicit                          # {field: value} set by the YAML or the command line
+    parsed = parse_flags(["--config", "tiny_lora_lowvram", "--lora_r", "8"])   # ConfigError with a fix on bad input
+    parsed.values          # argparse namespace: every flag, derived ones set, validated
+    parsed.notes           # what was renamed or derived, to log
+    parsed.explicit        # the flags the YAML or the command line set
+
+``llava_df.spec.resolve.parse_spec`` turns the same command line into the run's frozen RunSpec with the
+real argument dataclasses (transformers' TrainingArguments, hence torch). Both run ``parse_with`` below:
+one pipeline, so a command line is refused here exactly when it would be refused there, only seconds
+sooner (``llava-df train --help`` and every usage error come from here; see flag_table.py).
 
 Precedence: schema defaults < ``--config`` YAML (a file, or a recipe shipped in llava_df/configs/
-by name) < command-line flags. transformers' HfArgumentParser reads the three dataclasses; the YAML
-is read by ``spec.yaml_file`` (checked values, sections). Spellings that transformers 5 removed
-(``--warmup_ratio``, ``--evaluation_strategy``, ``--logging_dir``) are mapped with a note; an
-unknown flag fails naming the closest known ones. Every derived value (the strategy's flags,
-LLaVA's --version, checkpointing kwargs, data parallel on CPU, ...) is decided here, on argparse's
-namespace, before the argument dataclasses are built: nothing changes them afterwards.
+by name) < command-line flags. The YAML is read by ``spec.yaml_file`` (checked values, sections).
+Spellings that transformers 5 removed (``--warmup_ratio``, ``--evaluation_strategy``,
+``--logging_dir``) are mapped with a note; an unknown flag fails naming the closest known ones.
+Every derived value (the strategy's flags, LLaVA's --version, checkpointing kwargs, ...) is decided
+on argparse's namespace before the argument dataclasses are built: nothing changes them afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 import sys
+from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import torch
-from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
-from transformers.integrations import get_available_reporting_integrations
 
 from llava_df.errors import ConfigError
-from llava_df.spec.args import DataArguments, ModelArguments, TrainingArguments
+from llava_df.spec.args import DataArguments, ModelArguments
 from llava_df.spec.checks import validate
+from llava_df.spec.flag_table import FlagTable, flag_table
 from llava_df.spec.flags import RENAMED, SPECIAL, unknown_message
 from llava_df.spec.llava_flags import resolve_llava_flags
-from llava_df.spec.run_spec import RunSpec
+from llava_df.spec.run_spec import known_fields
 from llava_df.spec.strategy import check_completed, complete_strategy_flags, resolve_strategy
 from llava_df.spec.yaml_file import read_flag_file
 
@@ -54,90 +55,68 @@ def default_checkpointing_kwargs(bits: int) -> dict:
     return {"use_reentrant": bits == 8}
 
 
-class _Parser(HfArgumentParser):
-    # argparse exits on errors; raising lets train.main print one clean message and tests catch it.
-    def error(self, message: str):
-        raise ConfigError(f"{message}\nRun `llava-df train --help` for every flag.")
+@dataclass
+class ParsedFlags:
+    """A training command line, parsed, derived and validated (before any dataclass or weight)."""
+
+    values: argparse.Namespace
+    notes: list[str] = field(default_factory=list)
+    explicit: set[str] = field(default_factory=set)  # dests set by the YAML or the command line
+    env: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+    argv: tuple[str, ...] = ()
 
 
-def build_parser() -> _Parser:
-    parser = _Parser(
-        (ModelArguments, DataArguments, TrainingArguments), prog="llava-df train", allow_abbrev=False
-    )
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="YAML of flags (flat keys or sections); command-line flags override it. See configs/.",
-    )
-    return parser
-
-
-def known_flags(parser: argparse.ArgumentParser | None = None) -> list[str]:
+def known_flags(table: FlagTable) -> list[str]:
     """Every flag name (without dashes) the command line accepts, old spellings included."""
-    parser = parser or build_parser()
-    # HfArgumentParser adds --a_b and --a-b; the underscore form is the canonical one.
-    names = {
-        s[2:] for a in parser._actions for s in a.option_strings if s.startswith("--") and "-" not in s[2:]
-    }
-    return sorted(names | set(RENAMED) | set(SPECIAL))
+    return sorted(set(table.flags) | set(RENAMED) | set(SPECIAL))
 
 
-def parse_spec(argv: list[str] | None = None) -> RunSpec:
-    """Parse ``argv`` (default ``sys.argv[1:]``) into the run's frozen spec; ConfigError with a fix on bad input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def check_train_argv(argv: list[str]) -> list[str]:
+    """``llava-df train``'s first step (llava_df.cli_args.run_verb): ``argv`` checked without torch, returned as is
+    for llava_df.train.workflow.run to parse into the RunSpec."""
+    parse_flags(argv)
+    return list(argv)
+
+
+def train_flag_names() -> list[str] | None:
+    """Every flag ``llava-df train`` accepts (no torch), or None when the flag table cannot be made here."""
+    table = flag_table()
+    return None if table is None else known_flags(table)
+
+
+def parse_with(argv: list[str], parser, table: FlagTable) -> ParsedFlags:
+    """The one parsing pipeline (see the module docstring), on ``parser``: the real one or the table's."""
     original_argv = list(argv)
-    parser = build_parser()
-    flags = known_flags(parser)
-    dests = {s.lstrip("-").replace("-", "_"): a.dest for a in parser._actions for s in a.option_strings}
+    flags = known_flags(table)
     notes: list[str] = []
     env: dict[str, str] = {}
-
     config_file, argv = _pop_config(argv)
     yaml_values: dict[str, Any] = {}
     if config_file is not None:
-        yaml_values = read_flag_file(config_file, flags)
+        yaml_values = read_flag_file(config_file, flags, table.kinds)
         yaml_values = _apply_special(_rename(yaml_values, notes, f"{config_file}: "), notes, env)
-
-    cli_pairs = _split_argv(argv, flags)
-    cli_values = {name: value for name, value in cli_pairs}
+    cli_values = dict(_split_argv(argv, flags))
     cli_values = _apply_special(_rename(cli_values, notes, "command line: "), notes, env)
     # Special flags consumed above (e.g. --logging_dir) must not reach argparse.
     argv = [tok for name, value in cli_values.items() for tok in _to_tokens(name, value)]
-
-    parser.set_defaults(**{dests[k]: _to_default_string(v) for k, v in yaml_values.items()})
+    fields = {f["name"] for f in table.all_fields()}
+    # --no_X sets X (HfArgumentParser's negation of a bool that defaults to True)
+    dest = {name: name[3:] if name.startswith("no_") and name not in fields else name for name in flags}
+    parser.set_defaults(**{dest[k]: _to_default_string(v) for k, v in yaml_values.items()})
     values = parser.parse_args(argv)
     if values.bf16 and values.fp16:  # before TrainingArguments, whose own message is about hardware
         raise ConfigError(
             "--bf16 and --fp16 are both True; pick one (bf16 on Ampere+ GPUs, fp16 on older ones)."
         )
     _check_backends(values)
-    explicit_names = {dests[k] for k in yaml_values} | {dests[k] for k in cli_values}
-    notes += _derive(values, explicit_names)
-
-    outputs = []
-    for dtype in (ModelArguments, DataArguments, TrainingArguments):
-        names = {f.name for f in dataclasses.fields(dtype) if f.init}
-        try:
-            outputs.append(dtype(**{k: v for k, v in vars(values).items() if k in names}))
-        except ValueError as err:  # TrainingArguments.__post_init__ checks
-            raise ConfigError(f"Invalid arguments: {err}") from err
-    model_args, data_args, training_args = outputs
-    try:
-        check_completed(model_args)
-        strategy = resolve_strategy(model_args)  # the one place a strategy is derived from flags
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    explicit = {k: next(getattr(o, k) for o in outputs if hasattr(o, k)) for k in sorted(explicit_names)}
-    spec = RunSpec(
-        model_args, data_args, training_args, strategy, tuple(notes), explicit, env, config_file,
-        tuple(original_argv),
-    )  # fmt: skip
-    validate(spec)
-    return spec
+    explicit = {dest[k] for k in yaml_values} | {dest[k] for k in cli_values}
+    notes += derive(values, explicit)
+    return ParsedFlags(values, notes, explicit, env, config_file, tuple(original_argv))
 
 
-def _derive(values: argparse.Namespace, explicit: set[str]) -> list[str]:
-    """Every derived setting, on argparse's namespace before anything is built; returns the notes."""
+def derive(values: argparse.Namespace, explicit: set[str]) -> list[str]:
+    """Every derived setting that needs no torch, on argparse's namespace before anything is built; the notes."""
     notes = complete_strategy_flags(values, explicit)  # --strategy -> LLaVA's flags
     notes += resolve_llava_flags(values, explicit)  # --version -> template, task; .bin -> .safetensors
     if values.activation_checkpointing and not values.activation_checkpointing_kwargs:
@@ -146,32 +125,40 @@ def _derive(values: argparse.Namespace, explicit: set[str]) -> list[str]:
         notes.append(
             f"--bits {values.bits}: checkpointing kwargs {kwargs} (see results/gradient_checkpointing.md)"
         )
-    launcher = _data_parallel_on_cpu(values)
-    if launcher:
-        notes.append(launcher)
-    if not torch.cuda.is_available():
-        values.dataloader_pin_memory = False  # pinning needs an accelerator; without one it only warns
     if values.task == "caption":
         values.prediction_loss_only = True  # stage 1: loss on captions, nothing to score
     return notes
 
 
-def _data_parallel_on_cpu(namespace) -> str | None:
-    """Under a launcher (WORLD_SIZE > 1) on a machine without CUDA, train data parallel on gloo: set
-    --use_cpu True (and say so). Without it transformers sets up no process group on CPU, so each
-    process would train alone, the same run twice into the same folder."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1 or namespace.use_cpu or torch.cuda.is_available():
+def parse_flags(argv: list[str] | None = None, *, prog: str = "llava-df train") -> ParsedFlags | None:
+    """Parse and check a training command line without importing torch (see the module docstring); ConfigError
+    on bad input. None when the flag table cannot be made here: the real parse then checks everything."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    table = flag_table()
+    if table is None:
         return None
-    namespace.use_cpu = True
-    return (
-        f"launched as {world} processes on a machine without CUDA: --use_cpu True (data parallel on gloo, one "
-        "run); pass --use_cpu True yourself to silence this"
+    if any(a in ("-h", "--help") for a in argv):
+        print(table.help.replace("llava-df train", prog, 1))
+        raise SystemExit(0)
+    parsed = parse_with(argv, table.parser(prog), table)
+    values = vars(parsed.values)
+    view = SimpleNamespace(
+        model=ModelArguments(**known_fields(ModelArguments, values)),
+        data=DataArguments(**known_fields(DataArguments, values)),
+        training=SimpleNamespace(**{f["name"]: values[f["name"]] for f in table.fields["training"]}),
     )
+    try:
+        check_completed(view.model)
+        resolve_strategy(view.model)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    validate(view)
+    return parsed
 
 
 def _check_backends(namespace) -> None:
-    """Flags that need a package (LLaVA's scripts pass --deepspeed and --report_to wandb): say which, up front."""
+    """Flags that need a package or a file (LLaVA's scripts pass --deepspeed): say which, up front. (--report_to's
+    loggers are checked by llava_df.spec.resolve: transformers lists them only once torch is imported.)"""
     if namespace.deepspeed:
         namespace.deepspeed = _deepspeed_config(namespace.deepspeed, int(namespace.bits))
     if namespace.fsdp and int(namespace.bits) < 16:
@@ -184,17 +171,6 @@ def _check_backends(namespace) -> None:
         raise ConfigError(
             f"--deepspeed {namespace.deepspeed} needs DeepSpeed, which is not installed. `pip install deepspeed` (on a "
             "CUDA machine), or drop --deepspeed to train in one process."
-        )
-    wanted = namespace.report_to
-    wanted = [w.strip() for w in wanted.split(",")] if isinstance(wanted, str) else list(wanted or [])
-    missing = [
-        w for w in wanted if w not in ("all", "none") and w not in get_available_reporting_integrations()
-    ]
-    if missing:
-        raise ConfigError(
-            f"--report_to {','.join(missing)}: not installed here (available: "
-            f"{', '.join(get_available_reporting_integrations()) or 'none'}). `pip install {' '.join(missing)}`, or pass "
-            "--report_to tensorboard (or none)."
         )
 
 
@@ -225,8 +201,14 @@ def _pop_config(argv: list[str]) -> tuple[str | None, list[str]]:
     """(--config's file, the other arguments). A name that is not a file is looked up among the recipes
     shipped in llava_df/configs (``--config sweep_tiny``), so an installed wheel runs them too."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", default=None)
+    pre.add_argument("--config", action="append", default=[])
     ns, rest = pre.parse_known_args(argv)
+    if len(ns.config) > 1:  # argparse's "the last one wins" would silently drop a whole file of flags
+        raise ConfigError(
+            f"--config given {len(ns.config)} times ({', '.join(ns.config)}); pass one YAML. To combine two, put the "
+            "flags of one on the command line (they override the file's)."
+        )
+    ns.config = ns.config[0] if ns.config else None
     if ns.config is None or Path(ns.config).is_file():
         return ns.config, rest
     shipped = RECIPES / (ns.config if ns.config.endswith((".yaml", ".yml")) else f"{ns.config}.yaml")
@@ -307,22 +289,6 @@ def _apply_special(values: dict[str, Any], notes: list[str], env: dict[str, str]
         out["bits"] = [str(bits)] if isinstance(raw, list) else bits
         notes.append(f"--{flag} True -> --bits {bits}")
     return out
-
-
-def _to_tokens(name: str, value: list[str]) -> list[str]:
-    # "--flag=value": argparse would read a lone "-1e-4" as an unknown flag, not a negative number.
-    return [f"--{name}={value[0]}"] if len(value) == 1 else [f"--{name}", *value]
-
-
-def _to_default_string(value: Any) -> Any:
-    """YAML value -> what argparse would have read from the command line, so it is type-checked."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 def _to_tokens(name: str, value: list[str]) -> list[str]:

@@ -195,3 +195,9 @@ def parse_threshold_rule(text: str) -> str:
     raise UsageError(
         f"--threshold_rule {text!r}: expected eer (default), youden or fixed:<p> with p in [0, 1], e.g. fixed:0.5."
     )
+
+
+def check_threshold(value: float, flag: str = "--threshold") -> float:
+    if not (isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise UsageError(f"{flag} {value}: expected a probability in [0, 1] (a cut on P(Fake)), e.g. 0.5.")
+    return float(value)

@@ -2,7 +2,7 @@
 
 How to call::
 
-    spec = parse_spec(["--config", "tiny_lora_lowvram", "--lora_r", "8"])   # llava_df.spec.parse
+    spec = parse_spec(["--config", "tiny_lora_lowvram", "--lora_r", "8"])   # llava_df.spec.resolve
     spec.strategy, spec.projector, spec.bits, spec.checkpointing, spec.task, spec.output_dir
     spec.model, spec.data, spec.training       # the argument dataclasses, every derived value filled in
     spec.to_json()                             # what run_config.json stores; resume compares it
@@ -26,10 +26,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llava_df.errors import RunError
-from llava_df.spec.args import DataArguments, ModelArguments, TrainingArguments
+from llava_df.spec.args import DataArguments, ModelArguments
+
+if TYPE_CHECKING:  # transformers' TrainingArguments imports torch; a RunSpec is only built once it is loaded
+    from llava_df.spec.training_args import TrainingArguments
 
 
 def _frozen_mapping(values: Mapping | None) -> Mapping:

@@ -13,16 +13,11 @@ takes a dict (``gradient_checkpointing_kwargs: {use_reentrant: false}``), each w
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import types
-import typing
 from typing import Any
 
 import yaml
 
 from llava_df.errors import ConfigError
-from llava_df.spec.args import DataArguments, ModelArguments, TrainingArguments
 from llava_df.spec.flags import RENAMED, unknown_message
 
 # A flag file nests a section, a mapping flag (e.g. a DeepSpeed config) and a few levels in it.
@@ -90,7 +85,7 @@ def _load_yaml(path: str) -> dict:
     return loaded
 
 
-def _flatten_yaml(raw: dict, flags: list[str], path: str) -> dict[str, Any]:
+def _flatten_yaml(raw: dict, flags: list[str], path: str, kinds: dict[str, str]) -> dict[str, Any]:
     """Flat keys stay; a section (a mapping under a key that is not a flag) is opened one level.
     Every value is checked against what its flag takes (:func:`_check_yaml_value`)."""
     flat: dict[str, Any] = {}
@@ -111,7 +106,7 @@ def _flatten_yaml(raw: dict, flags: list[str], path: str) -> dict[str, Any]:
                 raise ConfigError(f"{path}: write '{k[3:]}: false' instead of '{k}'.")
             if k in flat:
                 raise ConfigError(f"{path}: '{k}' is set twice (flat and in a section); keep one.")
-            _check_yaml_value(k, v, f"{path}: {written}" + (f" (--{k})" if written != k else ""))
+            _check_yaml_value(k, v, f"{path}: {written}" + (f" (--{k})" if written != k else ""), kinds)
             flat[k] = v
     return flat
 
@@ -125,32 +120,20 @@ MAX_YAML_LIST = 256
 MAX_YAML_MAPPING_VALUES = 1000
 
 
-@functools.cache
-def _flag_kinds() -> dict[str, str]:
-    """{flag: "list" | "dict"} for the flags whose YAML value may be a list or a mapping, from the
-    argument dataclasses' field types (``list[...]`` / ``dict`` in the annotation); every other
-    flag takes one value."""
-    kinds = dict.fromkeys(COMMA_LIST_FLAGS, "list")
-    for dtype in (ModelArguments, DataArguments, TrainingArguments):
-        hints = typing.get_type_hints(dtype)
-        for f in dataclasses.fields(dtype):
-            hint = hints.get(f.name)
-            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-            origins = {typing.get_origin(m) or m for m in (typing.get_args(hint) if union else (hint,))}
-            if dict in origins:
-                kinds[f.name] = "dict"
-            elif list in origins:
-                kinds[f.name] = "list"
+def flag_kinds(kinds: dict[str, str]) -> dict[str, str]:
+    """{flag: "list" | "dict"} for the flags whose YAML value may be a list or a mapping: ``kinds`` (from the
+    argument dataclasses' field types, llava_df.spec.flag_table), our comma-list flags, and old spellings."""
+    kinds = dict.fromkeys(COMMA_LIST_FLAGS, "list") | dict(kinds)
     for old, new in RENAMED.items():  # the old spelling takes what the new one does
         if new in kinds:
             kinds[old] = kinds[new]
     return kinds
 
 
-def _check_yaml_value(flag: str, value: Any, where: str) -> None:
+def _check_yaml_value(flag: str, value: Any, where: str, kinds: dict[str, str]) -> None:
     """A list only where ``flag`` takes one (of plain values, at most MAX_YAML_LIST), a mapping only
     where it takes a dict (at most MAX_YAML_MAPPING_VALUES values); ConfigError naming the fix."""
-    kind = _flag_kinds().get(flag)
+    kind = kinds.get(flag)
     if isinstance(value, list | tuple | set):
         if kind != "list":
             raise ConfigError(f"{where}: got a list; --{flag} takes {_takes(flag, kind)}.")
@@ -196,6 +179,6 @@ def _count_values(value: Any, flag: str, where: str, budget: list[int]) -> None:
         _count_values(child, flag, where, budget)
 
 
-def read_flag_file(path: str, flags: list[str]) -> dict[str, Any]:
-    """The file's flags, flat and checked (see the module docstring)."""
-    return _flatten_yaml(_load_yaml(path), flags, path)
+def read_flag_file(path: str, flags: list[str], kinds: dict[str, str]) -> dict[str, Any]:
+    """The file's flags, flat and checked (see the module docstring); ``kinds``: FlagTable.kinds."""
+    return _flatten_yaml(_load_yaml(path), flags, path, flag_kinds(kinds))

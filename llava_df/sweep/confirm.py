@@ -26,40 +26,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from llava_df.errors import UsageError, cli_entry
 from llava_df.io import write_text
 from llava_df.sweep.inference import Analysis, adjust_family, compare_to_reference, power_summary
+from llava_df.sweep.protocol import load_protocol
 from llava_df.sweep.record import last_epoch_fraction, read_records
 
 # The repository's protocol (an editable checkout); an installed wheel has none and uses inference's defaults.
 DEFAULT_PROTOCOL = Path(__file__).resolve().parents[2] / "protocols" / "confirmatory_v1.yaml"
 COLUMNS = ("comparison", "strategy", "seeds", "difference", "ci95_low", "ci95_high", "ci90_low", "ci90_high", "se",
            "se_image", "sd_seed", "df", "cohens_dz", "p", "p_holm", "p_bh", "p_tost", "p_tost_holm", "verdict")  # fmt: skip
-
-
-def load_protocol(path: Path) -> dict:
-    try:
-        protocol = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise UsageError(
-            f"--protocol {path}: unreadable ({type(err).__name__}). Pass protocols/<name>.yaml."
-        ) from None
-    need = (
-        "reference",
-        "candidates",
-        "strategies",
-        "margin",
-        "alpha",
-        "power",
-        "target_mdd",
-        "benchmark_seed",
-    )
-    missing = [k for k in need if k not in (protocol or {})]
-    if missing:
-        raise UsageError(f"--protocol {path}: missing {', '.join(missing)}; every protocol states them.")
-    return protocol
 
 
 def _commit_of(path: Path) -> str:

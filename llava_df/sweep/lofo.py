@@ -27,37 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from llava_df.data.manipulations import available_manipulations
 from llava_df.errors import UsageError, cli_entry
 from llava_df.io import write_text
 from llava_df.sweep.plots import lofo_heatmap
 from llava_df.sweep.record import read_records
 from llava_df.sweep.report import runs_machine
-
-NONE = "none"  # the variant that holds nothing out
-SBI = "self_blend_only"  # the variant that trains on reals + self-blended fakes only
-SBI_FAMILY = "self_blend"
-
-
-def sbi_holdout() -> str:
-    """--holdout_manipulation of the SBI run: every registered family but self_blend."""
-    return ",".join(f for f in available_manipulations() if f != SBI_FAMILY)
-
+from llava_df.sweep.variants import NONE, SBI, SBI_FAMILY
 
 TABLE, CSV, HEATMAP = "lofo.md", "lofo.csv", "lofo_heatmap.png"
-
-
-def parse_families(text: str) -> list[str]:
-    """'all' or comma-separated family names -> names; UsageError naming an unknown one."""
-    valid = available_manipulations()
-    names = valid if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in valid]
-    if bad or not names:
-        raise UsageError(
-            f"--lofo {text!r}: {', '.join(map(repr, bad)) or 'no family'} is not a manipulation family. "
-            f"Valid: all, or names of {', '.join(valid)}."
-        )
-    return list(dict.fromkeys(names))
 
 
 def lofo_rows(by_family: dict[str, list[dict]]) -> list[dict]:

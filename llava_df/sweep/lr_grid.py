@@ -18,11 +18,14 @@ the lower validation loss. The test split is never read.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 from llava_df.errors import UsageError
 from llava_df.io import write_json
+
+logger = logging.getLogger(__name__)
 
 CHOICE_FILE = "lr_choice.json"
 TABLE_FILE = "lr_grid.md"
@@ -59,10 +62,39 @@ def pair(projector: str, strategy: str) -> str:
     return f"{projector}/{strategy}"
 
 
-def load_choice(path: Path, projectors: list[str], strategies: list[str]) -> dict[str, float]:
-    """{projector/strategy: learning rate} of a choice file, for every pair the sweep runs; UsageError otherwise."""
+# What makes a learning rate right for a study, besides its projector and strategy: the model, the data it
+# trains and is selected on, and the recipe's budget. The benchmark's seed is not among them on purpose: a
+# protocol chooses rates on a development seed and applies them on a fresh one (protocols/confirmatory_v2.md).
+PROVENANCE = {
+    "model": ("model_name_or_path", "bits", "answer_head"),
+    "data": ("data_dir", "data_path", "test_data_dir", "synthetic_n", "image_size", "difficulty", "split_fractions"),
+    "training": ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
+                 "max_lr_reductions", "lr_scheduler_type", "optim", "weight_decay"),
+}  # fmt: skip
+
+
+def provenance(values) -> dict[str, object]:
+    """{section.key: value} of PROVENANCE from a run's config (``{"model": {...}, "data": {...}, ...}``, its records
+    hold it) or from a flat namespace of flags (a sweep's cell, before it runs)."""
+    out = {}
+    for section, keys in PROVENANCE.items():
+        source = values.get(section, {}) if isinstance(values, dict) else vars(values)
+        for key in keys:
+            value = source.get(key)
+            out[f"{section}.{key}"] = getattr(
+                value, "value", value
+            )  # an enum (lr_scheduler_type) as its name
+    return out
+
+
+def load_choice(
+    path: Path, projectors: list[str], strategies: list[str], study: dict | None = None
+) -> dict[str, float]:
+    """{projector/strategy: learning rate} of a choice file, for every pair the sweep runs; UsageError otherwise,
+    and when ``study`` (provenance() of the sweep's cells) differs from the settings the rates were chosen with."""
     try:
-        choices = json.loads(Path(path).read_text())["choices"]
+        payload = json.loads(Path(path).read_text())
+        choices = payload["choices"]
     except FileNotFoundError:
         raise UsageError(
             f"--lr_choice {path}: no such file. Run the grid first (llava-df compare --lr_grid ...)."
@@ -80,6 +112,23 @@ def load_choice(path: Path, projectors: list[str], strategies: list[str]) -> dic
     bad = {k: v for k, v in choices.items() if not (isinstance(v, (int, float)) and 0 < v < 1)}
     if bad:
         raise UsageError(f"--lr_choice {path}: {bad} are not learning rates in (0, 1).")
+    chosen_with = payload.get("provenance")
+    if study is not None and chosen_with is None:
+        logger.warning(
+            "--lr_choice %s records no settings (written before llava_df recorded them): it cannot be checked against "
+            "this sweep's model, data and recipe", path,
+        )  # fmt: skip
+    if study is not None and chosen_with is not None:
+        differ = {
+            k: (chosen_with.get(k), v) for k, v in study.items() if k in chosen_with and chosen_with[k] != v
+        }
+        if differ:
+            said = "; ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in list(differ.items())[:4])
+            raise UsageError(
+                f"--lr_choice {path} was chosen for another study ({said}): its learning rates belong to those "
+                "settings. Run the grid for this one (llava-df compare --lr_grid ... with these flags), or pass the "
+                "flags it was chosen with."
+            )
     return {k: float(v) for k, v in choices.items()}
 
 
@@ -132,6 +181,7 @@ def write_grid(out: Path, records: list[dict], command: str, machine: str, wall_
     bench = sorted({r["config"]["data"].get("synthetic_seed") for r in records}, key=str)
     payload = {
         "choices": choices,
+        "provenance": provenance(records[0]["config"]) if records else None,  # load_choice checks a study against it
         "rule": "per projector/strategy, the learning rate whose selected weights have the highest validation AUC "
         "(mean over seeds; tie: lower validation loss); the test split is not read",
         "seeds": seeds, "benchmark_seeds": bench, "command": command, "machine": machine, "wall_s": wall_s,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from llava_df.data.captions import write_captions
 from llava_df.errors import RunError
-from llava_df.spec import parse_spec
+from llava_df.spec.resolve import parse_spec
 from llava_df.sweep.record import cell_key, code_fingerprint
 from llava_df.train.workflow import train
 

@@ -1,6 +1,16 @@
-"""``python -m llava_df.train``: what torchrun, accelerate, DeepSpeed and LLaVA's own script lines run."""
+"""``python -m llava_df.train``: what torchrun, accelerate, DeepSpeed and LLaVA's own script lines run.
 
-from llava_df.train.workflow import main
+The flags are checked before torch loads (llava_df.spec.parse), then llava_df.train.workflow trains.
+"""
+
+import sys
+
+from llava_df.cli_args import run_verb
+from llava_df.errors import cli_entry
+
+main = cli_entry(
+    lambda argv: run_verb("llava_df.spec.parse:check_train_argv", "llava_df.train.workflow:run", argv)
+)
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

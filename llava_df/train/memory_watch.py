@@ -34,11 +34,19 @@ MIB, GIB = 2**20, 2**30
 WARN_SHARE = 0.9  # a plan above this share of the free memory warns
 
 
+# Each logged figure's name says what it measures, so no one reads the CPU process's RSS (interpreter,
+# libraries and allocator caches: hundreds of MiB for the tiny preset) against the plan's tensor bytes (tens):
+# on CUDA, the allocator's peaks are tensor bytes too and compare with the plan.
+LOGGED_NAMES = {"peak_allocated_mb": "peak_allocated_mib", "peak_reserved_mb": "peak_reserved_mib",
+                "peak_rss_mb": "process_rss_peak_mib"}  # fmt: skip
+PLANNED_NAME = "planned_tensor_peak_mib"
+
+
 def log_fields(interval: dict, planned_mb: float | None) -> dict:
-    """The memory fields of one training log: the interval's peaks (MiB) and the plan's peak."""
-    fields = {k.removesuffix("_mb") + "_mib": round(v, 1) for k, v in interval.items()}
+    """The memory fields of one training log: the interval's peaks (MiB) and the plan's peak of tensor bytes."""
+    fields = {LOGGED_NAMES.get(k, k.removesuffix("_mb") + "_mib"): round(v, 1) for k, v in interval.items()}
     if planned_mb is not None:
-        fields["planned_peak_mib"] = round(planned_mb, 1)
+        fields[PLANNED_NAME] = round(planned_mb, 1)
     return fields
 
 

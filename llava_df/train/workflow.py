@@ -31,14 +31,14 @@ import torch
 import yaml
 from transformers import TrainerState, set_seed
 
-from llava_df.data import label_mapping
+from llava_df.data.labels import label_mapping
 from llava_df.data.pipeline import PreparedData, prepare_data, split_of
 from llava_df.errors import RunError, UsageError, cli_entry
 from llava_df.eval.metrics import AnswerMetrics, AnswerScores
 from llava_df.eval.scoring import evaluate_final
 from llava_df.eval.threshold import write_threshold
 from llava_df.io import write_json, write_text
-from llava_df.memory import PeakMemory
+from llava_df.memory.peak import PeakMemory
 from llava_df.memory.plan import compact, format_plan, plan_spec
 from llava_df.model.answer_head import install_answer_head
 from llava_df.model.base_identity import check_base
@@ -56,7 +56,9 @@ from llava_df.model.inputs import check_model_inputs
 from llava_df.model.processor import run_processor
 from llava_df.model.strategies import apply_strategy, trainable_report
 from llava_df.provenance import write_environment
-from llava_df.spec import RunSpec, parse_spec
+from llava_df.spec.parse import check_train_argv
+from llava_df.spec.resolve import parse_spec
+from llava_df.spec.run_spec import RunSpec
 from llava_df.train.callbacks import (
     HistoryCallback,
     PlateauCallback,
@@ -352,6 +354,11 @@ def resumed_step(resume: str | None) -> int:
 
 @cli_entry
 def main(argv: list[str]) -> dict:
+    return run(check_train_argv(argv))
+
+
+def run(argv: list[str]) -> dict:
+    """Train the run ``argv`` describes (checked by llava_df.spec.parse.check_train_argv first)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return train(parse_spec(argv))
 
