@@ -213,6 +213,11 @@ def build_once(
                 what, target, COMPLETE,
             )  # fmt: skip
             remove_folder(target)
+        # A builder writes only while holding the lock: a temporary sibling found now is what a killed one left.
+        for stale in target.parent.glob(f".{target.name}-*"):
+            if stale.is_dir() and not stale.name.startswith(f".{target.name}-stale-"):
+                logger.warning("removing %s, left by a build that was killed", stale)
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             write(tmp)

@@ -8,8 +8,15 @@ import pytest
 from tiny_training import train
 
 from llava_df.errors import WeightsError
+from llava_df.io import mark_complete
 from llava_df.model.base_identity import base_identity
-from llava_df.model.checkpoint import CHECKPOINT_JSON, load_trained, save_trainable
+from llava_df.model.checkpoint import (
+    CHECKPOINT_JSON,
+    COMPLETE_MARKER,
+    TRAINED_FILES,
+    load_trained,
+    save_trainable,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +34,8 @@ def test_another_base_is_refused_naming_both_unless_allowed(saved, tmp_path):
     meta = json.loads((saved / CHECKPOINT_JSON).read_text())
     meta["base"] = {"name": "tiny", "revision": "local:0123456789abcdef"}
     (saved / CHECKPOINT_JSON).write_text(json.dumps(meta))
+    # recorded as if saved so (a checkpoint of another base), not as an edit the completeness record refuses
+    mark_complete(saved, COMPLETE_MARKER, digest=lambda name: name in TRAINED_FILES)
     with pytest.raises(
         WeightsError, match=r"trained on base tiny \(revision local:0123456789abcdef\).*revision local:"
     ):

@@ -36,7 +36,7 @@ def test_mean_ci_is_a_t_interval():
             ["--protocol", "no_such_protocol.yaml"],
             "--protocol no_such_protocol.yaml: unreadable (FileNotFoundError)",
         ),
-        (["--lora_rnak", "8"], "Did you mean: --lora_r"),
+        (["--lora_rnak", "8"], "Did you mean --lora_r (a training flag)?"),
         (["--lr_grid", "1e-3,fast"], "--lr_grid 'fast': expected learning rates in (0, 1)"),
         (["--lr_grid", "1e-3"], "a grid needs at least two different learning rates"),
         (["--lr_grid", "1e-3,3e-3", "--learning_rate", "1e-4"], "--learning_rate with --lr_grid"),

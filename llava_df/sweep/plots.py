@@ -48,9 +48,34 @@ DODGE = 0.012  # share of a panel's x range between cells whose x values coincid
 
 
 def write_plots(rows: list[dict], records: list[dict], out_dir: Path) -> list[Path]:
-    written = [_scatter(rows, out_dir / name, *spec) for name, spec in PLOTS.items()]
+    what = measured_on(records)
+    written = [_scatter(rows, out_dir / name, *spec, what=what) for name, spec in PLOTS.items()]
     heatmap = _family_heatmap(rows, records, out_dir / "family_auc.png")
     return [p for p in [*written, heatmap] if p is not None]
+
+
+def measured_on(records: list[dict]) -> str:
+    """Which model and data the AUCs come from, in words, from the run records (a plot whose x is a LLaVA-1.5-7B
+    plan must not read as a 7B experiment)."""
+    models = sorted(
+        {
+            str(m)
+            for r in records
+            if (m := ((r.get("config") or {}).get("model") or {}).get("model_name_or_path"))
+        }
+    )
+    data = set()
+    for r in records:
+        d = (r.get("config") or {}).get("data") or {}
+        if d.get("data_dir") or d.get("data_path"):
+            data.add(str(d.get("data_dir") or d.get("data_path")))
+        elif d:
+            data.add(f"the synthetic benchmark ({d.get('image_size')} px, seed {d.get('synthetic_seed')})")
+    named = [MODEL_WORDS.get(m, m) for m in models]
+    return f"AUC of {' / '.join(named) or 'the runs'} on {' / '.join(sorted(data)) or 'their data'}"
+
+
+MODEL_WORDS = {"tiny": "the tiny preset (random-weight 4-layer LLM, INT8)"}
 
 
 def _finite(value) -> bool:
@@ -62,7 +87,9 @@ def _style(projectors: list[str]) -> dict[str, tuple]:
     return {p: (colours(i % 10), MARKERS[i % len(MARKERS)]) for i, p in enumerate(projectors)}
 
 
-def _scatter(rows: list[dict], path: Path, x_key: str, x_label: str, log_x: bool, note: str) -> Path | None:
+def _scatter(
+    rows: list[dict], path: Path, x_key: str, x_label: str, log_x: bool, note: str, what: str = ""
+) -> Path | None:
     cells = [r for r in rows if r["strategy"] != PROBE and _finite(r.get(x_key)) and _finite(r["test_auc"])]
     strategies = sorted({r["strategy"] for r in cells})
     if not strategies:
@@ -71,12 +98,15 @@ def _scatter(rows: list[dict], path: Path, x_key: str, x_label: str, log_x: bool
     style = _style(projectors)
     probes = [r for r in rows if r["strategy"] == PROBE and _finite(r["test_auc"])]
     best_probe = max(probes, key=lambda r: r["test_auc"]) if probes else None
+    # One x axis for every panel: the strategies' differences (a few GiB at 7B scale) stay visible beside the
+    # projectors' (a few hundred MiB), instead of each panel stretching its own range to fill the width.
     fig, axes = plt.subplots(
-        1, len(strategies), figsize=(4.3 * len(strategies), 4.4), squeeze=False, sharey=True
+        1, len(strategies), figsize=(4.3 * len(strategies), 4.4), squeeze=False, sharey=True, sharex=True
     )
     for ax, strategy in zip(axes[0], strategies, strict=True):
         mine = [r for r in cells if r["strategy"] == strategy]
-        for r, x in zip(mine, _side_by_side([r[x_key] for r in mine], log_x), strict=True):
+        spread = _side_by_side([r[x_key] for r in mine], log_x, over=[r[x_key] for r in cells])
+        for r, x in zip(mine, spread, strict=True):
             colour, marker = style[r["projector"]]
             err = r["test_auc_ci"] if _finite(r["test_auc_ci"]) else 0.0
             ax.errorbar(x, r["test_auc"], yerr=err, fmt=marker, color=colour, capsize=3, ms=6,
@@ -84,7 +114,8 @@ def _scatter(rows: list[dict], path: Path, x_key: str, x_label: str, log_x: bool
         if best_probe is not None:
             ax.axhline(best_probe["test_auc"], color="grey", ls="--", lw=1,
                        label=f"best feature probe, no LLM ({best_probe['projector']})")  # fmt: skip
-        _x_ticks(ax, [r[x_key] for r in mine], log_x)
+        _x_ticks(ax, [r[x_key] for r in cells], log_x)
+        ax.tick_params(labelbottom=True)  # every panel keeps its x tick labels (sharex hides them)
         ax.set_title(strategy)
         ax.set_xlabel(x_label, fontsize=8)
         ax.tick_params(labelleft=True)  # every panel keeps its y tick labels (sharey hides them)
@@ -106,7 +137,7 @@ def _scatter(rows: list[dict], path: Path, x_key: str, x_label: str, log_x: bool
         frameon=False,
     )
     seeds = sorted({r["seeds"] for r in cells})
-    fig.suptitle(f"{len(cells)} cells, {'/'.join(map(str, seeds))} seeds each; error bars: 95% CI over seeds",
+    fig.suptitle(f"{what}: {len(cells)} cells, {'/'.join(map(str, seeds))} seeds each; error bars: 95% CI over seeds",
                  fontsize=9)  # fmt: skip
     fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7, wrap=True)
     fig.tight_layout(rect=(0, 0.09 + 0.035 * math.ceil(len(labels) / 4), 1, 1))
@@ -115,10 +146,12 @@ def _scatter(rows: list[dict], path: Path, x_key: str, x_label: str, log_x: bool
     return path
 
 
-def _side_by_side(xs: list[float], log_x: bool) -> list[float]:
-    """The x values, with cells that coincide (closer than DODGE of the range) spread symmetrically."""
+def _side_by_side(xs: list[float], log_x: bool, over: list[float] | None = None) -> list[float]:
+    """The x values, with cells that coincide (closer than DODGE of the range of ``over``, default ``xs``: the
+    axis they are drawn on) spread symmetrically."""
     t = np.log(xs) if log_x else np.asarray(xs, dtype=float)
-    step = DODGE * ((t.max() - t.min()) or 1.0)
+    axis = np.log(over) if log_x and over else np.asarray(over if over else xs, dtype=float)
+    step = DODGE * ((axis.max() - axis.min()) or 1.0)
     out = t.copy()
     groups: list[list[int]] = []
     for i in np.argsort(t):

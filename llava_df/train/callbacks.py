@@ -36,6 +36,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import ExportableState
 
 from llava_df.io import write_json
+from llava_df.train.memory_watch import MEMORY_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -208,11 +209,7 @@ class HistoryCallback(TrainerCallback, ExportableState):
         self.memory_steps: list[dict] = []  # the training logs' memory fields since the last evaluation
 
     def on_log(self, args, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
-        memory = {
-            k: v
-            for k, v in (logs or {}).items()
-            if k.startswith(("peak_", "planned_peak_")) and k.endswith("_mib")
-        }
+        memory = {k: v for k, v in (logs or {}).items() if k in MEMORY_FIELDS}
         if memory and "loss" in logs:
             self.memory_steps.append({"step": state.global_step, **memory})
 

@@ -40,6 +40,7 @@ WARN_SHARE = 0.9  # a plan above this share of the free memory warns
 LOGGED_NAMES = {"peak_allocated_mb": "peak_allocated_mib", "peak_reserved_mb": "peak_reserved_mib",
                 "peak_rss_mb": "process_rss_peak_mib"}  # fmt: skip
 PLANNED_NAME = "planned_tensor_peak_mib"
+MEMORY_FIELDS = frozenset({*LOGGED_NAMES.values(), PLANNED_NAME})  # what training_history.json keeps per log
 
 
 def log_fields(interval: dict, planned_mb: float | None) -> dict:
