@@ -2,16 +2,17 @@
 
 llava-df data synthetic --out data/synth [--n 2000 --seed 0 --difficulty 0.5]   # the benchmark (+ --captions)
 llava-df data sbi --real_dir faces/real --out data/sbi                         # self-blended fakes of real faces
+llava-df data extract --dataset ffpp --root FaceForensics++ --out data/rgb     # face crops from videos (+ [faces] extra)
 """
 
 from __future__ import annotations
 
 import sys
 
-from llava_df.data import sbi, synthetic
+from llava_df.data import extract, sbi, synthetic
 from llava_df.errors import UsageError, cli_entry
 
-KINDS = {"synthetic": synthetic.main, "sbi": sbi.main}
+KINDS = {"synthetic": synthetic.main, "sbi": sbi.main, "extract": extract.main}
 
 
 @cli_entry
