@@ -3,6 +3,7 @@
 How to call::
 
     llava-df evaluate --run_dir outputs/run [--weights best|final] [--split test]
+    llava-df evaluate --run_dir outputs/run --test celebdf=data/rgb/Celeb-DF-v2 --test dfdc=data/rgb/DFDC   # the table
     llava-df evaluate --help                # every flag, with its default
     evaluate_run(run_dir, weights="best", split="test")   # the metrics dict
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from llava_df.apps.test_sets import collect_tests, parse_tests, run_test_sets
 from llava_df.cli_args import parse_verb
 from llava_df.data.load import load_splits
 from llava_df.data.pipeline import split_of
@@ -96,16 +98,34 @@ class EvaluateArguments:
     allow_base_mismatch: bool = field(
         default=False, metadata={"help": "Load the run's weights even onto another base revision."}
     )
+    # The test-set table (llava_df.apps.test_sets): --test NAME=SOURCE, repeatable.
+    test: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "NAME=SOURCE (repeatable): also score this test set (a folder, a JSON/JSONL or a DeepfakeBench JSON; "
+            "its test split) beside the run's own test split: one row each, frame and video level."
+        },
+    )
+    video_agg: Literal["mean", "max", "median"] = field(
+        default="mean", metadata={"help": "--test table: a video's score from its frames' P(Fake)."}
+    )
+    bootstrap: int = field(default=1000, metadata={"help": "--test table: bootstrap draws of videos for the 95% CIs."})
+    rgb_root: str | None = field(
+        default=None, metadata={"help": "--test with a DeepfakeBench JSON: its frames' root (default: the run's)."}
+    )
 
 
 @cli_entry
 def main(argv: list[str]) -> dict:
+    tests, argv = collect_tests(argv)  # repeatable --test (llava_df.apps.test_sets)
     args, _ = parse_verb(
         EvaluateArguments, argv, prog="llava-df evaluate", description=__doc__.split("\n")[0]
     )
     if args.batch_size < 1:
         raise UsageError(f"--batch_size {args.batch_size}: expected an integer >= 1.")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if tests:
+        return run_test_sets(args, parse_tests(tests))
     metrics = evaluate_run(
         Path(args.run_dir),
         weights=args.weights,
