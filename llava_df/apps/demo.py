@@ -35,6 +35,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
+from llava_df.apps.face_check import FACE_CROP_HELP, FaceCheck, check_mode
+from llava_df.apps.face_check import face_check as make_face_check
 from llava_df.apps.predict import load_detector, predict, read_images
 from llava_df.cli_args import parse_verb
 from llava_df.errors import UsageError, UserError, cli_entry
@@ -138,9 +140,11 @@ def _forget(path: str) -> None:
         pass
 
 
-def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str, str, str, str, str]:
-    """(P(Fake) text, label, threshold text, generated answer, size warning) for one upload (see
-    uploaded_file), read and scored as predict reads and scores it. The uploaded file is deleted."""
+def answer(
+    detector: Detector, upload, explain: bool, prompt: str, face_check: FaceCheck | None = None
+) -> tuple[str, str, str, str, str]:
+    """(P(Fake) text, label, threshold text, generated answer, size and face warnings) for one upload (see
+    uploaded_file), read, face-checked and scored as predict does it. The uploaded file is deleted."""
     import gradio as gr  # lazy: gradio is an optional extra ([demo]); llava-df demo checks for it first
 
     path, name = uploaded_file(upload)
@@ -157,7 +161,9 @@ def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str,
                 f"{name} cannot be read as an image: {skipped[0][1]}. Upload a PNG, JPEG or similar."
             )
         try:
-            rows, _ = predict(detector, images, batch_size=1, generate=explain, prompt=prompt or None)
+            rows, _ = predict(
+                detector, images, batch_size=1, generate=explain, prompt=prompt or None, face_check=face_check
+            )
         except UserError as err:  # e.g. a non-finite score; its message names the file, by its own name here
             raise gr.Error(str(err).replace(path, name)) from None
     finally:
@@ -165,10 +171,11 @@ def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str,
     row = rows[0]
     said = f"{row['answer']!r} (parsed: {row['answer_parsed']})" if explain else ""
     threshold = f"{detector.threshold:.6f} ({detector.threshold_source})"
-    return f"{row['p_fake']:.6f}", row["label"], threshold, said, row["warning"] or ""
+    warnings = "; ".join(w for w in (row["warning"], row.get("face_warning")) if w)
+    return f"{row['p_fake']:.6f}", row["label"], threshold, said, warnings
 
 
-def build_app(detector: Detector):
+def build_app(detector: Detector, face_check: FaceCheck | None = None):
     import gradio as gr  # lazy: gradio is an optional extra ([demo]); llava-df demo checks for it first
 
     info = detector.info
@@ -194,9 +201,9 @@ def build_app(detector: Detector):
                 label = gr.Textbox(label="Label", elem_id="label", interactive=False)
                 threshold = gr.Textbox(label="Threshold", elem_id="threshold", interactive=False)
                 said = gr.Textbox(label="Generated answer", elem_id="answer", interactive=False)
-                note = gr.Textbox(label="Size warning", elem_id="note", interactive=False)
+                note = gr.Textbox(label="Warning (size, face)", elem_id="note", interactive=False)
         run.click(
-            lambda *a: answer(detector, *a),
+            lambda *a: answer(detector, *a, face_check=face_check),
             [image, explain, prompt],
             [p_fake, label, threshold, said, note],
             # Gradio's Image preprocessing would convert the upload with a plain convert("RGB") (not
@@ -240,6 +247,7 @@ class DemoArguments:
     )
     port: int = field(default=7860, metadata={"help": "TCP port of the page."})
     max_upload_mb: float = field(default=MAX_UPLOAD_MB, metadata={"help": "Largest upload accepted, in MiB."})
+    face_crop: str = field(default="auto", metadata={"help": FACE_CROP_HELP})  # llava_df.apps.face_check
 
 
 @cli_entry
@@ -253,15 +261,19 @@ def main(argv: list[str]) -> None:
         )
     if args.threshold is not None:
         check_threshold(args.threshold)
+    check_mode(args.face_crop)
     host = args.host[1:-1] if args.host.startswith("[") and args.host.endswith("]") else args.host  # [::1]
     check_port(host, args.port)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     detector = load_detector(
         args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold
     )
+    faces = make_face_check(args.face_crop, detector.data)
+    if faces is not None:
+        print(faces.describe(), flush=True)
     shown = f"[{host}]" if ":" in host else host
     print(f"serving on http://{shown}:{args.port} (Ctrl+C stops it)", flush=True)
-    serve(build_app(detector), host, args.port, args.max_upload_mb)
+    serve(build_app(detector, faces), host, args.port, args.max_upload_mb)
 
 
 if __name__ == "__main__":
