@@ -79,7 +79,9 @@ def no_face_video(path: Path, n: int) -> Path:
     return write_video(path, [np.asarray(cup)] * n, fps=10)
 
 
-def ffpp_tree(root: Path, pairs: dict[str, list[list[str]]], methods=("Deepfakes", "FaceSwap"), n: int = 4) -> Path:
+def ffpp_tree(
+    root: Path, pairs: dict[str, list[list[str]]], methods=("Deepfakes", "FaceSwap"), n: int = 4
+) -> Path:
     """FaceForensics++ (c23) with the official split's shape: ``pairs`` = {"train": [["000", "001"], ...], ...}."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -91,10 +93,18 @@ def ffpp_tree(root: Path, pairs: dict[str, list[list[str]]], methods=("Deepfakes
     for m, method in enumerate(methods):
         for items in pairs.values():
             for a, b in items:
-                for target, source in ((a, b), (b, a)):  # the target's video, the source's face: same motion as target
+                for target, source in (
+                    (a, b),
+                    (b, a),
+                ):  # the target's video, the source's face: same motion as target
                     seed = 1000 * (m + 1) + int(target)
                     photo = manipulated(FFPP_STAND_INS[method], seed)
-                    write(root / f"manipulated_sequences/{method}/c23/videos/{target}_{source}.mp4", photo, int(target), n)
+                    write(
+                        root / f"manipulated_sequences/{method}/c23/videos/{target}_{source}.mp4",
+                        photo,
+                        int(target),
+                        n,
+                    )
     return root
 
 
@@ -102,7 +112,11 @@ def celebdf_tree(root: Path, n: int = 4) -> Path:
     """Celeb-DF v2: 2 Celeb-real, 1 YouTube-real, 3 Celeb-synthesis videos; the test list names 2 real and 2 fake."""
     root = Path(root)
     reals = [("Celeb-real", "id0_0000", 200), ("Celeb-real", "id1_0000", 201), ("YouTube-real", "00000", 202)]
-    fakes = [("Celeb-synthesis", "id0_id1_0000", 300), ("Celeb-synthesis", "id1_id0_0000", 301), ("Celeb-synthesis", "id0_id2_0000", 302)]
+    fakes = [
+        ("Celeb-synthesis", "id0_id1_0000", 300),
+        ("Celeb-synthesis", "id1_id0_0000", 301),
+        ("Celeb-synthesis", "id0_id2_0000", 302),
+    ]
     for folder, name, seed in reals:
         write(root / folder / f"{name}.mp4", astronaut(), seed, n)
     for folder, name, seed in fakes:
@@ -126,7 +140,9 @@ def dfdc_tree(root: Path, n: int = 4) -> Path:
         meta[f"{name}.mp4"] = {"label": "FAKE", "split": "train", "original": original}
     (part / "metadata.json").write_text(json.dumps(meta))
     rows = []
-    for i, (name, fake) in enumerate((("eeeeeeeeee", 0), ("ffffffffff", 0), ("gggggggggg", 1), ("hhhhhhhhhh", 1))):
+    for i, (name, fake) in enumerate(
+        (("eeeeeeeeee", 0), ("ffffffffff", 0), ("gggggggggg", 1), ("hhhhhhhhhh", 1))
+    ):
         photo = manipulated("noise_inconsistency", 420 + i) if fake else astronaut()
         write(root / "test" / f"{name}.mp4", photo, 420 + i, n)
         rows.append({"filename": f"{name}.mp4", "label": fake})

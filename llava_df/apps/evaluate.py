@@ -109,9 +109,12 @@ class EvaluateArguments:
     video_agg: Literal["mean", "max", "median"] = field(
         default="mean", metadata={"help": "--test table: a video's score from its frames' P(Fake)."}
     )
-    bootstrap: int = field(default=1000, metadata={"help": "--test table: bootstrap draws of videos for the 95% CIs."})
+    bootstrap: int = field(
+        default=1000, metadata={"help": "--test table: bootstrap draws of videos for the 95% CIs."}
+    )
     rgb_root: str | None = field(
-        default=None, metadata={"help": "--test with a DeepfakeBench JSON: its frames' root (default: the run's)."}
+        default=None,
+        metadata={"help": "--test with a DeepfakeBench JSON: its frames' root (default: the run's)."},
     )
 
 

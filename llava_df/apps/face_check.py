@@ -66,7 +66,9 @@ def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise UsageError(f"--face_crop {mode!r}: expected one of {', '.join(MODES)}.")
     if mode in ("align", "margin") and not faces_available():
-        raise UsageError(f"--face_crop {mode} needs dlib: pip install -e '.[faces]', or pass --face_crop off.")
+        raise UsageError(
+            f"--face_crop {mode} needs dlib: pip install -e '.[faces]', or pass --face_crop off."
+        )
 
 
 class FaceCheck:
@@ -88,7 +90,9 @@ class FaceCheck:
         """One Checked per image (anything with a ``path``); crops are written to ``scratch`` as PNG."""
         if self.detector is None:
             return [Checked(im.path, None, "whole image (no face check)", None) for im in images]
-        recipe = self.recipe and CropRecipe(**{**self.recipe.to_json(), "recheck": False})  # a found face is used
+        recipe = self.recipe and CropRecipe(
+            **{**self.recipe.to_json(), "recheck": False}
+        )  # a found face is used
         out = []
         for i, im in enumerate(images):
             rgb = np.asarray(load_rgb(im.path))

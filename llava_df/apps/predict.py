@@ -306,7 +306,11 @@ def predict(
         raise UsageError(NO_TEXT_ANSWER.format(run=d.info.get("run")))
     with tempfile.TemporaryDirectory(prefix="llava_df_faces_") as scratch:
         checked = face_check.prepare(images, Path(scratch)) if face_check is not None else None
-        inputs = images if checked is None else [dataclasses.replace(im, path=c.path) for im, c in zip(images, checked, strict=True)]
+        inputs = (
+            images
+            if checked is None
+            else [dataclasses.replace(im, path=c.path) for im, c in zip(images, checked, strict=True)]
+        )
         rows, summary = _predict(d, images, inputs, batch_size, generate, prompt, max_new_tokens)
     for row, c in zip(rows, checked or [], strict=False):
         row.update(faces=c.faces, scored=c.scored, face_warning=c.warning)
@@ -315,7 +319,9 @@ def predict(
     return rows, summary
 
 
-def _predict(d: Detector, images, inputs, batch_size, generate, prompt, max_new_tokens) -> tuple[list[dict], dict]:
+def _predict(
+    d: Detector, images, inputs, batch_size, generate, prompt, max_new_tokens
+) -> tuple[list[dict], dict]:
     """predict's rows for ``images``, scoring ``inputs`` (the same images, or their face crops)."""
     p_fake = d.score([im.path for im in inputs], batch_size)
     if not np.isfinite(p_fake).all():

@@ -77,7 +77,9 @@ def parse_tests(values: list[str]) -> list[tuple[str, str]]:
                 "_ . + -; SOURCE: a folder, a JSON/JSONL or a DeepfakeBench dataset JSON)."
             )
         if name in {n for n, _ in out} | {"test", "heldout"}:
-            raise UsageError(f"--test {value!r}: the name {name!r} is taken; give each test set its own name.")
+            raise UsageError(
+                f"--test {value!r}: the name {name!r} is taken; give each test set its own name."
+            )
         if not Path(source).exists():
             raise UsageError(f"--test {value!r}: {source} does not exist. Pass a folder or a JSON file.")
         out.append((name, source))
@@ -110,7 +112,9 @@ def load_test_set(name: str, source: str, data_args, *, rgb_root: str | None) ->
     records = dedupe(records, summary)
     classes = {r.is_fake for r in records}
     if classes != {0, 1}:
-        raise DataError(f"--test {name}={source}: {len(records)} images, not both classes (is_fake {sorted(classes)}).")
+        raise DataError(
+            f"--test {name}={source}: {len(records)} images, not both classes (is_fake {sorted(classes)})."
+        )
     return FaceDataset(records, summary, name)
 
 
@@ -127,14 +131,26 @@ def check_unseen(test: FaceDataset, trained: list, name: str) -> None:
         )
 
 
-def row(name: str, source: str, dataset: FaceDataset, scores: dict, metrics: dict, *, agg: str, n_boot: int, seed: int) -> dict:
+def row(
+    name: str,
+    source: str,
+    dataset: FaceDataset,
+    scores: dict,
+    metrics: dict,
+    *,
+    agg: str,
+    n_boot: int,
+    seed: int,
+) -> dict:
     """One row of the table: frame metrics, video metrics with ``agg``, intervals, DeepfakeBench's figure."""
     p, y = np.asarray(scores["p_fake"]), np.asarray(scores["is_fake"])
     groups = groups_of(dataset) or [str(i) for i in scores["id"]]  # images without videos: each is its own
     keep = np.isfinite(p)  # non-finite frames were refused, or dropped with --drop_nonfinite_scores
     videos = video_scores(p[keep], y[keep], [g for g, ok in zip(groups, keep, strict=True) if ok], agg)
     ci = bootstrap_ci(p, y, groups, agg=agg, n_boot=n_boot, seed=seed)
-    dfb_auc, dfb_videos = deepfakebench_video_auc([r.path or r.id for r, ok in zip(dataset.records, keep, strict=True) if ok], p[keep], y[keep])
+    dfb_auc, dfb_videos = deepfakebench_video_auc(
+        [r.path or r.id for r, ok in zip(dataset.records, keep, strict=True) if ok], p[keep], y[keep]
+    )
     return {
         "test_set": name, "source": source, "frames": metrics["n"], **{k: metrics[k] for k in ("auc", "ap", "eer", "accuracy")},
         **video_metrics(p, y, groups, agg=agg, threshold=metrics["threshold"]), "video_agg": agg,
@@ -195,7 +211,9 @@ def evaluate_test_sets(
     """Score the run's own test split(s) and every ``tests`` source at the run's threshold rule; the rows."""
     saved = SavedRun.read(run_dir)
     if not (Path(run_dir) / weights).is_dir():
-        raise UsageError(f"{Path(run_dir) / weights} does not exist; try --weights {'final' if weights == 'best' else 'best'}.")
+        raise UsageError(
+            f"{Path(run_dir) / weights} does not exist; try --weights {'final' if weights == 'best' else 'best'}."
+        )
     data = saved.data
     splits = load_splits(data, seed=saved.training["seed"])  # the run's data, before any weight loads
     trained = [r for name in ("train", "val") for r in split_of(splits, name).records]
@@ -204,16 +222,23 @@ def evaluate_test_sets(
         ds = load_test_set(name, source, data, rgb_root=rgb_root or data.rgb_root)
         check_unseen(ds, trained, name)
         sets.append((name, source, ds))
-    detector = Detector.from_pretrained(run_dir, weights=weights, threshold=None, allow_base_mismatch=allow_base_mismatch)
+    detector = Detector.from_pretrained(
+        run_dir, weights=weights, threshold=None, allow_base_mismatch=allow_base_mismatch
+    )
     d = detector
     rows = []
     with scoring_trainer(d.model, d.collator, d.fake_id, d.real_id, batch_size) as trainer:
         _, val_scores = predict_split(trainer, split_of(splits, "val"), "val", drop_nonfinite=drop_nonfinite)
         threshold, rule = choose_threshold(saved.training.get("threshold_rule", "eer"), val_scores)
         for name, source, ds in sets:
-            metrics, scores = predict_split(trainer, ds, name, threshold=threshold, drop_nonfinite=drop_nonfinite)
+            metrics, scores = predict_split(
+                trainer, ds, name, threshold=threshold, drop_nonfinite=drop_nonfinite
+            )
             metrics = {k.removeprefix(f"{name}_"): v for k, v in metrics.items()}
-            rows.append(row(name, source, ds, scores, metrics, agg=agg, n_boot=n_boot, seed=seed) | {"threshold_rule": rule})
+            rows.append(
+                row(name, source, ds, scores, metrics, agg=agg, n_boot=n_boot, seed=seed)
+                | {"threshold_rule": rule}
+            )
     return rows
 
 
@@ -224,7 +249,6 @@ def write_outputs(rows: list[dict], json_path: Path, header: str) -> list[Path]:
     write_text(paths[1], format_table(rows, header))
     write_text(paths[2], rows_csv(rows))
     return paths
-
 
 
 def run_test_sets(args, tests: list[tuple[str, str]]) -> list[dict]:
@@ -247,6 +271,8 @@ def run_test_sets(args, tests: list[tuple[str, str]]) -> list[dict]:
     try:
         written = write_outputs(rows, out, header)
     except OSError as err:
-        raise RunError(f"Cannot write {out} ({err.strerror}); the table is printed above. Pass --output elsewhere.") from None
+        raise RunError(
+            f"Cannot write {out} ({err.strerror}); the table is printed above. Pass --output elsewhere."
+        ) from None
     print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     return rows

@@ -95,7 +95,9 @@ def frame_pick(frames: Sequence[str], frame_num: int) -> list[str]:
     try:
         ordered = sorted(frames, key=lambda x: int(x.split(sep)[-1].split(".")[0]))
     except ValueError as err:
-        raise DataError(f"frame names must be numbers (000.png ...), as DeepfakeBench sorts them: {err}") from None
+        raise DataError(
+            f"frame names must be numbers (000.png ...), as DeepfakeBench sorts them: {err}"
+        ) from None
     return ordered[:frame_num] if frame_num < len(ordered) else ordered
 
 
@@ -124,7 +126,9 @@ class _Resolver:
         return None
 
 
-def _videos_of(entry: object, dataset: str, compression: str, where: str, summary: LoadSummary) -> dict | None:
+def _videos_of(
+    entry: object, dataset: str, compression: str, where: str, summary: LoadSummary
+) -> dict | None:
     """The {video: info} of one split entry, or None (named in ``summary``) when it is DFDC's malformed kind."""
     if isinstance(entry, dict) and isinstance(entry.get("frames"), list) and "label" in entry:
         summary.skip(where, "malformed in DeepfakeBench's JSON: one video's {label, frames} written where the split's "
@@ -133,7 +137,9 @@ def _videos_of(entry: object, dataset: str, compression: str, where: str, summar
     if dataset in FF_FAMILY:
         if not isinstance(entry, dict) or compression not in entry:
             levels = sorted(entry) if isinstance(entry, dict) else []
-            raise DataError(f"{where}: no compression level {compression!r} (has {levels}). Pass --compression one of them.")
+            raise DataError(
+                f"{where}: no compression level {compression!r} (has {levels}). Pass --compression one of them."
+            )
         entry = entry[compression]
     if not isinstance(entry, dict):
         raise DataError(f"{where}: expected {{video: {{label, frames}}}}, got {type(entry).__name__}.")
@@ -156,9 +162,13 @@ def load_deepfakebench_records(
     """
     path = Path(path)
     if not is_deepfakebench_json(path):
-        raise DataNotFoundError(f"{path}: not a DeepfakeBench dataset JSON ({{dataset: {{label: {{split: ...}}}}}}).")
+        raise DataNotFoundError(
+            f"{path}: not a DeepfakeBench dataset JSON ({{dataset: {{label: {{split: ...}}}}}})."
+        )
     if rgb_root is not None and not Path(rgb_root).is_dir():
-        raise DataNotFoundError(f"--rgb_root {rgb_root}: no such folder. Pass DeepfakeBench's rgb/ folder (its rgb_dir).")
+        raise DataNotFoundError(
+            f"--rgb_root {rgb_root}: no such folder. Pass DeepfakeBench's rgb/ folder (its rgb_dir)."
+        )
     if frame_num < 1:
         raise DataError(f"--frame_num {frame_num}: expected an integer >= 1 (DeepfakeBench: 32).")
     resolve = _Resolver(Path(rgb_root) if rgb_root is not None else None)
@@ -173,7 +183,9 @@ def load_deepfakebench_records(
                     continue
                 videos = _videos_of(by_split[split], dataset, compression, where, summary)
                 for video, info in (videos or {}).items():
-                    records += _video_records(dataset, video, info, split, f"{where}/{video}", frame_num, resolve, summary)
+                    records += _video_records(
+                        dataset, video, info, split, f"{where}/{video}", frame_num, resolve, summary
+                    )
                     if isinstance(info, dict) and "label" in info:
                         where_is.setdefault(f"{dataset}:{info['label']}:{video}", []).append(split)
     shared = {g: s for g, s in where_is.items() if len(s) > 1}
@@ -196,14 +208,18 @@ def load_deepfakebench_records(
     summary.loaded = len(records)
     summary.log()
     if not records:
-        hint = f" under --rgb_root {rgb_root}" if rgb_root is not None else "; pass --rgb_root, DeepfakeBench's rgb/ folder"
+        hint = (
+            f" under --rgb_root {rgb_root}"
+            if rgb_root is not None
+            else "; pass --rgb_root, DeepfakeBench's rgb/ folder"
+        )
         raise DataError(f"{path}: no frame of splits {list(splits)} found{hint}. {summary.line()}")
     return records, summary
 
 
 def _video_records(dataset, video, info, split, where, frame_num, resolve, summary) -> list[Record]:
     if not isinstance(info, dict) or "label" not in info or not isinstance(info.get("frames"), list):
-        raise DataError(f"{where}: expected {{\"label\": ..., \"frames\": [...]}}, got {str(info)[:80]!r}.")
+        raise DataError(f'{where}: expected {{"label": ..., "frames": [...]}}, got {str(info)[:80]!r}.')
     label = info["label"]
     if label not in LABEL_DICT:
         raise DataError(

@@ -28,13 +28,13 @@ settings skips those (an interrupted video is redone whole), a run with other se
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
 import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
-import functools
 from importlib.util import find_spec
 from multiprocessing import get_context
 from pathlib import Path
@@ -84,9 +84,13 @@ def check_args(args: ExtractArguments) -> None:
         raise UsageError(f"--workers {args.workers}: expected an integer >= 1.")
     unknown = [m for m in methods_of(args) if m not in FFPP_ALL_METHODS]
     if unknown:
-        raise UsageError(f"--methods: {', '.join(unknown)} is not a FaceForensics++ method; expected some of {', '.join(FFPP_ALL_METHODS)}.")
+        raise UsageError(
+            f"--methods: {', '.join(unknown)} is not a FaceForensics++ method; expected some of {', '.join(FFPP_ALL_METHODS)}."
+        )
     if not faces_available() or find_spec("av") is None:
-        raise UsageError("extracting faces needs dlib, its landmark model and PyAV: pip install -e '.[faces]'.")
+        raise UsageError(
+            "extracting faces needs dlib, its landmark model and PyAV: pip install -e '.[faces]'."
+        )
 
 
 def methods_of(args: ExtractArguments) -> tuple[str, ...]:
@@ -147,7 +151,11 @@ def _check_settings(out: Path, settings: dict) -> None:
     if path.is_file():
         before = json.loads(path.read_text())
         if before != settings:
-            changed = {k: (before.get(k), settings.get(k)) for k in settings.keys() | before.keys() if before.get(k) != settings.get(k)}
+            changed = {
+                k: (before.get(k), settings.get(k))
+                for k in settings.keys() | before.keys()
+                if before.get(k) != settings.get(k)
+            }
             raise UsageError(
                 f"{out} holds crops made with other settings ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in changed.items())}). "
                 "Pass another --out, or delete that folder to start again."
@@ -169,13 +177,19 @@ def metadata_rows(out: Path, videos: list[Video], results: dict[str, dict]) -> l
 
 def write_metadata(out: Path, rows: list[dict]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["file_name", "label", "manipulation", "split", "group", "frame"], lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer,
+        fieldnames=["file_name", "label", "manipulation", "split", "group", "frame"],
+        lineterminator="\n",
+    )
     writer.writeheader()
     writer.writerows(rows)
     write_text(out / "metadata.csv", buffer.getvalue())
 
 
-def build_report(settings: dict, videos: list[Video], results: dict[str, dict], failed: dict[str, str], notes: list[str]) -> dict:
+def build_report(
+    settings: dict, videos: list[Video], results: dict[str, dict], failed: dict[str, str], notes: list[str]
+) -> dict:
     """Every video and frame without a face, each failure and file left out, by name."""
     by_group = {v.group: v for v in videos}
     done = {g: r for g, r in results.items() if g in by_group}
@@ -186,7 +200,9 @@ def build_report(settings: dict, videos: list[Video], results: dict[str, dict], 
         "crops": sum(len(r["saved"]) for r in done.values()),
         "videos_without_face": sorted(g for g, r in done.items() if not r["saved"]),
         "frames_without_face": {g: r["no_face"] for g, r in done.items() if r["no_face"]},
-        "frames_lost_after_align": {g: r["lost_after_align"] for g, r in done.items() if r["lost_after_align"]},
+        "frames_lost_after_align": {
+            g: r["lost_after_align"] for g, r in done.items() if r["lost_after_align"]
+        },
         "frames_with_several_faces": {g: r["several_faces"] for g, r in done.items() if r["several_faces"]},
         "frames_not_decoded": {g: r["not_decoded"] for g, r in done.items() if r["not_decoded"]},
         "videos_failed": failed,
@@ -206,7 +222,10 @@ def report_text(report: dict) -> str:
         for group, frames in report[key].items():
             lines.append(f"{what}: {group} frames {', '.join(map(str, frames))}")
     for group, frames in report["frames_with_several_faces"].items():
-        lines.append(f"several faces (the largest kept): {group} " + ", ".join(f"frame {i}: {n}" for i, n in frames.items()))
+        lines.append(
+            f"several faces (the largest kept): {group} "
+            + ", ".join(f"frame {i}: {n}" for i, n in frames.items())
+        )
     lines += [f"failed: {group}: {error}" for group, error in report["videos_failed"].items()]
     lines += [f"left out: {note}" for note in report["left_out"]]
     return "\n".join(lines) + "\n"
@@ -226,7 +245,10 @@ def extract(args: ExtractArguments) -> dict:
     results = {v.group: r for v in videos if (r := _done(out, v)) is not None}
     todo = [v for v in videos if v.group not in results]
     if len(todo) < len(videos):
-        print(f"resuming: {len(videos) - len(todo)} of {len(videos)} videos already extracted in {out}", file=sys.stderr)
+        print(
+            f"resuming: {len(videos) - len(todo)} of {len(videos)} videos already extracted in {out}",
+            file=sys.stderr,
+        )
     failed: dict[str, str] = {}
     bar = tqdm(total=len(todo), desc=f"extract {out.name}", unit="video")
     if args.workers == 1:
@@ -234,7 +256,9 @@ def extract(args: ExtractArguments) -> dict:
         pool = None
     else:  # spawn: a forked dlib/torch process is not safe; each worker loads its own detector
         pool = ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"))
-        outcomes = pool.map(functools.partial(extract_video, out=out, recipe=recipe, num_frames=args.num_frames), todo)
+        outcomes = pool.map(
+            functools.partial(extract_video, out=out, recipe=recipe, num_frames=args.num_frames), todo
+        )
     try:
         for video, result in zip(todo, outcomes, strict=True):
             if "error" in result:
@@ -259,7 +283,8 @@ def extract(args: ExtractArguments) -> dict:
 
 @cli_entry
 def main(argv: list[str]) -> dict:
-    args, _ = parse_verb(ExtractArguments, argv, prog="llava-df data extract", description=__doc__.split("\n")[0])
+    args, _ = parse_verb(
+        ExtractArguments, argv, prog="llava-df data extract", description=__doc__.split("\n")[0]
+    )
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return extract(args)
-

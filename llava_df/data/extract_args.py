@@ -34,21 +34,31 @@ class ExtractArguments:
         },
     )
     size: int = field(default=256, metadata={"help": "Side of the saved square crop, pixels."})
-    scale: float = field(default=1.3, metadata={"help": "align: the margin around the template (DeepfakeBench: 1.3)."})
-    margin: float = field(default=0.3, metadata={"help": "margin: the box grown by this fraction of its side."})
+    scale: float = field(
+        default=1.3, metadata={"help": "align: the margin around the template (DeepfakeBench: 1.3)."}
+    )
+    margin: float = field(
+        default=0.3, metadata={"help": "margin: the box grown by this fraction of its side."}
+    )
     recheck: bool = field(
         default=True,
-        metadata={"help": "align: drop a crop in which the detector finds no face again (DeepfakeBench does)."},
+        metadata={
+            "help": "align: drop a crop in which the detector finds no face again (DeepfakeBench does)."
+        },
     )
     compression: Literal["raw", "c23", "c40"] = field(
         default="c23", metadata={"help": "ffpp: the compression folder to read."}
     )
     methods: str = field(
         default="Deepfakes,Face2Face,FaceSwap,NeuralTextures",
-        metadata={"help": "ffpp: the manipulated_sequences/ methods to read, comma-separated (FaceShifter too)."},
+        metadata={
+            "help": "ffpp: the manipulated_sequences/ methods to read, comma-separated (FaceShifter too)."
+        },
     )
     splits: str | None = field(
         default=None,
-        metadata={"help": "ffpp: the folder of train.json, val.json, test.json (default: --root, else --root/splits)."},
+        metadata={
+            "help": "ffpp: the folder of train.json, val.json, test.json (default: --root, else --root/splits)."
+        },
     )
     workers: int = field(default=1, metadata={"help": "Videos processed at once, one process each."})

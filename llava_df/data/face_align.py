@@ -97,15 +97,22 @@ def landmark_model_path() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise DataError(NEEDS_DLIB)
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
+    )
     if not path.is_file():
-        raise DataError(f"{path} is missing from face_recognition_models; reinstall it (pip install -e '.[faces]').")
+        raise DataError(
+            f"{path} is missing from face_recognition_models; reinstall it (pip install -e '.[faces]')."
+        )
     return path
 
 
 def faces_available() -> bool:
     """True when dlib and the landmark model are installed (the [faces] extra)."""
-    return importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+    return (
+        importlib.util.find_spec("dlib") is not None
+        and importlib.util.find_spec("face_recognition_models") is not None
+    )
 
 
 class FaceDetector:
@@ -129,7 +136,9 @@ class FaceDetector:
 
     def landmarks(self, rgb: np.ndarray, box: Box) -> np.ndarray:
         """68 (x, y) landmarks [68, 2] of the face in ``box``."""
-        shape = self._predict(np.ascontiguousarray(rgb), self._dlib.rectangle(box.left, box.top, box.right, box.bottom))
+        shape = self._predict(
+            np.ascontiguousarray(rgb), self._dlib.rectangle(box.left, box.top, box.right, box.bottom)
+        )
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
 
@@ -195,7 +204,9 @@ def margin_crop(rgb: np.ndarray, box: Box, margin: float, size: int) -> Image.Im
     side = max(box.right - box.left, box.bottom - box.top) * (1 + 2 * margin)
     cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2
     square = tuple(round(v) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
-    return Image.fromarray(np.ascontiguousarray(rgb)).crop(square).resize((size, size), Image.Resampling.BICUBIC)
+    return (
+        Image.fromarray(np.ascontiguousarray(rgb)).crop(square).resize((size, size), Image.Resampling.BICUBIC)
+    )
 
 
 def crop_face(detector: FaceDetector, rgb: np.ndarray, recipe: CropRecipe) -> FoundFace:

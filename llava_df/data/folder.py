@@ -166,7 +166,8 @@ def load_folder_records(
                 "imagefolder",
                 data_dir=str(read_root),
                 cache_dir=str(base / "llava_df_index" / _index_key(root)),
-                **({"data_files": {"train": "**"}} if _splits_in_metadata(root) else {}),  # one split: the column's
+                # a split column in metadata.csv: one split, the column's (never folder names)
+                **({"data_files": {"train": "**"}} if _splits_in_metadata(root) else {}),
             )
         except (FileNotFoundError, ValueError) as err:  # e.g. no image file at all
             raise DataError(f"Cannot read {str(root)!r} as an image folder: {err}") from err

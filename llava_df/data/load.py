@@ -126,7 +126,10 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
         raise DataError(CAPTIONS_NEED_DATA_PATH)
     if data_args.data_path and is_deepfakebench_json(data_args.data_path):
         records, summary = load_deepfakebench_records(
-            data_args.data_path, data_args.rgb_root, compression=data_args.compression, frame_num=data_args.frame_num
+            data_args.data_path,
+            data_args.rgb_root,
+            compression=data_args.compression,
+            frame_num=data_args.frame_num,
         )
     elif data_args.data_path:
         records, summary = load_jsonl_records(

@@ -95,7 +95,9 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: int = 25, c
                 stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
                 stream.height, stream.width = rgb.shape[:2]
                 stream.pix_fmt = "yuv420p"
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            ):
                 container.mux(packet)
         if stream is None:
             raise ValueError(f"{path}: no frames to write.")

@@ -34,7 +34,12 @@ from llava_df.data.labels import LABEL_STRINGS
 from llava_df.data.video_frames import VIDEO_SUFFIXES
 from llava_df.errors import DataError, DataNotFoundError
 
-FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")  # DeepfakeBench's FaceForensics++.json
+FFPP_METHODS = (
+    "Deepfakes",
+    "Face2Face",
+    "FaceSwap",
+    "NeuralTextures",
+)  # DeepfakeBench's FaceForensics++.json
 FFPP_ALL_METHODS = (*FFPP_METHODS, "FaceShifter", "DeepFakeDetection")
 CELEBDF_FOLDERS = {"Celeb-real": 0, "YouTube-real": 0, "Celeb-synthesis": 1}
 # The folder each dataset's tree starts with under --out: the names DeepfakeBench's rgb/ uses.
@@ -89,11 +94,13 @@ def ffpp_splits(split_dir: Path) -> dict[str, str]:
             raise DataError(f"{path}:{err.lineno}: invalid JSON ({err.msg}).") from None
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)):
-                raise DataError(f"{path}[{i}]: {pair!r} is not a pair of video ids like [\"953\", \"974\"].")
+                raise DataError(f'{path}[{i}]: {pair!r} is not a pair of video ids like ["953", "974"].')
             a, b = pair
             for name in (a, b, f"{a}_{b}", f"{b}_{a}"):
                 if out.get(name, split) != split:
-                    raise DataError(f"{path}[{i}]: video {name} is also in the {out[name]} split. Use the official files.")
+                    raise DataError(
+                        f"{path}[{i}]: video {name} is also in the {out[name]} split. Use the official files."
+                    )
                 out[name] = split
     return out
 
@@ -128,7 +135,9 @@ def _ffpp(
 def celebdf_test_list(path: Path) -> dict[str, int]:
     """{"<folder>/<name>": is_fake} of List_of_testing_videos.txt (``1|0 <folder>/<name>.mp4``, 1 = real)."""
     out = {}
-    for lineno, line in enumerate(_need(path, "Celeb-DF's List_of_testing_videos.txt").read_text().splitlines(), 1):
+    for lineno, line in enumerate(
+        _need(path, "Celeb-DF's List_of_testing_videos.txt").read_text().splitlines(), 1
+    ):
         if not line.strip():
             continue
         parts = line.split()
@@ -189,18 +198,24 @@ def _dfdc(root: Path, **_) -> tuple[list[Video], list[str]]:
         with open(test / "labels.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         if rows and not {"filename", "label"} <= set(rows[0]):
-            raise DataError(f"{test / 'labels.csv'}: expected columns filename,label (1 = fake); got {list(rows[0])}.")
+            raise DataError(
+                f"{test / 'labels.csv'}: expected columns filename,label (1 = fake); got {list(rows[0])}."
+            )
         labels = {}
         for i, row in enumerate(rows, 2):
             if row["label"] not in ("0", "1"):
-                raise DataError(f"{test / 'labels.csv'}:{i}: label {row['label']!r} is not 0 (real) or 1 (fake).")
+                raise DataError(
+                    f"{test / 'labels.csv'}:{i}: label {row['label']!r} is not 0 (real) or 1 (fake)."
+                )
             labels[Path(row["filename"]).stem] = int(row["label"])
         for path in _videos_under(test):
             if path.stem not in labels:
                 notes.append(f"{path}: not in {test / 'labels.csv'}, not extracted")
                 continue
             is_fake = labels[path.stem]
-            videos.append(Video(path, "dfdc", "DFDC" if is_fake else "real", path.stem, is_fake, "test", "test"))
+            videos.append(
+                Video(path, "dfdc", "DFDC" if is_fake else "real", path.stem, is_fake, "test", "test")
+            )
     if not parts and not (test / "labels.csv").is_file():
         raise DataNotFoundError(
             f"{root}: no dfdc_train_part_*/metadata.json and no test/labels.csv. Pass the folder that holds DFDC's "
@@ -222,7 +237,9 @@ def _own(root: Path, **_) -> tuple[list[Video], list[str]]:
         is_fake = LABEL_STRINGS[folder.name.lower()]
         for path in _videos_under(folder):
             rel = path.parent.relative_to(root)
-            method = rel.parts[1] if is_fake and len(rel.parts) > 1 else ("unknown" if is_fake else folder.name)
+            method = (
+                rel.parts[1] if is_fake and len(rel.parts) > 1 else ("unknown" if is_fake else folder.name)
+            )
             videos.append(Video(path, root.name, method, path.stem, is_fake, None, rel.as_posix()))
     return videos, []
 
@@ -248,16 +265,22 @@ def list_videos(
         raise DataError(f"--dataset {dataset!r}: expected one of {', '.join(LAYOUTS)}.")
     root = Path(root)
     if not root.is_dir():
-        raise DataNotFoundError(f"--root {root}: no such folder. Pass the folder you downloaded the dataset to.")
+        raise DataNotFoundError(
+            f"--root {root}: no such folder. Pass the folder you downloaded the dataset to."
+        )
     videos, notes = LAYOUTS[dataset](root, compression=compression, methods=methods, split_dir=split_dir)
     seen: dict[tuple[str, str], Video] = {}
     for v in videos:
         key = (v.sub, v.name)  # one frames/<name>/ folder each
         if key in seen:
-            raise DataError(f"{v.path} and {seen[key].path} would write the same frames folder {v.sub}/frames/{v.name}/. Rename one.")
+            raise DataError(
+                f"{v.path} and {seen[key].path} would write the same frames folder {v.sub}/frames/{v.name}/. Rename one."
+            )
         seen[key] = v
     if not videos:
-        raise DataNotFoundError(f"{root}: no video found for --dataset {dataset} ({', '.join(VIDEO_SUFFIXES)}).")
+        raise DataNotFoundError(
+            f"{root}: no video found for --dataset {dataset} ({', '.join(VIDEO_SUFFIXES)})."
+        )
     return videos, notes
 
 

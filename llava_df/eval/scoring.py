@@ -82,8 +82,9 @@ def split_result(preds, loss, dataset, prefix: str, *, threshold: float = 0.5, d
         "is_fake": [int(v) for v in preds[:, 1]],
         "manipulation": [str(f) for f in families],
     }
+    # Frames of videos (metadata.csv's group): the video-level figures beside (llava_df.eval.video).
     groups = groups_of(dataset)
-    if groups is not None:  # frames of videos (metadata.csv's group): the video-level figures beside (llava_df.eval.video)
+    if groups is not None:
         metrics |= video_metrics(preds[:, 0], preds[:, 1], groups, threshold=threshold)
         scores["group"] = groups
     return {f"{prefix}_{k}": v for k, v in metrics.items()} | {f"{prefix}_loss": loss}, scores

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import auc as area_under, roc_auc_score, roc_curve
+from sklearn.metrics import auc as area_under
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from llava_df.eval.metrics import binary_metrics
 
@@ -87,7 +88,9 @@ def video_scores(p_fake, is_fake, groups: Sequence[str], agg: str = "mean") -> V
     )
 
 
-def video_metrics(p_fake, is_fake, groups: Sequence[str], *, agg: str = "mean", threshold: float = 0.5) -> dict:
+def video_metrics(
+    p_fake, is_fake, groups: Sequence[str], *, agg: str = "mean", threshold: float = 0.5
+) -> dict:
     """``video_<metric>`` of binary_metrics on the video scores (finite frames only): numbers only, as every metric."""
     p_fake, is_fake = np.asarray(p_fake, dtype=np.float64), np.asarray(is_fake)
     keep = np.isfinite(p_fake)  # non-finite frames were refused or dropped by the frame metrics already
@@ -100,7 +103,14 @@ def video_metrics(p_fake, is_fake, groups: Sequence[str], *, agg: str = "mean", 
 
 
 def bootstrap_ci(
-    p_fake, is_fake, groups: Sequence[str], *, agg: str = "mean", n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    p_fake,
+    is_fake,
+    groups: Sequence[str],
+    *,
+    agg: str = "mean",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> dict[str, list[float]]:
     """Percentile intervals of the frame AUC ("auc") and the video AUC ("video_auc"), videos drawn with replacement
     within each class (``n_boot`` draws). NaN bounds when a class has no video."""
