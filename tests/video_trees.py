@@ -39,10 +39,16 @@ FFPP_STAND_INS = {"Deepfakes": "gan_upsample", "FaceSwap": "self_blend", "Face2F
 
 
 @cache
-def astronaut() -> np.ndarray:
-    from skimage import data
+def photo(name: str) -> np.ndarray:
+    """A photo scikit-image ships (astronaut, chelsea, coffee), uint8 RGB, read from its wheel with PIL
+    (skimage.data's own readers go through its deprecated io plugins)."""
+    import skimage
 
-    return data.astronaut().astype(np.float32) / 255.0  # [512, 512, 3]
+    return np.asarray(Image.open(Path(skimage.__file__).parent / "data" / f"{name}.png").convert("RGB"))
+
+
+def astronaut() -> np.ndarray:
+    return photo("astronaut").astype(np.float32) / 255.0  # [512, 512, 3]
 
 
 def manipulated(name: str, seed: int) -> np.ndarray:
@@ -73,9 +79,7 @@ def write(path: Path, photo: np.ndarray, video_seed: int, n: int) -> Path:
 
 def no_face_video(path: Path, n: int) -> Path:
     """A video without a face: scikit-image's coffee cup."""
-    from skimage import data
-
-    cup = Image.fromarray(data.coffee()).resize((SIDE, SIDE))
+    cup = Image.fromarray(photo("coffee")).resize((SIDE, SIDE))
     return write_video(path, [np.asarray(cup)] * n, fps=10)
 
 
