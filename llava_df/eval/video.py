@@ -48,10 +48,16 @@ class VideoScores:
 
 
 def groups_of(dataset) -> list[str] | None:
-    """Each record's video (``group``) when every record of ``dataset`` has one, else None (no video metrics)."""
+    """Each record's video (``group``) when every record of ``dataset`` has one and no group holds both classes,
+    else None (no video metrics). A group is not always a video: SBI's folders group a real photo with its fake,
+    so that a split never separates them."""
     records = getattr(dataset, "records", None)
     if not records or any(r.group is None for r in records):
         return None
+    labels: dict[str, int] = {}
+    for r in records:
+        if labels.setdefault(str(r.group), r.is_fake) != r.is_fake:
+            return None
     return [str(r.group) for r in records]
 
 
