@@ -34,7 +34,7 @@ VERBS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "data": (
         "llava_df.data.__main__",
         (),
-        "write the synthetic benchmark, its captions, or SBI fakes to disk",
+        "write the synthetic benchmark, its captions, SBI fakes, or face crops from videos to disk",
     ),
 }
 

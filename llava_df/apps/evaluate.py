@@ -110,7 +110,7 @@ class EvaluateArguments:
         default="mean", metadata={"help": "--test table: a video's score from its frames' P(Fake)."}
     )
     bootstrap: int = field(
-        default=1000, metadata={"help": "--test table: bootstrap draws of videos for the 95% CIs."}
+        default=1000, metadata={"help": "--test table: bootstrap draws of videos for the 95%% CIs."}
     )
     rgb_root: str | None = field(
         default=None,
