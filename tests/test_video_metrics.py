@@ -93,7 +93,9 @@ def test_split_scores_get_video_metrics_and_groups_when_every_record_has_a_video
     preds = np.stack([P, Y], axis=1)
     metrics, scores = split_result(preds, None, FaceDataset(records), "test", threshold=0.5)
     assert metrics["test_video_auc"] == 0.75 and metrics["test_auc"] == 10.5 / 16 and scores["group"] == G
-    records[0].group = "C"  # a group with both classes is no video (SBI: a photo and its fake): no video figures
+    records[
+        0
+    ].group = "C"  # a group with both classes is no video (SBI: a photo and its fake): no video figures
     assert groups_of(FaceDataset(records)) is None
     records[0].group = None  # one record without a video: no video figures at all, not a partial one
     assert groups_of(FaceDataset(records)) is None
