@@ -73,7 +73,7 @@ VERBS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         "llava_df.data.cli_flags:parse",
         "llava_df.data.__main__:run",
         (),
-        "write the synthetic benchmark, its captions, or SBI fakes to disk",
+        "write the synthetic benchmark, its captions, SBI fakes, or face crops from videos to disk",
     ),
 }
 

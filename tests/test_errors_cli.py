@@ -125,4 +125,6 @@ def test_a_corrupt_weights_file_is_named_with_the_checkpoints_to_use_instead(fin
     with pytest.raises(SystemExit) as info:
         evaluate_main(["--run_dir", str(run), "--weights", "final"])
     line = one_error_line(capsys, 1, info)
-    assert "final cannot be trusted: mm_projector.safetensors is 64 bytes" in line and "re-run training" in line
+    assert (
+        "final cannot be trusted: mm_projector.safetensors is 64 bytes" in line and "re-run training" in line
+    )

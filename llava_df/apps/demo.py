@@ -30,6 +30,8 @@ import os
 from pathlib import Path
 
 from llava_df.apps.demo_flags import MAX_UPLOAD_MB, DemoArguments, parse
+from llava_df.apps.face_check import FaceCheck
+from llava_df.apps.face_check import face_check as make_face_check
 from llava_df.apps.predict import load_detector, predict, read_images
 from llava_df.errors import UserError, cli_entry
 from llava_df.eval.detector import Detector
@@ -76,9 +78,11 @@ def _forget(path: str) -> None:
         pass
 
 
-def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str, str, str, str, str]:
-    """(P(Fake) text, label, threshold text, generated answer, size warning) for one upload (see
-    uploaded_file), read and scored as predict reads and scores it. The uploaded file is deleted."""
+def answer(
+    detector: Detector, upload, explain: bool, prompt: str, face_check: FaceCheck | None = None
+) -> tuple[str, str, str, str, str]:
+    """(P(Fake) text, label, threshold text, generated answer, size and face warnings) for one upload (see
+    uploaded_file), read, face-checked and scored as predict does it. The uploaded file is deleted."""
     import gradio as gr  # lazy: gradio is an optional extra ([demo]); llava-df demo checks for it first
 
     path, name = uploaded_file(upload)
@@ -95,7 +99,9 @@ def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str,
                 f"{name} cannot be read as an image: {skipped[0][1]}. Upload a PNG, JPEG or similar."
             )
         try:
-            rows, _ = predict(detector, images, batch_size=1, generate=explain, prompt=prompt or None)
+            rows, _ = predict(
+                detector, images, batch_size=1, generate=explain, prompt=prompt or None, face_check=face_check
+            )
         except UserError as err:  # e.g. a non-finite score; its message names the file, by its own name here
             raise gr.Error(str(err).replace(path, name)) from None
     finally:
@@ -103,10 +109,11 @@ def answer(detector: Detector, upload, explain: bool, prompt: str) -> tuple[str,
     row = rows[0]
     said = f"{row['answer']!r} (parsed: {row['answer_parsed']})" if explain else ""
     threshold = f"{detector.threshold:.6f} ({detector.threshold_source})"
-    return f"{row['p_fake']:.6f}", row["label"], threshold, said, row["warning"] or ""
+    warnings = "; ".join(w for w in (row["warning"], row.get("face_warning")) if w)
+    return f"{row['p_fake']:.6f}", row["label"], threshold, said, warnings
 
 
-def build_app(detector: Detector):
+def build_app(detector: Detector, face_check: FaceCheck | None = None):
     import gradio as gr  # lazy: gradio is an optional extra ([demo]); llava-df demo checks for it first
 
     info = detector.info
@@ -132,9 +139,9 @@ def build_app(detector: Detector):
                 label = gr.Textbox(label="Label", elem_id="label", interactive=False)
                 threshold = gr.Textbox(label="Threshold", elem_id="threshold", interactive=False)
                 said = gr.Textbox(label="Generated answer", elem_id="answer", interactive=False)
-                note = gr.Textbox(label="Size warning", elem_id="note", interactive=False)
+                note = gr.Textbox(label="Warning (size, face)", elem_id="note", interactive=False)
         run.click(
-            lambda *a: answer(detector, *a),
+            lambda *a: answer(detector, *a, face_check=face_check),
             [image, explain, prompt],
             [p_fake, label, threshold, said, note],
             # Gradio's Image preprocessing would convert the upload with a plain convert("RGB") (not
@@ -170,9 +177,12 @@ def run(args: DemoArguments) -> None:
     detector = load_detector(
         args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold
     )
+    faces = make_face_check(args.face_crop, detector.data)
+    if faces is not None:
+        print(faces.describe(), flush=True)
     shown = f"[{host}]" if ":" in host else host
     print(f"serving on http://{shown}:{args.port} (Ctrl+C stops it)", flush=True)
-    serve(build_app(detector), host, args.port, args.max_upload_mb)
+    serve(build_app(detector, faces), host, args.port, args.max_upload_mb)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""``llava-df demo``'s flags, checked before torch or Gradio loads: a bad value, a port in use, a host this
-machine cannot serve on or Gradio missing is one ``error:`` line at once (llava_df.apps.demo serves the page).
+"""``llava-df demo``'s flags, checked before torch or Gradio loads (llava_df.apps.demo serves the page).
+
+A bad value, a port in use, a host this machine cannot serve on or Gradio missing is one ``error:`` line at once.
 
 How to call::
 
@@ -16,6 +17,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
+from llava_df.apps.predict_flags import FACE_CROP_HELP, check_mode
 from llava_df.cli_args import install_command, parse_verb
 from llava_df.errors import UsageError
 from llava_df.spec.ranges import check_threshold
@@ -97,6 +99,7 @@ class DemoArguments:
     )
     port: int = field(default=7860, metadata={"help": "TCP port of the page."})
     max_upload_mb: float = field(default=MAX_UPLOAD_MB, metadata={"help": "Largest upload accepted, in MiB."})
+    face_crop: str = field(default="auto", metadata={"help": FACE_CROP_HELP})  # llava_df.apps.face_check
 
 
 def parse(argv: list[str]) -> DemoArguments:
@@ -110,6 +113,7 @@ def parse(argv: list[str]) -> DemoArguments:
         )
     if args.threshold is not None:
         check_threshold(args.threshold)
+    check_mode(args.face_crop)
     if (args.run_dir is None) == (args.model_dir is None):
         raise UsageError(
             "pass exactly one of --run_dir (a training run) and --model_dir (a merged checkpoint)."

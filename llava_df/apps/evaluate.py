@@ -3,6 +3,7 @@
 How to call::
 
     llava-df evaluate --run_dir outputs/run [--weights best|final] [--split test]
+    llava-df evaluate --run_dir outputs/run --test celebdf=data/rgb/Celeb-DF-v2 --test dfdc=data/rgb/DFDC   # the table
     llava-df evaluate --help                # every flag, with its default
     evaluate_run(run_dir, weights="best", split="test")   # the metrics dict
 """
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from llava_df.apps.evaluate_flags import EvaluateArguments, parse
+from llava_df.apps.test_sets import run_test_sets
 from llava_df.data.load import load_splits
 from llava_df.data.pipeline import split_of
 from llava_df.errors import RunError, cli_entry
@@ -74,6 +76,8 @@ def main(argv: list[str]) -> dict:
 def run(args: EvaluateArguments) -> dict:
     """Score ``args.split`` of ``args.run_dir`` (parsed and checked by llava_df.apps.evaluate_flags.parse)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.tests:
+        return run_test_sets(args, args.tests)
     metrics = evaluate_run(
         Path(args.run_dir),
         weights=args.weights,

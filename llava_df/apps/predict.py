@@ -30,17 +30,21 @@ run's ``threshold.json`` (chosen on validation by ``--threshold_rule``) unless `
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
 import math
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from llava_df.apps.face_check import FaceCheck
+from llava_df.apps.face_check import face_check as make_face_check
 from llava_df.apps.predict_flags import PredictArguments, parse
 from llava_df.data.conversation import get_template
 from llava_df.data.images import ImageLoadError, load_rgb, load_rgb_with_info
@@ -211,12 +215,33 @@ def predict(
     generate: bool = False,
     prompt: str | None = None,
     max_new_tokens: int = 48,
+    face_check: FaceCheck | None = None,
 ) -> tuple[list[dict], dict]:
-    """(one row per image, a summary with the generation statistics)."""
+    """(one row per image, a summary with the generation statistics). ``face_check``: find and crop the face
+    first (llava_df.apps.face_check), adding the columns faces, scored and face_warning."""
     d = detector
     if generate and d.info.get("answer_head") == "classifier":
         raise UsageError(NO_TEXT_ANSWER.format(run=d.info.get("run")))
-    p_fake = d.score([im.path for im in images], batch_size)  # finite, or RunError naming the weights
+    with tempfile.TemporaryDirectory(prefix="llava_df_faces_") as scratch:
+        checked = face_check.prepare(images, Path(scratch)) if face_check is not None else None
+        inputs = (
+            images
+            if checked is None
+            else [dataclasses.replace(im, path=c.path) for im, c in zip(images, checked, strict=True)]
+        )
+        rows, summary = _predict(d, images, inputs, batch_size, generate, prompt, max_new_tokens)
+    for row, c in zip(rows, checked or [], strict=False):
+        row.update(faces=c.faces, scored=c.scored, face_warning=c.warning)
+    if checked is not None:
+        summary["face_warnings"] = sum(c.warning is not None for c in checked)
+    return rows, summary
+
+
+def _predict(
+    d: Detector, images, inputs, batch_size, generate, prompt, max_new_tokens
+) -> tuple[list[dict], dict]:
+    """predict's rows for ``images``, scoring ``inputs`` (the same images, or their face crops)."""
+    p_fake = d.score([im.path for im in inputs], batch_size)  # finite, or RunError naming the weights
     input_size = model_input_size(d.processor)
     rows = []
     for im, p in zip(images, p_fake, strict=True):
@@ -237,7 +262,7 @@ def predict(
         )
     summary: dict = {"n": len(rows), "fake": sum(r["label"] == d.data.answer_fake for r in rows)}
     if generate:
-        texts = generate_answers(d, images, prompt, max_new_tokens, batch_size)
+        texts = generate_answers(d, inputs, prompt, max_new_tokens, batch_size)
         for row, text in zip(rows, texts, strict=True):
             parsed = parse_answer(text, d.data.answer_real, d.data.answer_fake)
             row.update(answer=text, answer_parsed=parsed or "unparseable")
@@ -312,10 +337,13 @@ def run(args: PredictArguments) -> list[dict]:
         args.run_dir, model_dir=args.model_dir, weights=args.weights, threshold=args.threshold,
         allow_base_mismatch=args.allow_base_mismatch,
     )  # fmt: skip
+    faces = make_face_check(args.face_crop, detector.data)
+    if faces is not None:
+        print(faces.describe(), file=sys.stderr)
     started = time.perf_counter()
     scored, summary = predict(
         detector, images, batch_size=args.batch_size, generate=args.generate, prompt=args.prompt,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens, face_check=faces,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     print(f"scored {len(images)} images in {seconds:.2f} s ({len(images) / seconds:.1f} images/s) with {threads} "
@@ -328,12 +356,16 @@ def run(args: PredictArguments) -> list[dict]:
     for row in scored:
         if row["warning"]:
             print(f"warning {row['path']}: {row['warning']}", file=sys.stderr)
+        if row.get("face_warning"):
+            print(f"warning {row['path']}: {row['face_warning']}", file=sys.stderr)
     line = f"{summary['n']} images, {summary['fake']} labelled {detector.data.answer_fake} at threshold "
     line += f"{detector.threshold:.4f} ({detector.threshold_source})"
     if skipped:
         line += f"; {len(skipped)} unreadable, skipped"
     if warned := sum(bool(r["warning"]) for r in scored):
         line += f"; {warned} with a size warning"
+    if summary.get("face_warnings"):
+        line += f"; {summary['face_warnings']} with no face or several faces"
     if args.generate:
         rate = summary["disagreement_rate"]
         line += f"; generated answers: {summary['unparseable_rate']:.0%} unparseable, " + (

@@ -1,5 +1,6 @@
-"""``llava-df predict``'s flags and inputs, checked before torch loads: a bad flag, a missing image or
-an unwritable ``--output`` is one ``error:`` line at once (llava_df.apps.predict runs the rest).
+"""``llava-df predict``'s flags and inputs, checked before torch loads (llava_df.apps.predict scores them).
+
+A bad flag, a missing image or an unwritable ``--output`` is one ``error:`` line at once.
 
 How to call::
 
@@ -15,9 +16,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from llava_df.cli_args import parse_verb
+from llava_df.cli_args import install_command, parse_verb
+from llava_df.data.face_align import faces_available
 from llava_df.errors import UsageError
 from llava_df.spec.ranges import check_threshold
+
+DESCRIPTION = "is this face fake? P(Fake) for your own images from a trained detector."
+
+# --face_crop (llava_df.apps.face_check finds and crops the face; the demo takes the same flag)
+MODES = ("auto", "align", "margin", "none", "off")
+FACE_CROP_HELP = (
+    "Find the face first: auto (crop as the run's data was cropped: llava-df data extract's recipe, DeepfakeBench's "
+    "for its JSON; else warn only), align, margin, none (warn only), off. Needs the [faces] extra (else: no check)."
+)
+
+
+def check_mode(mode: str) -> None:
+    """UsageError for an unknown mode, or a crop asked for without the [faces] extra (before the model loads)."""
+    if mode not in MODES:
+        raise UsageError(f"--face_crop {mode!r}: expected one of {', '.join(MODES)}.")
+    if mode in ("align", "margin") and not faces_available():
+        raise UsageError(
+            f"--face_crop {mode} needs dlib: {install_command('faces')}, or pass --face_crop off."
+        )
+
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -149,6 +171,7 @@ class PredictArguments:
     allow_base_mismatch: bool = field(
         default=False, metadata={"help": "Load the run's weights even onto another base revision."}
     )
+    face_crop: str = field(default="auto", metadata={"help": FACE_CROP_HELP})  # llava_df.apps.face_check
     images: list[str] = field(default_factory=list, init=False)  # the positional arguments
     paths: list[str] = field(default_factory=list, init=False)  # the image files they name, each once
     notes: list[str] = field(default_factory=list, init=False)  # for stderr: folders reached twice, unlisted
@@ -178,11 +201,9 @@ def parse(argv: list[str]) -> PredictArguments:
                 f"{flag} {folder}: no such folder. Pass a training run's --output_dir (or one of its checkpoints), "
                 "or a `llava-df merge` output with --model_dir."
             )
+    check_mode(args.face_crop)
     if args.output:
         check_output(Path(args.output))
     object.__setattr__(args, "paths", [])
     args.paths, args.notes = expand_inputs(args.images)
     return args
-
-
-DESCRIPTION = "is this face fake? P(Fake) for your own images from a trained detector."

@@ -2,6 +2,7 @@
 
 llava-df data synthetic --out data/synth [--n 2000 --seed 0 --difficulty 0.5]   # the benchmark (+ --captions)
 llava-df data sbi --real_dir faces/real --out data/sbi                         # self-blended fakes of real faces
+llava-df data extract --dataset ffpp --root FaceForensics++ --out data/rgb     # face crops from videos (+ [faces] extra)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from llava_df.data.captions import write_captions
 from llava_df.data.cli_flags import parse
+from llava_df.data.extract import extract
 from llava_df.data.sbi import write_sbi_folder
 from llava_df.data.synthetic import SyntheticConfig, write_benchmark
 from llava_df.errors import DataError, cli_entry
@@ -27,6 +29,9 @@ def run(parsed) -> Path | None:
     if parsed is None:  # --help
         return None
     kind, args = parsed
+    if kind == "extract":
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return extract(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if kind == "sbi":
         meta, summary = write_sbi_folder(

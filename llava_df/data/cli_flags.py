@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llava_df.cli_args import parse_verb
+from llava_df.data.extract_args import parse_extract
 from llava_df.data.manipulations import available_manipulations
 from llava_df.errors import UsageError
 
@@ -18,6 +19,7 @@ USAGE = """``llava-df data <what>``: the datasets llava_df generates, written to
 
 llava-df data synthetic --out data/synth [--n 2000 --seed 0 --difficulty 0.5]   # the benchmark (+ --captions)
 llava-df data sbi --real_dir faces/real --out data/sbi                         # self-blended fakes of real faces
+llava-df data extract --dataset ffpp --root FaceForensics++ --out data/rgb     # face crops from videos (+ [faces] extra)
 """
 
 
@@ -77,7 +79,7 @@ def parse_sbi(argv: list[str]) -> SbiArguments:
     return args
 
 
-KINDS = {"synthetic": parse_synthetic, "sbi": parse_sbi}
+KINDS = {"synthetic": parse_synthetic, "sbi": parse_sbi, "extract": parse_extract}
 
 
 def parse(argv: list[str]) -> tuple[str, object] | None:

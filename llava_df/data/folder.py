@@ -18,7 +18,9 @@ Frames of one video should share a ``group`` in metadata.csv, so no video stradd
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -105,6 +107,25 @@ def _clean_view(root: Path, bad: set[Path], view: Path) -> None:
             target.symlink_to(path.resolve())
 
 
+def _splits_in_metadata(root: Path) -> bool:
+    """True when the root metadata.csv / .jsonl names each image's split (``llava-df data extract`` writes one).
+
+    Folder names must then not split the data again: imagefolder reads a ``test/`` or ``*_train_*``
+    folder (DFDC's ``test/``, ``dfdc_train_part_0/``) as a split of its own and leaves the metadata out.
+    """
+    if (root / "metadata.csv").is_file():
+        with open(root / "metadata.csv", newline="", encoding="utf-8") as f:
+            return "split" in next(csv.reader(f), [])
+    if (root / "metadata.jsonl").is_file():
+        with open(root / "metadata.jsonl", encoding="utf-8") as f:
+            first = f.readline()
+        try:
+            return isinstance(row := json.loads(first), dict) and "split" in row
+        except ValueError:
+            return False
+    return False
+
+
 def _index_key(root: Path) -> str:
     """Content hash of what decides the index: every file's relative name and every metadata file's bytes.
 
@@ -145,6 +166,8 @@ def load_folder_records(
                 "imagefolder",
                 data_dir=str(read_root),
                 cache_dir=str(base / "llava_df_index" / _index_key(root)),
+                # a split column in metadata.csv: one split, the column's (never folder names)
+                **({"data_files": {"train": "**"}} if _splits_in_metadata(root) else {}),
             )
         except (FileNotFoundError, ValueError) as err:  # e.g. no image file at all
             raise DataError(f"Cannot read {str(root)!r} as an image folder: {err}") from err

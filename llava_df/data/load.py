@@ -1,6 +1,7 @@
 """``load_splits``: DataArguments -> train/val/test FaceDatasets, whatever the source.
 
-Source, by precedence: ``data_path`` (LLaVA conversation JSONL) > ``data_dir`` (image folder,
+Source, by precedence: ``data_path`` (LLaVA conversation JSONL, or a DeepfakeBench dataset JSON with
+``rgb_root``: llava_df.data.deepfakebench) > ``data_dir`` (image folder,
 incl. folders written by the synthetic and SBI CLIs) > the in-memory synthetic benchmark
 (``synthetic_n``, ``synthetic_seed``, ``image_size``, ``difficulty``). ``holdout_manipulation``
 applies to all three (it needs a manipulation column for real data).
@@ -24,6 +25,7 @@ from llava_df.data.dataset import (
     parse_fractions,
     split_records,
 )
+from llava_df.data.deepfakebench import is_deepfakebench_json, load_deepfakebench_records
 from llava_df.data.folder import load_folder_records
 from llava_df.data.images import LoadSummary
 from llava_df.data.index import content_hash, dedupe, describe
@@ -119,7 +121,14 @@ def load_splits(data_args, seed: int = 0) -> dict[str, FaceDataset]:
     task = getattr(data_args, "task", None) or "detect"
     if task == "caption" and not data_args.data_path:
         raise DataError(CAPTIONS_NEED_DATA_PATH)
-    if data_args.data_path:
+    if data_args.data_path and is_deepfakebench_json(data_args.data_path):
+        records, summary = load_deepfakebench_records(
+            data_args.data_path,
+            data_args.rgb_root,
+            compression=data_args.compression,
+            frame_num=data_args.frame_num,
+        )
+    elif data_args.data_path:
         records, summary = load_jsonl_records(
             data_args.data_path,
             data_args.answer_real,

@@ -23,6 +23,7 @@ from transformers import TrainingArguments as HFTrainingArguments
 
 from llava_df.eval.metrics import AnswerScores, binary_metrics, column
 from llava_df.eval.threshold import choose_threshold
+from llava_df.eval.video import groups_of, video_metrics
 
 
 class AnswerTrainer(Trainer):
@@ -81,6 +82,11 @@ def split_result(preds, loss, dataset, prefix: str, *, threshold: float = 0.5, d
         "is_fake": [int(v) for v in preds[:, 1]],
         "manipulation": [str(f) for f in families],
     }
+    # Frames of videos (metadata.csv's group): the video-level figures beside (llava_df.eval.video).
+    groups = groups_of(dataset)
+    if groups is not None:
+        metrics |= video_metrics(preds[:, 0], preds[:, 1], groups, threshold=threshold)
+        scores["group"] = groups
     return {f"{prefix}_{k}": v for k, v in metrics.items()} | {f"{prefix}_loss": loss}, scores
 
 

@@ -1,5 +1,7 @@
-"""``llava-df plan``'s flags, checked before torch loads: the planner's own, then the training flags of the
-run to plan (llava_df.spec.parse, the same checks as ``llava-df train``). llava_df.memory.__main__ plans.
+"""``llava-df plan``'s flags, checked before torch loads (llava_df.memory.__main__ plans).
+
+The planner's own flags, then the training flags of the run to plan (llava_df.spec.parse, the same checks as
+``llava-df train``).
 
 How to call::
 

@@ -217,3 +217,20 @@ class DataArguments:
             "help": "Conversation template from llava_df.data.conversation: llava_v1, vicuna_v1, llava_llama_2, plain (LLaVA's --version selects the same)."
         },
     )
+    # A DeepfakeBench dataset JSON as --data_path (llava_df.data.deepfakebench): where its frames are, what it picks.
+    rgb_root: str | None = field(
+        default=None,
+        metadata={
+            "help": "DeepfakeBench JSON (--data_path): the folder its frame paths are relative to (its rgb_dir)."
+        },
+    )
+    frame_num: int = field(
+        default=32,
+        metadata={
+            "help": "DeepfakeBench JSON: frames per video, the first N by frame number (its frame_num and pick)."
+        },
+    )
+    compression: str = field(
+        default="c23",
+        metadata={"help": "DeepfakeBench JSON: the FF++ compression level to read (c23, c40, raw)."},
+    )

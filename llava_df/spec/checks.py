@@ -77,6 +77,12 @@ def validate(spec) -> None:
         raise ConfigError(
             f"--data_path {d.data_path}: no such file. Expected a LLaVA conversation file (JSON list or JSONL)."
         )
+    if d.rgb_root is not None and (d.data_path is None or not Path(d.rgb_root).is_dir()):
+        raise ConfigError(
+            f"--rgb_root {d.rgb_root}: {'no such folder' if d.data_path else 'without --data_path'}. It is the root of "
+            "a DeepfakeBench dataset JSON's frame paths (its rgb_dir): pass both, e.g. --data_path "
+            "dataset_json/FaceForensics++.json --rgb_root datasets/rgb."
+        )
     try:
         parse_threshold_rule(t.threshold_rule)
     except UsageError as err:

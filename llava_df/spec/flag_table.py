@@ -1,5 +1,6 @@
-"""The training command line's flags, readable without importing torch: ``llava-df train --help`` and
-every usage error answer at once.
+"""The training command line's flags, readable without importing torch (``llava-df train --help`` at once).
+
+Every usage error of the training flags is answered from it too.
 
 ``llava-df train`` accepts transformers' TrainingArguments (the Trainer's ~120 flags), whose module
 imports torch, accelerate and bitsandbytes: seconds before a typo could be pointed out. The table

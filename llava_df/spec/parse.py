@@ -1,4 +1,4 @@
-"""Parse the training command line (+ ``--config`` YAML) into checked flag values, without importing torch.
+"""Parse the training command line (+ ``--config`` YAML) into checked flag values, without torch.
 
 How to call::
 

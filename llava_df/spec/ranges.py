@@ -52,6 +52,7 @@ RANGES: list[tuple[str, str, Callable, str]] = [
     ("data", "synthetic_seed", _int_at_least(0), "an integer >= 0"),
     ("data", "image_size", lambda v: _int_at_least(16)(v) and v <= 2048, "an integer in [16, 2048] pixels"),
     ("data", "difficulty", _in(0, 1), "a number in [0, 1]"),
+    ("data", "frame_num", _int_at_least(1), "an integer >= 1 (DeepfakeBench: 32)"),
     ("training", "per_device_train_batch_size", _int_at_least(1), "an integer >= 1"),
     ("training", "per_device_eval_batch_size", _int_at_least(1), "an integer >= 1"),
     ("training", "gradient_accumulation_steps", _int_at_least(1), "an integer >= 1"),

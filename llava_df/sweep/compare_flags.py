@@ -1,5 +1,7 @@
-"""``llava-df compare``'s flags, checked before torch loads: the sweep's own, then every cell's training
-flags through the same checks as ``llava-df train`` (llava_df.spec.parse). llava_df.sweep.compare runs it.
+"""``llava-df compare``'s flags, checked before torch loads (llava_df.sweep.compare runs the sweep).
+
+The sweep's own flags, then every cell's training flags through the same checks as ``llava-df train``
+(llava_df.spec.parse).
 
 How to call::
 
