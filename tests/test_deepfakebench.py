@@ -13,9 +13,9 @@ from PIL import Image
 
 from llava_df.apps.evaluate_flags import collect_tests, parse_tests
 from llava_df.apps.test_sets import load_test_set
-from llava_df.data.load import load_splits
 from llava_df.data.deepfakebench import frame_pick, is_deepfakebench_json, load_deepfakebench_records
 from llava_df.data.extract import metadata_rows, write_metadata
+from llava_df.data.load import load_splits
 from llava_df.data.video_layouts import Video
 from llava_df.errors import DataError, UsageError
 from llava_df.spec.args import DataArguments
