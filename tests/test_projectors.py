@@ -203,3 +203,21 @@ def test_parameter_formula_matches_the_built_module(name):
     in_dim, out_dim = (64, 64) if name == "identity" else (48, 80)
     built = create_projector(name, in_dim, out_dim)
     assert count_parameters(name, in_dim, out_dim) == sum(p.numel() for p in built.parameters())
+
+
+def test_the_notes_efficient_kan_is_a_bottleneck_mlp_with_a_name_that_says_so():
+    # seeds/004's "Efficient KAN": Linear(in, 64) -> activation -> Linear(64, out), "262K, 1.5% of the MLP".
+    from llava_df.projectors import count_parameters
+    from llava_df.projectors.rational import GroupRational
+
+    silu = create_projector("bottleneck_h64_silu", 1024, 4096)
+    assert [type(m).__name__ for m in silu] == ["Linear", "SiLU", "Linear"]
+    assert (silu[0].out_features, silu[2].in_features) == (64, 64)
+    n = count_parameters("bottleneck_h64_silu", 1024, 4096)
+    assert n == sum(p.numel() for p in silu.parameters()) == 1025 * 64 + 65 * 4096 == 331_840
+    assert round(n / count_parameters("mlp2x_gelu", 1024, 4096), 4) == 0.0158  # not 262K: measured, 1.58%
+    rational = create_projector("bottleneck_h64_rational", 1024, 4096)
+    assert isinstance(rational[1], GroupRational) and rational[1].numerator.shape[0] == 8
+    assert count_parameters("bottleneck_h64_rational", 1024, 4096) == 331_840 + 8 * (6 + 4)
+    x = torch.randn(2, 3, 1024)
+    assert rational(x).shape == silu(x).shape == (2, 3, 4096)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from llava_df.projectors.registry import register_projector
 
 KAN_LIGHT_GROUPS = 8  # kan_light's rational groups (kan_light_g{groups} sets another count)
-GELU_FIT_RANGE = (
-    -4.0,
-    4.0,
-)  # where kan_light's rational init is fitted to GELU (llava_df.projectors.rational)
+# bottleneck_h{hidden}_rational's rational groups over the hidden width (1 when 8 does not divide it)
+BOTTLENECK_GROUPS = 8
+# where kan_light's rational init is fitted to GELU (llava_df.projectors.rational)
+GELU_FIT_RANGE = (-4.0, 4.0)
 
 
 def _kan_light_params(i: int, o: int, groups: int = KAN_LIGHT_GROUPS) -> int:
@@ -54,4 +54,18 @@ register_projector(
 register_projector(
     "kan_light_g{groups}", "llava_df.projectors.kan_light:build_kan_light_groups",
     description="kan_light with {groups} rational groups", params=_kan_light_params,
+)  # fmt: skip
+
+# ---- the users' "Efficient KAN": a bottleneck MLP, and its learnable-activation twin (bottleneck.py) ---------
+register_projector(
+    "bottleneck_h{hidden}_silu", "llava_df.projectors.bottleneck:build_bottleneck_silu",
+    description="bottleneck MLP: Linear(in, hidden) + SiLU + Linear(hidden, out) (the notes' 'Efficient KAN')",
+    presets=("bottleneck_h64_silu",), params=lambda i, o, hidden: (i + 1) * hidden + (hidden + 1) * o,
+)  # fmt: skip
+register_projector(
+    "bottleneck_h{hidden}_rational", "llava_df.projectors.bottleneck:build_bottleneck_rational",
+    description="the bottleneck with a learnable group-rational activation (GR-KAN) in place of SiLU",
+    presets=("bottleneck_h64_rational",),
+    params=lambda i, o, hidden: (i + 1) * hidden + (hidden + 1) * o
+    + (BOTTLENECK_GROUPS if hidden % BOTTLENECK_GROUPS == 0 else 1) * (6 + 4),
 )  # fmt: skip
