@@ -70,6 +70,16 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def log_tail(path: Path, size: int = 4096) -> str:
+    """The last line of a log file (its last ``size`` bytes read), or "" when there is none."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - size))
+            return last_line(f.read().decode(errors="replace"))
+    except OSError:
+        return ""
+
+
 def submitit_error(jobs_dir: Path, job: str) -> str | None:
     """The traceback's last line of a submitit job whose result file holds an error; None otherwise."""
     result = Path(jobs_dir) / SUBMITIT / f"{job}_0_result.pkl"
@@ -116,7 +126,9 @@ def cell_state(name: str, record: Path, key: str, jobs_dir: Path, index: dict, n
             log = Path(jobs_dir) / SUBMITIT / f"{job}_0_log.err"
             return CellState(name, "failed", f"{crashed} (job {job}: {log})")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(submitted.get("at", 0)))
-        return CellState(name, "pending", f"submitted as job {job} at {when}, not started")
+        log = log_tail(Path(jobs_dir) / SUBMITIT / f"{job}_0_log.err")
+        ended = f"; its log ends: {log}" if log else ""  # e.g. the scheduler's word on a job that ended early
+        return CellState(name, "pending", f"submitted as job {job} at {when}, not started{ended}")
     if record.is_file():
         return CellState(name, "pending", "its record is out of date (settings or code changed)")
     return CellState(name, "pending")

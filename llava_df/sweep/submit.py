@@ -21,6 +21,7 @@ state file, ``status.py``) is not submitted again. submitit's files and the jobs
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from llava_df.io import write_json
 from llava_df.spec import parse_spec
 from llava_df.sweep.jobs import CellJob, job_name, read_state
 from llava_df.sweep.pool import SweepInterrupted
-from llava_df.sweep.status import JOBS_INDEX, SUBMITIT, cell_state, read_index
+from llava_df.sweep.status import JOBS_INDEX, SUBMITIT, cell_state, last_line, read_index
 
 LOCAL_TIME_MIN = (
     7 * 24 * 60
@@ -121,29 +122,56 @@ def run_jobs(args, fn, jobs: list[tuple[str, tuple]]) -> list[str] | None:
 
 
 def _failure(name: str, job, jobs_dir: Path) -> str | None:
-    """The failure line of a finished job (the pool's format), or None when it succeeded."""
-    try:
-        job.result()
-        return None
-    except Exception as err:
-        attempt = _attempt_error(jobs_dir, name)
-        text = str(err).strip().splitlines()
-        return f"{name}: {attempt or (text[-1] if text else type(err).__name__)}"
-
-
-def _attempt_error(jobs_dir: Path, name: str) -> str | None:
+    """The failure line of an ended job (the pool's format: the cell's error), or None when it succeeded."""
+    crashed = None
+    if job.paths.result_pickle.exists():
+        try:
+            job.result()
+            return None
+        except Exception as err:  # submitit's error holds the job's traceback
+            crashed = last_line(str(err))
     attempt = read_state(jobs_dir, name)
-    return attempt.get("error") if attempt and attempt.get("state") == "failed" else None
+    if attempt and attempt.get("state") == "failed":
+        return f"{name}: {attempt['error']}"
+    if crashed:
+        return f"{name}: {crashed} (log: {job.paths.stderr})"
+    return (
+        f"{name}: its job ended without finishing the cell (killed? out of memory?); log: {job.paths.stderr}"
+    )
+
+
+def _queued(array: str) -> set[str] | None:
+    """The task ids of ``array`` SLURM still holds (pending, running, requeued), or None when squeue cannot tell."""
+    try:
+        done = subprocess.run(["squeue", "-h", "-r", "-j", array, "-o", "%i"], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:  # an id SLURM has forgotten (MinJobAge) is one it no longer runs
+        return set() if "Invalid job id" in done.stderr else None
+    return set(done.stdout.split())
 
 
 def _wait(submitted: list[tuple[str, object]], jobs_dir: Path, array: str) -> list[str]:
-    """Wait for every SLURM job with a progress bar; Ctrl+C stops waiting, never the jobs."""
+    """Wait for every SLURM job with a progress bar; Ctrl+C stops waiting, never the jobs.
+
+    A job is over when its result file is there, or when SLURM's queue no longer holds it (twice in a row: a
+    requeue passes through the queue). submitit's own watcher asks sacct, which a SLURM without an accounting
+    database lacks; it is the fallback where squeue does not answer."""
     failures: list[str] = []
     bar = tqdm(total=len(submitted), desc="jobs", unit="run", dynamic_ncols=True)
-    left = list(submitted)
+    left, missing = list(submitted), set()
     try:
         while left:
-            for name, job in [(n, j) for n, j in left if j.done()]:
+            queued = _queued(array)
+            for name, job in list(left):
+                gone = queued is not None and job.job_id not in queued
+                over = job.paths.result_pickle.exists() or (gone and job.job_id in missing)
+                if queued is None:
+                    over = job.done()
+                missing = (missing | {job.job_id}) if gone else (missing - {job.job_id})
+                if not over:
+                    continue
                 left.remove((name, job))
                 line = _failure(name, job, jobs_dir)
                 if line:
