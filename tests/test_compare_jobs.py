@@ -314,6 +314,7 @@ def test_emit_jobs_writes_the_command_of_each_cell_left_and_runs_nothing(tmp_pat
         (["--executor", "slurm"], "--executor slurm: no time limit per cell. Pass --time_min"),
         (["--executor", "cloud"], "argument --executor: invalid choice: 'cloud'"),
         (["--executor", "local", "--no_wait"], "--no_wait with --executor local: only SLURM jobs go on"),
+        (["--executor", "slurm", "--workers", "4"], "--workers 4 with --executor slurm"),
         (["--partition", "gpu"], "--partition is a SLURM setting; --executor is pool"),
         (["--executor", "slurm", "--time_min", "0"], "time_min 0: expected a number >= 1"),
         (["--executor", "slurm", "--time_min", "60", "--stage1"], "--stage1 alone with --executor slurm"),

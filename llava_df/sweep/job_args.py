@@ -117,6 +117,9 @@ def check_job_args(args) -> None:
         if importlib.util.find_spec("submitit") is None:
             raise UsageError(f"--executor {args.executor} needs submitit, which is not installed: "
                              "pip install 'llava_df[cluster]' (or pip install submitit).")  # fmt: skip
+    if args.executor == "slurm" and args.workers != 1:
+        raise UsageError(f"--workers {args.workers} with --executor slurm: SLURM runs the array's cells as it can. "
+                         "Cap them with --array_parallelism instead.")  # fmt: skip
     if args.no_wait and args.executor != "slurm":
         raise UsageError(f"--no_wait with --executor {args.executor}: only SLURM jobs go on without this command "
                          "(the pool and local jobs run here). Use --executor slurm, or drop --no_wait.")  # fmt: skip
