@@ -9,8 +9,9 @@ through ``python -m llava_df compare`` in a scratch folder, one thread per proce
 1. **Array.** ``--quick`` (2 projectors x 2 strategies x 1 seed, with the feature probes) runs with the pool
    (``--workers 2``), is set aside, then runs at the very same paths as one SLURM array job (``--executor
    slurm``, one task per cell, 1 CPU, no GPU). Compared: every field of every record except what a run
-   measures of its machine (time, peak memory, the planner's check of it), comparison.csv without its
-   measured columns (peak memory, s/step), and comparison_summary.md as text.
+   measures of its machine (time, peak memory, the planner's check of it) and the probe records' copy of
+   the sweep's command, comparison.csv without its measured columns (peak memory, s/step), and
+   comparison_summary.md as text.
 2. **Preempted.** One cell (mlp2x_gelu, projector_only, 200 steps, a checkpoint every 10) runs as a SLURM
    job; once checkpoint-30 is complete the job gets SIGUSR2 (``scancel --signal=USR2``: what SLURM sends
    before a time limit, and on preemption with a signal), so submitit checkpoints and requeues it (``scontrol
@@ -37,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from llava_df.provenance import cpu_model, git_state, package_versions  # noqa: E402
 
-MEASURED_RECORD = ("time", "peak_memory", "memory_check")
+# What a run measures of its machine, and the probes' copy of the sweep's command line (it names --executor).
+MEASURED_RECORD = ("time", "peak_memory", "memory_check", "command")
 MEASURED_COLUMNS = ("peak_memory_mib", "s_per_step")
 SLURM = ["--executor", "slurm", "--time_min", "30", "--gpus_per_task", "0", "--cpus_per_task", "1"]
 PREEMPT = ["--quick", "--skip_probes", "--projectors", "mlp2x_gelu", "--strategies", "projector_only",
@@ -166,7 +168,8 @@ def main() -> None:
         "|---|---|---|",
         f"| wall time, s (cells + probes + tables) | {array['pool_s']} | {array['slurm_s']} |",
         "",
-        f"- records: {array['records']}; every field but time and peak memory the same as the pool's: "
+        f"- records: {array['records']} (4 cells, 4 probes); every field but time, peak memory and the probes' copy of "
+        "the command the same as the pool's: "
         f"{ok(not array['records_differ'])}{'' if not array['records_differ'] else ' (differ: ' + ', '.join(array['records_differ']) + ')'}",
         f"- comparison.csv without its measured columns (peak memory, s/step) the same: {ok(array['table_same'])}",
         f"- comparison_summary.md the same: {ok(array['summary_same'])}",

@@ -36,10 +36,9 @@ from llava_df.sweep.jobs import CellJob, job_name, read_state
 from llava_df.sweep.pool import SweepInterrupted
 from llava_df.sweep.status import JOBS_INDEX, SUBMITIT, cell_state, last_line, read_index
 
-LOCAL_TIME_MIN = (
-    7 * 24 * 60
-)  # submitit's local executor stops a job after 2 min by default; a cell takes hours
-POLL_S = 2  # how often the jobs are polled (a result file, or SLURM's accounting: submitit's watcher)
+# submitit's local executor stops a job after 2 minutes unless told; a cell takes hours.
+LOCAL_TIME_MIN = 7 * 24 * 60
+POLL_S = 2  # how often the jobs are polled (their result files; SLURM's queue)
 SLURM_DEFAULTS = {"gpus_per_task": 1}
 
 
