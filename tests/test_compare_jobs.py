@@ -10,6 +10,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -265,6 +266,10 @@ def test_status_names_each_cells_state_from_records_state_files_and_job_logs(tmp
 
     def look(*args):
         seen["status"] = main([*argv, "--status"])
+        seen["out"] = capsys.readouterr().out
+        with pytest.raises(SystemExit) as twice:  # the same cell by hand (an --emit_jobs line) meanwhile
+            main([*argv, "--cell", names[5]])
+        seen["twice"] = (twice.value.code, capsys.readouterr().err.strip().splitlines()[-1])
         return {"cell": names[5], "auc": 0.5}
 
     CellJob(look, names[5], jobs)(*cells[names[5]])
@@ -283,7 +288,11 @@ def test_status_names_each_cells_state_from_records_state_files_and_job_logs(tmp
     assert states[names[4]][1].startswith("stopped: its process is gone (job 41_4 on node7, last seen ")
     assert states[names[5]][0] == "running" and f"pid {os.getpid()}" in states[names[5]][1]
     assert [states[n] for n in names[6:]] == [("pending", "")] * 2
-    out = capsys.readouterr().out
+    assert seen["twice"][0] == 1
+    assert seen["twice"][1].startswith(
+        f"error: --cell {names[5]} is running already (on {socket.gethostname()}, pid"
+    )
+    out = seen["out"]
     assert "8 cells: 1 done, 1 running, 2 failed, 4 pending" in out
     assert out.index("done ") < out.index("running ") < out.index("failed ") < out.index("pending ")
     # after the cell: its attempt says done, but without a record (a fake cell function) it is not done

@@ -18,6 +18,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from llava_df.errors import RunError
 from llava_df.io import write_text
 from llava_df.sweep.jobs import CellJob, cell_command, job_name
 from llava_df.sweep.status import cell_states, format_states
@@ -66,6 +67,12 @@ def run_one_cell(args, todo, fn) -> dict:
         print(f"{args.cell}: its record is up to date; nothing to run", file=sys.stderr)
         return {"cell": args.cell, "ran": False}
     cell, argv, path, key = match[0]
+    (state,) = cell_states([(args.cell, Path(path), key)], Path(args.jobs_dir))
+    if (
+        state.state == "running"
+    ):  # a second attempt would be refused by the run folder's lock, and say "failed"
+        raise RunError(f"--cell {args.cell} is running already ({state.detail}): not started twice. "
+                       "--status follows it.")  # fmt: skip
     result = CellJob(fn, args.cell, Path(args.jobs_dir), force=args.force)(cell, argv, str(path), key)
     print(f"{args.cell}: test AUC {result['auc']:.3f} -> {path}", file=sys.stderr)
     return result
