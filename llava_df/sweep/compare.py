@@ -13,6 +13,9 @@ How to call (``python -m llava_df.compare_projectors`` is the same command, kept
         --seeds 0,1 --model_name_or_path llava-hf/llava-1.5-7b-hf --data_dir /data/faces --bits 8
     llava-df compare --aggregate            # tables and plots from results/ alone
     llava-df compare --stage1               # stage 1 (caption alignment) per projector first
+    llava-df compare --executor slurm --time_min 240 --partition gpu   # one SLURM array job, a task per cell
+    llava-df compare --emit_jobs cells.txt  # the command of each cell to run, for any scheduler
+    llava-df compare --status               # which cells are done, running, failed, pending
     llava-df compare --help                 # the sweep's flags, with their defaults
 
 Every cell trains with the same recipe (``--recipe``, default configs/sweep_tiny.yaml, plus any
@@ -45,6 +48,7 @@ from llava_df.sweep.cells import (
     grid,
 )
 from llava_df.sweep.compare_flags import cell_argv, parse
+from llava_df.sweep.job_commands import emit_jobs, for_status, run_one_cell, show_status
 from llava_df.sweep.lofo import write_lofo
 from llava_df.sweep.lr_grid import write_grid
 from llava_df.sweep.pool import run_pool, stopping
@@ -59,6 +63,7 @@ from llava_df.sweep.record import (
 )
 from llava_df.sweep.report import aggregate, runs_machine
 from llava_df.sweep.stage1 import run_stage1
+from llava_df.sweep.submit import run_jobs
 from llava_df.train.workflow import train
 
 logger = logging.getLogger(__name__)
@@ -203,13 +208,15 @@ def run(parsed) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     command = "python -m llava_df.compare_projectors" + (" " + shlex.join(args.argv) if args.argv else "")
     for cell in grid(args.projectors, args.strategies, args.seeds[:1]):
-        if cell.projector in args.stage1 and cell.strategy == args.strategies[0]:
-            check_model_inputs(
-                parse_spec(cell_argv(args, train_flags, cell))
-            )  # a stage-1 file that does not fit
+        if (
+            cell.projector in args.stage1 and cell.strategy == args.strategies[0]
+        ):  # a stage-1 file that does not fit
+            check_model_inputs(parse_spec(cell_argv(args, train_flags, cell)))
     failures: list[str] = []
     if args.only_probes and (args.aggregate or args.skip_probes):
         raise UsageError("--only_probes runs the probes: it cannot go with --aggregate or --skip_probes.")
+    if args.status:  # reads files only: trains nothing, stage 1 included
+        return show_status(args, plan(for_status(args), train_flags)[0])
     if args.run_stage1 and not args.aggregate and not args.only_probes:
         n_captions = 120 if args.quick else 1000  # --quick: a smoke run of the whole pipeline
         args.stage1 = run_stage1(
@@ -217,13 +224,22 @@ def run(parsed) -> dict:
         )
     if not args.aggregate and not args.only_probes:
         todo, skipped = plan(args, train_flags)
+        if args.emit_jobs or args.cell:  # commands for another scheduler, or one of them run here
+            return (
+                emit_jobs(args, todo, skipped, args.argv)
+                if args.emit_jobs
+                else run_one_cell(args, todo, run_cell)
+            )
         print(f"{len(todo)} runs to do, {skipped} up to date ({args.workers} worker(s))", file=sys.stderr)
         start = time.time()
-        failures = run_pool(
-            run_cell,
-            [(cell.name, (cell, argv, str(path), key)) for cell, argv, path, key in todo],
-            args.workers,
+        jobs = [(cell.name, (cell, argv, str(path), key)) for cell, argv, path, key in todo]
+        failures = (
+            run_pool(run_cell, jobs, args.workers)
+            if args.executor == "pool"
+            else run_jobs(args, run_cell, jobs)
         )
+        if failures is None:  # --no_wait: submitted to SLURM; the same command again builds the tables
+            return {"submitted": len(jobs)}
         wall = time.time() - start
         print(f"sweep: {len(todo) - len(failures)} runs in {wall:.0f} s", file=sys.stderr)
         if todo:  # the command and time the tables' header names

@@ -29,6 +29,7 @@ from llava_df.sweep.cells import (
     Cell,
     grid,
 )
+from llava_df.sweep.job_args import JobArguments, check_job_args
 from llava_df.sweep.lr_grid import load_choice, pair, parse_rates, provenance, tag
 from llava_df.sweep.protocol import load_protocol
 from llava_df.sweep.variants import NONE, SBI, SBI_FAMILY, parse_families, sbi_holdout
@@ -126,10 +127,15 @@ class CompareArguments:
     )  # fmt: skip
 
 
+@dataclass
+class SweepArguments(JobArguments, CompareArguments):
+    """Every flag of ``llava-df compare``: the sweep's (listed first in --help), then where its cells run."""
+
+
 def parse(argv: list[str]):
     """(sweep args, training flags for every cell); UsageError before anything runs."""
     flags, train_flags = parse_verb(
-        CompareArguments, argv, prog="llava-df compare", description=DESCRIPTION,
+        SweepArguments, argv, prog="llava-df compare", description=DESCRIPTION,
         epilog="Any other flag goes to every run, e.g. --model_name_or_path, --data_dir, --bits, --learning_rate "
         "(llava-df train --help lists them).",
         allow_unknown=True,
@@ -244,6 +250,7 @@ def parse(argv: list[str]):
         raise UsageError(f"--stage1 names {unknown}, which are not in --projectors {args.projectors}.")
     if args.protocol is not None:
         load_protocol(Path(args.protocol))  # a missing or incomplete protocol is refused before any run
+    check_job_args(args)
     args.argv = list(argv)
     return args, train_flags
 
@@ -253,7 +260,7 @@ def _check_unknown(train_flags: list[str]) -> None:
     known = train_flag_names()
     if known is None:  # no flag table here: the real parse reports it
         return
-    own = [f.name for f in dataclasses.fields(CompareArguments)]
+    own = [f.name for f in dataclasses.fields(SweepArguments)]
     for token in train_flags:
         if token.startswith("--") and len(token) > 2:
             name = token[2:].split("=", 1)[0].replace("-", "_")
