@@ -269,6 +269,8 @@ def materialize_smol(cache_dir: str | os.PathLike | None = None, *, verify: bool
         },  # fmt: skip
         # LLaVA's fresh nn.Linear init, drawn once at build time: never a trained projector to start from
         "projector": "untrained",
+        # part of the assembled folder's key: a new reference is checked on a new build
+        "reference_sha256": sha256_of(REFERENCE) if REFERENCE.is_file() else None,
     }
     # The assembly draws the new projector and the <image> embedding row (mean-resizing samples it):
     # seeded, so every build of the preset is the same model.

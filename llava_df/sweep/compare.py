@@ -50,6 +50,7 @@ from llava_df.sweep.cells import (
     DEFAULT_STRATEGIES,
     QUICK,
     REFERENCE,
+    ZERO_SHOT_STRATEGIES,
     Cell,
     grid,
 )
@@ -67,7 +68,8 @@ from llava_df.sweep.record import (
     write_record,
 )
 from llava_df.sweep.report import aggregate, runs_machine
-from llava_df.sweep.stage1 import run_stage1
+from llava_df.sweep.stage1 import STAGE1_RECIPE, run_stage1, stage1_recipe_for
+from llava_df.sweep.zeroshot import zero_shot_records
 from llava_df.train.workflow import train
 
 logger = logging.getLogger(__name__)
@@ -158,6 +160,21 @@ class CompareArguments:
         default=None,
         metadata={"help": "--stage1's captions (LLaVA-Pretrain JSON); None: synthetic captions written to "
                           "RUNS_DIR/stage1/captions."},
+    )  # fmt: skip
+    stage1_per_seed: bool = field(
+        default=False,
+        metadata={"help": "With --stage1 (alone): align each projector once per seed, and start each cell from its own "
+                          "seed's stage-1 file (no draw shared between seeds, on either side of a comparison)."},
+    )  # fmt: skip
+    stage1_recipe: str | None = field(
+        default=None,
+        metadata={"help": "--stage1's training config; None: the preset's own (configs/stage1_smol.yaml for "
+                          "--model_name_or_path smol), else configs/stage1_tiny.yaml."},
+    )  # fmt: skip
+    zero_shot: bool = field(
+        default=True,
+        metadata={"help": "With stage-1 files: also score each stage-1 model on the detection question before any "
+                          "detection training (rows zero_shot and zero_shot_yes_no beside the comparison)."},
     )  # fmt: skip
 
 
@@ -275,6 +292,19 @@ def parse(argv: list[str]):
                 check_model_inputs(spec)  # a stage-1 file that does not fit its projector fails now
     except ConfigError as err:
         raise UsageError(f"a training flag of the sweep: {err}") from None
+    if args.stage1_per_seed and not args.run_stage1:
+        raise UsageError("--stage1_per_seed runs stage 1 once per seed: add --stage1 (alone).")
+    model = parse_spec(
+        cell_argv(args, train_flags, grid(args.projectors[:1], args.strategies[:1], args.seeds[:1])[0])
+    )
+    args.image_size = model.data.image_size  # stage 1's synthetic captions are rendered at the sweep's size
+    args.stage1_recipe = (
+        Path(args.stage1_recipe) if args.stage1_recipe else stage1_recipe_for(model.model.model_name_or_path)
+    )
+    if not args.stage1_recipe.is_file():
+        raise UsageError(
+            f"--stage1_recipe {args.stage1_recipe}: no such file. The default is {STAGE1_RECIPE}."
+        )
     unknown = sorted(set(args.stage1) - set(args.projectors))
     if unknown:
         raise UsageError(f"--stage1 names {unknown}, which are not in --projectors {args.projectors}.")
@@ -373,6 +403,32 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
     print(f"probes: {len(PROBES)} probes in {time.time() - start:.0f} s", file=sys.stderr)
 
 
+# ---- zero-shot rows (the stage-1 model before detection training) ----------------------------
+def run_zero_shot_records(args, train_flags: list[str], command: str) -> None:
+    """Zero-shot records (sweep/zeroshot.py) of every projector with a stage-1 file, one per seed when each
+    seed has its own file (else one), reused while their key holds."""
+    out = args.results_dir / "comparison" / "runs"
+    fingerprint = code_fingerprint()
+    for projector, files in args.stage1.items():
+        for seed in args.seeds if isinstance(files, dict) else args.seeds[:1]:
+            spec = parse_spec(cell_argv(args, train_flags, Cell(projector, "projector_only", seed)))
+            config = spec.to_json()
+            adapter = Path(config["model"]["pretrain_mm_mlp_adapter"])
+            config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(
+                adapter.read_bytes()
+            ).hexdigest()
+            key = cell_key(config, fingerprint)
+            paths = [out / f"{projector}__{form}__seed{seed}.json" for form in ZERO_SHOT_STRATEGIES]
+            if not args.force and all(
+                p.is_file() and json.loads(p.read_text()).get("key") == key for p in paths
+            ):
+                continue
+            start = time.time()
+            for path, record in zip(paths, zero_shot_records(spec, seed=seed, key=key), strict=True):
+                write_record(path, record | {"command": command})
+            print(f"zero-shot: {projector} seed {seed} in {time.time() - start:.0f} s", file=sys.stderr)
+
+
 # ---- the sweep ------------------------------------------------------------------------------
 def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], int]:
     """(cells to run with argv, record path and key; how many are up to date and skipped)."""
@@ -440,8 +496,18 @@ def main(argv: list[str]) -> dict:
     if args.run_stage1 and not args.aggregate and not args.only_probes:
         n_captions = 120 if args.quick else 1000  # --quick: a smoke run of the whole pipeline
         args.stage1 = run_stage1(
-            args.projectors, args.runs_dir, train_flags, captions=args.stage1_data, n_captions=n_captions
-        )
+            args.projectors, args.runs_dir, train_flags, captions=args.stage1_data, n_captions=n_captions,
+            seeds=args.seeds if args.stage1_per_seed else None, recipe=args.stage1_recipe,
+            image_size=args.image_size,
+        )  # fmt: skip
+    if (
+        args.stage1
+        and args.zero_shot
+        and args.mode == "comparison"
+        and not args.aggregate
+        and not args.only_probes
+    ):
+        run_zero_shot_records(args, train_flags, command)
     if not args.aggregate and not args.only_probes:
         todo, skipped = plan(args, train_flags)
         print(f"{len(todo)} runs to do, {skipped} up to date ({args.workers} worker(s))", file=sys.stderr)
