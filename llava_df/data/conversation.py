@@ -141,6 +141,6 @@ register_template(
         "chatml",
         CHATML_TURNS,
         "{answer}{eos}",
-        "ChatML without a system turn (SmolLM2's layout, 17 tokens shorter than smollm2): the smol recipe's",
+        "ChatML without a system turn (SmolLM2's layout, 21 tokens shorter than smollm2): the smol recipe's",
     )
 )
