@@ -81,14 +81,14 @@ def time_steps(spec, n_steps: int, eval_batches: int) -> dict:
     model.train()
     times = []
     for i, batch in enumerate(batches):
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time of this one-thread process: less sensitive to other load
         with autocast:
             loss = step_model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i:  # the first step warms up (allocations, kernels, compilation)
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
     model.eval()
     eval_times = []
     e = t.per_device_eval_batch_size
@@ -96,10 +96,10 @@ def time_steps(spec, n_steps: int, eval_batches: int) -> dict:
         for i in range(eval_batches + 1):
             items = [train_ds[(i * e + j) % len(train_ds)] for j in range(e)]
             batch = {k: v for k, v in data.collator(items).items() if k not in keys}
-            start = time.perf_counter()
+            start = time.process_time()
             step_model(**batch)
             if i:
-                eval_times.append(time.perf_counter() - start)
+                eval_times.append(time.process_time() - start)
     seq = int(batches[0]["input_ids"].shape[1])
     return {
         "train_s_per_sample": statistics.median(times) / b,
@@ -139,12 +139,13 @@ def cell_worker(cell: str) -> dict:
     spec = parse_spec(argv)
     load_splits(spec.data, seed=spec.training.seed)  # the benchmark data, as a sweep worker has it
     materialize_base(spec.model)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = train(spec)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
         "cell": cell,
         "wall_s": wall,
+        "cpu_s": cpu,
         "train_s": results["time"]["train_s"],
         "steps": results["steps"],
         "epochs": results.get("epochs"),
@@ -173,10 +174,12 @@ def run_cells(cells: list[str], scratch: Path) -> list[dict]:
 def report(levers: dict, cells: list[dict], command: str) -> str:
     from llava_df.provenance import cpu_model, git_state
 
+    git = git_state()
     lines = [
         "# Cost of a sweep cell on the `smol` preset, one core",
         "",
-        f"Command: `{command}`; code: git {git_state()}; machine: {cpu_model()}, one thread "
+        f"Command: `{command}`; code: git {git['commit'][:7] if git['commit'] else '?'}"
+        f"{' (dirty)' if git['dirty'] else ''}; machine: {cpu_model()}, one thread "
         "(OMP_NUM_THREADS=1), no GPU. Recipe: llava_df/configs/sweep_smol.yaml.",
         "",
     ]
@@ -185,8 +188,9 @@ def report(levers: dict, cells: list[dict], command: str) -> str:
         lines += [
             "## Levers: one training step, one setting changed from the recipe",
             "",
-            "Seconds per training sample (forward + backward + AdamW step, median of the timed steps after a warm-up "
-            "step, LoRA), evaluation's forward per sample (no grad, batch 64), and the ratio to the recipe.",
+            "CPU seconds per training sample (forward + backward + AdamW step, median of the timed steps after a warm-up "
+            "step, LoRA; CPU time of the one-thread process, so other load on the machine inflates it less than wall "
+            "time), evaluation's forward per sample (no grad, batch 64), and the ratio to the recipe.",
             "",
             "| setting | what | tokens per sample | train s/sample | x recipe | eval s/sample | x recipe |",
             "|---|---|---:|---:|---:|---:|---:|",
@@ -209,18 +213,19 @@ def report(levers: dict, cells: list[dict], command: str) -> str:
         lines += [
             "## Whole cells",
             "",
-            "| cell | wall s | of which training s | steps | test AUC | held-out AUC | peak RSS MiB |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| cell | wall s | CPU s | of which training (wall) s | steps | test AUC | held-out AUC | peak RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c in cells:
-            lines.append(f"| {c['cell']} | {c['wall_s']:.0f} | {c['train_s']:.0f} | {c['steps']} | {c['test_auc']:.3f} | "
+            lines.append(f"| {c['cell']} | {c['wall_s']:.0f} | {c['cpu_s']:.0f} | {c['train_s']:.0f} | {c['steps']} | {c['test_auc']:.3f} | "
                          f"{c['heldout_auc'] if c['heldout_auc'] is None else round(c['heldout_auc'], 3)} | "
                          f"{(c['peak_memory'] or {}).get('peak_rss_mb', float('nan')):.0f} |")  # fmt: skip
-        per_cell = statistics.mean(c["wall_s"] for c in cells)
+        per_cell = statistics.mean(c["cpu_s"] for c in cells)
         lines += [
             "",
-            f"Mean {per_cell / 60:.1f} min per cell: 45 cells with 2 workers take about "
-            f"{45 * per_cell / 2 / 3600:.1f} h (plus stage 1 and the feature cache, built once per sweep).",
+            f"Mean {per_cell / 60:.1f} CPU min per cell: on a quiet machine, 45 cells with 2 workers take about "
+            f"{45 * per_cell / 2 / 3600:.1f} h (plus stage 1 per projector and seed, and the feature cache, built once "
+            "per sweep). Wall time is that plus whatever else the machine ran.",
             "",
             "Each cell's command: " + "; ".join(f"`{c['command']}`" for c in cells),
         ]
