@@ -61,6 +61,12 @@ def time_steps(spec, n_steps: int, eval_batches: int) -> dict:
 
     t = spec.training
     processor, _ = run_processor(spec.model, spec.data)
+    side = (
+        spec.data.image_size
+    )  # the 224px lever: the processor at that size, the tower resamples its positions
+    if processor.image_processor.crop_size["height"] != side:
+        processor.image_processor.size = {"shortest_edge": side}
+        processor.image_processor.crop_size = {"height": side, "width": side}
     data = prepare_data(spec.data, processor, seed=t.seed, model_max_length=t.model_max_length)
     model, _ = load_model(spec, None, data)
     train_ds = split_of(data.splits, "train")
@@ -79,7 +85,7 @@ def time_steps(spec, n_steps: int, eval_batches: int) -> dict:
     step_model = torch.compile(model) if t.torch_compile else model
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(t.bf16))
     model.train()
-    times = []
+    times, first = [], None
     for i, batch in enumerate(batches):
         start = time.process_time()  # CPU time of this one-thread process: less sensitive to other load
         with autocast:
@@ -89,6 +95,8 @@ def time_steps(spec, n_steps: int, eval_batches: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         if i:  # the first step warms up (allocations, kernels, compilation)
             times.append(time.process_time() - start)
+        else:
+            first = time.process_time() - start
     model.eval()
     eval_times = []
     e = t.per_device_eval_batch_size
@@ -106,6 +114,7 @@ def time_steps(spec, n_steps: int, eval_batches: int) -> dict:
         "eval_s_per_sample": statistics.median(eval_times) / e if eval_times else None,
         "seq_len": seq,
         "steps_timed": len(times),
+        "first_step_s": first,
     }
 
 
@@ -133,9 +142,17 @@ def cell_worker(cell: str) -> dict:
     from llava_df.sweep.cells import Cell
     from llava_df.train.workflow import train
 
-    projector, strategy = cell.split("__")
+    projector, strategy, *lever = cell.split("__")  # an optional third part: a lever's flags (LEVERS)
     scratch = Path(os.environ["SMOL_COST_SCRATCH"])
-    argv = ["--config", str(RECIPE), *Cell(projector, strategy, 0).flags(scratch), "--disable_tqdm", "True"]
+    flags = Cell(projector, strategy, 0).flags(scratch / "__".join(lever))
+    argv = [
+        "--config",
+        str(RECIPE),
+        *flags,
+        *(LEVERS[lever[0]][0] if lever else []),
+        "--disable_tqdm",
+        "True",
+    ]
     spec = parse_spec(argv)
     load_splits(spec.data, seed=spec.training.seed)  # the benchmark data, as a sweep worker has it
     materialize_base(spec.model)
@@ -192,8 +209,8 @@ def report(levers: dict, cells: list[dict], command: str) -> str:
             "step, LoRA; CPU time of the one-thread process, so other load on the machine inflates it less than wall "
             "time), evaluation's forward per sample (no grad, batch 64), and the ratio to the recipe.",
             "",
-            "| setting | what | tokens per sample | train s/sample | x recipe | eval s/sample | x recipe |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| setting | what | tokens per sample | train s/sample | x recipe | eval s/sample | x recipe | first step s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, row in levers.items():
             what = LEVERS[name][1]
@@ -206,8 +223,9 @@ def report(levers: dict, cells: list[dict], command: str) -> str:
                 else float("nan")
             )
             ev = (row["eval_s_per_sample"] or 0) / (base.get("eval_s_per_sample") or float("nan"))
+            first = row.get("first_step_s")
             lines.append(f"| {name} | {what} | {row['seq_len']} | {row['train_s_per_sample']:.3f} | {tr:.2f} | "
-                         f"{row['eval_s_per_sample']:.3f} | {ev:.2f} |")  # fmt: skip
+                         f"{row['eval_s_per_sample']:.3f} | {ev:.2f} | {'-' if first is None else f'{first:.0f}'} |")  # fmt: skip
         lines.append("")
     if cells:
         lines += [
@@ -236,7 +254,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("levers", "cell"), default=None)
     parser.add_argument("--levers", default=",".join(LEVERS), help="comma-separated lever names")
-    parser.add_argument("--cells", default="mlp2x_gelu__lora", help="projector__strategy, comma-separated")
+    parser.add_argument(
+        "--cells",
+        default="mlp2x_gelu__lora",
+        help="projector__strategy[__lever], comma-separated (e.g. mlp2x_gelu__lora__compile)",
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per lever")
     parser.add_argument("--eval_batches", type=int, default=1)
     parser.add_argument("--_cell", default=None, help=argparse.SUPPRESS)
