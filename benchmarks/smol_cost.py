@@ -1,6 +1,7 @@
 """What a sweep cell costs on the `smol` preset, one core, and what each cost lever gives.
 
     python benchmarks/smol_cost.py                  # levers + one full cell (mlp2x_gelu, lora)
+    python benchmarks/smol_cost.py --workers 2 --cells mlp2x_gelu__lora,mlp2x_gelu__projector_only,mlp2x_gelu__unfreeze_early,mlp2x_gelu__lora__batch32,mlp2x_gelu__lora__compile
     python benchmarks/smol_cost.py --only levers    # the per-step lever table only (~10 min)
     python benchmarks/smol_cost.py --only cell --cells mlp2x_gelu__projector_only,kan_h64_g3_k2__unfreeze_early
 
@@ -174,24 +175,29 @@ def cell_worker(cell: str) -> dict:
     }
 
 
-def run_cells(cells: list[str], scratch: Path) -> list[dict]:
-    out = []
-    for cell in cells:
+def run_cells(cells: list[str], scratch: Path, workers: int = 1) -> list[dict]:
+    """Each cell in its own one-thread process, ``workers`` at a time (CPU seconds are per process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(cell: str) -> dict:
         env = dict(os.environ, OMP_NUM_THREADS="1", SMOL_COST_SCRATCH=str(scratch))
         proc = subprocess.run([sys.executable, __file__, "--_cell", cell], env=env, cwd=ROOT,
                               capture_output=True, text=True)  # fmt: skip
         if proc.returncode != 0:
             raise SystemExit(f"cell {cell} failed:\n{proc.stderr[-3000:]}")
-        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(cell, out[-1]["wall_s"], file=sys.stderr, flush=True)
-    return out
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(cell, result["cpu_s"], file=sys.stderr, flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, cells))
 
 
 # ---- report ---------------------------------------------------------------------------------
-def report(levers: dict, cells: list[dict], command: str) -> str:
+def report(levers: dict, cells: list[dict], command: str, git: dict | None = None) -> str:
     from llava_df.provenance import cpu_model, git_state
 
-    git = git_state()
+    git = git or git_state()
     lines = [
         "# Cost of a sweep cell on the `smol` preset, one core",
         "",
@@ -238,10 +244,11 @@ def report(levers: dict, cells: list[dict], command: str) -> str:
             lines.append(f"| {c['cell']} | {c['wall_s']:.0f} | {c['cpu_s']:.0f} | {c['train_s']:.0f} | {c['steps']} | {c['test_auc']:.3f} | "
                          f"{c['heldout_auc'] if c['heldout_auc'] is None else round(c['heldout_auc'], 3)} | "
                          f"{(c['peak_memory'] or {}).get('peak_rss_mb', float('nan')):.0f} |")  # fmt: skip
-        per_cell = statistics.mean(c["cpu_s"] for c in cells)
+        recipe = [c for c in cells if c["cell"].count("__") == 1] or cells  # the recipe's own cells, no lever
+        per_cell = statistics.mean(c["cpu_s"] for c in recipe)
         lines += [
             "",
-            f"Mean {per_cell / 60:.1f} CPU min per cell: on a quiet machine, 45 cells with 2 workers take about "
+            f"Mean {per_cell / 60:.1f} CPU min per cell of the recipe ({len(recipe)} cells): on a quiet machine, 45 cells with 2 workers take about "
             f"{45 * per_cell / 2 / 3600:.1f} h (plus stage 1 per projector and seed, and the feature cache, built once "
             "per sweep). Wall time is that plus whatever else the machine ran.",
             "",
@@ -259,10 +266,20 @@ def main() -> None:
         default="mlp2x_gelu__lora",
         help="projector__strategy[__lever], comma-separated (e.g. mlp2x_gelu__lora__compile)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="cells at once (one thread each), like a sweep's"
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per lever")
     parser.add_argument("--eval_batches", type=int, default=1)
     parser.add_argument("--_cell", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--from_json", action="store_true", help="only rewrite cost.md from cost.json")
     args = parser.parse_args()
+    if args.from_json:
+        payload = json.loads((OUT / "cost.json").read_text())
+        (OUT / "cost.md").write_text(
+            report(payload["levers"], payload["cells"], payload["command"], payload.get("git"))
+        )
+        return
     if args._cell:
         import torch
 
@@ -274,14 +291,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    from llava_df.provenance import git_state
+
+    git_at_start = git_state()  # the code the run ran (the report is written at the end)
     command = "python benchmarks/smol_cost.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     levers = run_levers(args.levers.split(","), args.steps, args.eval_batches) if args.only != "cell" else {}
     with tempfile.TemporaryDirectory(prefix="smol_cost_") as scratch:
-        cells = run_cells(args.cells.split(","), Path(scratch)) if args.only != "levers" else []
+        cells = run_cells(args.cells.split(","), Path(scratch), args.workers) if args.only != "levers" else []
     OUT.mkdir(parents=True, exist_ok=True)
-    payload = {"command": command, "levers": levers, "cells": cells}
+    payload = {"command": command, "git": git_at_start, "levers": levers, "cells": cells}
     (OUT / "cost.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (OUT / "cost.md").write_text(report(levers, cells, command))
+    (OUT / "cost.md").write_text(report(levers, cells, command, git_at_start))
     print(f"wrote {OUT / 'cost.md'}", file=sys.stderr)
 
 

@@ -1,7 +1,8 @@
 """Does LLM.int8 change what the `smol` preset answers? INT8 against 16/32-bit logits and P(Fake), real weights.
 
     python benchmarks/smol_int8.py                                  # 200 test images, the fresh projector
-    python benchmarks/smol_int8.py --n 400 --projector outputs/compare/stage1/mlp2x_gelu__seed0/mm_projector.safetensors
+    python benchmarks/smol_int8.py --train_projector                # first a projector-only cell (~12 min), then its projector
+    python benchmarks/smol_int8.py --n 400 --projector outputs/smol_po/mm_projector.safetensors
 
 The same images (the sweep recipe's synthetic test split, llava_df/configs/sweep_smol.yaml), the same
 projector (a stage-1 file, or the seeded fresh one: identical in every variant), no LoRA; the
@@ -123,6 +124,28 @@ def compare(ref: dict, var: dict) -> dict:
     }
 
 
+def projector_origin(projector: str | None) -> str:
+    """How the projector was made: the run folder's own command and test AUC when it sits in one."""
+    if not projector:
+        return "the fresh one (seeded), no stage 1"
+    results = Path(projector).parent / "results.json"
+    if not results.is_file():
+        return projector
+    r = json.loads(results.read_text())
+    argv = " ".join(r["config"]["segments"][-1]["argv"]) if r["config"].get("segments") else "?"
+    return f"{projector}, trained by `llava-df train {argv}` (its test AUC {r['test']['auc']:.3f})"
+
+
+def train_projector(out: Path) -> str:
+    """A projector-only cell of the sweep recipe (its command in the report); returns its mm_projector file."""
+    cmd = [sys.executable, "-m", "llava_df", "train", "--config", str(RECIPE), "--mm_projector_type", "mlp2x_gelu",
+           "--strategy", "projector_only", "--output_dir", str(out), "--disable_tqdm", "True"]  # fmt: skip
+    import subprocess
+
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    return str(out / "mm_projector.safetensors")
+
+
 def report(rows: dict, n: int, projector: str | None, command: str) -> str:
     from llava_df.provenance import cpu_model, git_state
 
@@ -133,7 +156,7 @@ def report(rows: dict, n: int, projector: str | None, command: str) -> str:
         f"Command: `{command}`; code: git {git['commit'][:7] if git['commit'] else '?'}{' (dirty)' if git['dirty'] else ''}; "
         f"machine: {cpu_model()}, no GPU.",
         f"{n} test images of the sweep recipe's synthetic benchmark (llava_df/configs/sweep_smol.yaml), projector: "
-        f"{projector or 'the fresh one (seeded), no stage 1'}; no LoRA. Reference: fp32. Logits: the answer position, "
+        f"{projector_origin(projector)}; no LoRA. Reference: fp32. Logits: the answer position, "
         "all 49,153 entries. P(Fake): softmax over the first tokens of 'real' and 'fake'. Text loss: the base LLM's "
         "mean loss on three English sentences (ln 49153 = 10.8 for a random model).",
         "",
@@ -157,11 +180,23 @@ def main() -> None:
         "--projector", default=None, help="a stage-1 mm_projector file (default: the fresh one)"
     )
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--train_projector", action="store_true", help="train a projector-only cell first, use its projector"
+    )
+    parser.add_argument("--from_json", action="store_true", help="only rewrite int8.md from int8.json")
     args = parser.parse_args()
+    if args.from_json:
+        payload = json.loads((OUT / "int8.json").read_text())
+        (OUT / "int8.md").write_text(
+            report(payload["rows"], payload["n"], payload["projector"], payload["command"])
+        )
+        return
     import torch
 
     torch.set_num_threads(1)
     command = "python benchmarks/smol_int8.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    if args.train_projector:
+        args.projector = train_projector(OUT / "int8_projector_run")
     outputs = {}
     for name in ["fp32", *[v for v in args.variants.split(",") if v != "fp32"]]:
         outputs[name] = variant_outputs(VARIANTS[name], args.n, args.projector)
