@@ -31,7 +31,7 @@ def test_stage1_per_seed_needs_stage1(tmp_path, capsys):
 def test_every_seed_starts_from_its_own_stage1_and_zero_shot_rows_are_beside_the_table(tmp_path):
     summary = compare_main([
         "--quick", "--projectors", "mlp2x_gelu,linear", "--strategies", "projector_only", "--seeds", "0,1",
-        "--stage1", "--stage1_per_seed", "True", "--skip_probes", "True",
+        "--stage1", "--stage1_per_seed", "True", "--skip_probes", "True", "--workers", "2",  # stage 1 and zero-shot in the pool
         "--results_dir", str(tmp_path / "r"), "--runs_dir", str(tmp_path / "o"),
     ])  # fmt: skip
     runs = tmp_path / "r" / "comparison" / "runs"

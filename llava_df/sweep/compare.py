@@ -406,27 +406,46 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
 # ---- zero-shot rows (the stage-1 model before detection training) ----------------------------
 def run_zero_shot_records(args, train_flags: list[str], command: str) -> None:
     """Zero-shot records (sweep/zeroshot.py) of every projector with a stage-1 file, one per seed when each
-    seed has its own file (else one), reused while their key holds."""
+    seed has its own file (else one), reused while their key holds; ``--workers`` of them at once."""
     out = args.results_dir / "comparison" / "runs"
     fingerprint = code_fingerprint()
+    jobs = []
     for projector, files in args.stage1.items():
         for seed in args.seeds if isinstance(files, dict) else args.seeds[:1]:
-            spec = parse_spec(cell_argv(args, train_flags, Cell(projector, "projector_only", seed)))
-            config = spec.to_json()
+            argv = cell_argv(args, train_flags, Cell(projector, "projector_only", seed))
+            config = parse_spec(argv).to_json()
             adapter = Path(config["model"]["pretrain_mm_mlp_adapter"])
             config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(
                 adapter.read_bytes()
             ).hexdigest()
             key = cell_key(config, fingerprint)
-            paths = [out / f"{projector}__{form}__seed{seed}.json" for form in ZERO_SHOT_STRATEGIES]
+            paths = [str(out / f"{projector}__{form}__seed{seed}.json") for form in ZERO_SHOT_STRATEGIES]
             if not args.force and all(
-                p.is_file() and json.loads(p.read_text()).get("key") == key for p in paths
+                Path(p).is_file() and json.loads(Path(p).read_text()).get("key") == key for p in paths
             ):
                 continue
-            start = time.time()
-            for path, record in zip(paths, zero_shot_records(spec, seed=seed, key=key), strict=True):
-                write_record(path, record | {"command": command})
-            print(f"zero-shot: {projector} seed {seed} in {time.time() - start:.0f} s", file=sys.stderr)
+            jobs.append((f"{projector} zero-shot seed {seed}", (argv, seed, key, paths, command)))
+    if args.workers > 1 and len(jobs) > 1:
+        failures = run_pool(run_zero_shot, jobs, args.workers)
+        if failures:
+            raise RunError(f"zero-shot rows failed: {'; '.join(failures)}. Fix the cause and run the same command "
+                           "again (finished ones are kept), or skip them with --zero_shot False.")  # fmt: skip
+        return
+    for _, job in jobs:
+        run_zero_shot(*job)
+
+
+def run_zero_shot(argv: list[str], seed: int, key: str, paths: list[str], command: str) -> dict:
+    """One projector and seed's zero-shot records (both forms), in this process or a pool worker."""
+    start = time.time()
+    records = zero_shot_records(parse_spec(argv), seed=seed, key=key)
+    for path, record in zip(paths, records, strict=True):
+        write_record(Path(path), record | {"command": command})
+    print(
+        f"zero-shot: {records[0]['cell']['projector']} seed {seed} in {time.time() - start:.0f} s",
+        file=sys.stderr,
+    )
+    return {"cell": records[0]["cell"]["name"], "auc": records[0]["metrics"]["test"]["auc"]}
 
 
 # ---- the sweep ------------------------------------------------------------------------------
@@ -498,7 +517,7 @@ def main(argv: list[str]) -> dict:
         args.stage1 = run_stage1(
             args.projectors, args.runs_dir, train_flags, captions=args.stage1_data, n_captions=n_captions,
             seeds=args.seeds if args.stage1_per_seed else None, recipe=args.stage1_recipe,
-            image_size=args.image_size,
+            image_size=args.image_size, workers=args.workers,
         )  # fmt: skip
     if (
         args.stage1

@@ -14,7 +14,8 @@ Each projector trains with the stage-1 recipe (``configs/stage1_tiny.yaml``, or 
 run's --seed draws its fresh weights and shuffles the captions), and a cell starts from its own
 seed's file: no draw is shared between seeds, on either side of a comparison. A projector whose
 stage-1 run finished with the same arguments, captions and code is not trained again
-(``stage1_key.txt`` holds ``record.cell_key``).
+(``stage1_key.txt`` holds ``record.cell_key``). With ``workers`` > 1 the runs share the sweep's worker
+pool, that many at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from llava_df.data.captions import write_captions
 from llava_df.errors import RunError
 from llava_df.spec import parse_spec
+from llava_df.sweep.pool import run_pool
 from llava_df.sweep.record import cell_key, code_fingerprint
 from llava_df.train.workflow import train
 
@@ -72,25 +74,45 @@ def run_stage1(
     seeds: list[int] | None = None,
     recipe: Path = STAGE1_RECIPE,
     image_size: int = 64,
+    workers: int = 1,
 ) -> dict[str, str] | dict[str, dict[int, str]]:
     """Train (or reuse) one stage-1 projector per name (per name and seed with ``seeds``); returns
     {name: mm_projector.safetensors path} ({name: {seed: path}} with ``seeds``). ``image_size``: the
-    synthetic captions' (the sweep's --image_size)."""
+    synthetic captions' (the sweep's --image_size). ``workers`` > 1: the runs go through the sweep's
+    worker pool (sweep/pool.py), that many at once; then every file is read back as up to date."""
 
     data = _captions(runs_dir, captions, n_captions, image_size=image_size)
     data_sha = hashlib.sha256(data.read_bytes()).hexdigest()
     fingerprint = code_fingerprint()
+    runs = [
+        (name, seed, runs_dir / "stage1" / (name if seed is None else f"{name}__seed{seed}"),
+         train_flags if seed is None else [*train_flags, "--seed", str(seed)])
+        for name in projectors
+        for seed in (seeds if seeds is not None else [None])
+    ]  # fmt: skip
+    if workers > 1 and len(runs) > 1:
+        jobs = [(f"stage1 {out.name}", (name, str(out), str(data), data_sha, flags, str(recipe), fingerprint))
+                for name, _, out, flags in runs]  # fmt: skip
+        failures = run_pool(_stage1_job, jobs, workers)
+        if failures:
+            raise RunError(f"stage 1 failed: {'; '.join(failures)} (logs in {runs_dir / 'stage1'}). Fix the cause and "
+                           "run the same command again (finished stage-1 runs are kept).")  # fmt: skip
     files: dict = {}
-    for name in projectors:
-        for seed in seeds if seeds is not None else [None]:
-            out = runs_dir / "stage1" / (name if seed is None else f"{name}__seed{seed}")
-            flags = train_flags if seed is None else [*train_flags, "--seed", str(seed)]
-            path = _stage1_run(name, out, data, data_sha, flags, recipe, fingerprint)
-            if seed is None:
-                files[name] = path
-            else:
-                files.setdefault(name, {})[seed] = path
+    for name, seed, out, flags in runs:  # the pool's runs are up to date now; without a pool they train here
+        path = _stage1_run(name, out, data, data_sha, flags, recipe, fingerprint)
+        if seed is None:
+            files[name] = path
+        else:
+            files.setdefault(name, {})[seed] = path
     return files
+
+
+def _stage1_job(
+    name: str, out: str, data: str, data_sha: str, flags: list[str], recipe: str, fingerprint: str
+) -> dict:
+    """One stage-1 run in a pool worker; what the pool's progress bar shows."""
+    _stage1_run(name, Path(out), Path(data), data_sha, flags, Path(recipe), fingerprint)
+    return {"cell": Path(out).name, "auc": float("nan")}
 
 
 def _stage1_run(
