@@ -43,7 +43,7 @@ LEVERS = {  # name -> (flags changed from the recipe, what it shows)
     "no_feature_cache": (["--feature_cache", "off"], "the tower runs on every step"),
     "all_logits": (["--answer_logits_only", "False"], "the LM head at every position"),
     "long_prompt": (["--conv_template", "smollm2"], "SmolLM2's template with its system turn"),
-    "224px": (["--image_size", "224"], "224 px: 16 x 16 = 256 image tokens"),
+    "224px": (["--image_size", "224", "--model_max_length", "320"], "224 px: 16 x 16 = 256 image tokens"),
     "batch8": (["--per_device_train_batch_size", "8"], "batch 8"),
     "batch32": (["--per_device_train_batch_size", "32"], "batch 32"),
     "compile": (["--torch_compile", "True"], "torch.compile of the model (inductor, CPU)"),
@@ -270,7 +270,12 @@ def main() -> None:
         "--workers", type=int, default=1, help="cells at once (one thread each), like a sweep's"
     )
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per lever")
-    parser.add_argument("--eval_batches", type=int, default=1)
+    parser.add_argument("--eval_batches", type=int, default=2)
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep results/smol/cost.json's other levers and cells, replace these",
+    )
     parser.add_argument("--_cell", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--from_json", action="store_true", help="only rewrite cost.md from cost.json")
     args = parser.parse_args()
@@ -300,8 +305,19 @@ def main() -> None:
         cells = run_cells(args.cells.split(","), Path(scratch), args.workers) if args.only != "levers" else []
     OUT.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, "git": git_at_start, "levers": levers, "cells": cells}
+    if args.update and (OUT / "cost.json").is_file():  # an earlier run's rows stay, this run's replace theirs
+        old = json.loads((OUT / "cost.json").read_text())
+        names = {c["cell"] for c in cells}
+        payload = {
+            "command": f"{old['command']}; then {command}",
+            "git": old.get("git"),
+            "levers": {**old["levers"], **levers},
+            "cells": [c for c in old["cells"] if c["cell"] not in names] + cells,
+        }
     (OUT / "cost.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (OUT / "cost.md").write_text(report(levers, cells, command, git_at_start))
+    (OUT / "cost.md").write_text(
+        report(payload["levers"], payload["cells"], payload["command"], payload["git"])
+    )
     print(f"wrote {OUT / 'cost.md'}", file=sys.stderr)
 
 
