@@ -87,6 +87,7 @@ class DeepfakeCollator:
         supervise_eos: bool = True,
         task: str = "detect",
         first_token_only: bool = False,
+        answer_logits_only: bool = False,
     ):
         self.processor = processor
         self.task = task
@@ -109,6 +110,7 @@ class DeepfakeCollator:
         # --answer_head classifier: the loss is 2-class cross-entropy at the first answer token only
         # (llava_df.model.answer_head); that token must then be one of the two answers.
         self.first_token_only = first_token_only and task == "detect"
+        self.answer_logits_only = answer_logits_only
 
     def texts(self, item: dict) -> tuple[str, str]:
         """(prefix, target) of one item."""
@@ -150,6 +152,15 @@ class DeepfakeCollator:
             answer_index[i] = tail[0]
         out = dict(enc)
         out["labels"] = labels
+        if self.answer_logits_only:
+            # --answer_logits_only: the LM head runs from the logit before the batch's first answer token
+            # on (logits_to_keep, a transformers forward argument), and the labels are cut to that window:
+            # the loss, AnswerScores and the classifier head read nothing before it. With SmolLM2's
+            # 49k vocabulary the full [B, T, V] logits were ~20% of a training step. answer_index stays
+            # in input_ids' coordinates.
+            start = int(answer_index.min()) - 1
+            out["labels"] = labels[:, start:]  # [B, T - start]
+            out["logits_to_keep"] = torch.arange(start, labels.shape[1])  # [T - start]
         out["is_fake"] = torch.tensor([int(it["is_fake"]) for it in items], dtype=torch.long)  # [B]
         out["answer_index"] = answer_index
         return out
@@ -199,4 +210,5 @@ def make_collator(
         supervise_eos=supervise_eos,
         task=getattr(data_args, "task", None) or "detect",
         first_token_only=answer_head == "classifier",
+        answer_logits_only=getattr(data_args, "answer_logits_only", False),
     )

@@ -129,3 +129,23 @@ register_template(
         "LLaVA --version llava_llama_2 (Llama-2-chat layout)",
     )
 )
+# SmolLM2-Instruct (the smol preset, llava_df.model.smol): ChatML, the answer at the start of the
+# assistant's line (so "real" / "fake" are single tokens there, "Fake" is two: F + ake).
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+CHATML_TURNS = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+register_template(
+    ConversationTemplate(
+        "smollm2",
+        "<|im_start|>system\n" + SMOLLM2_SYSTEM + "<|im_end|>\n" + CHATML_TURNS,
+        "{answer}{eos}",
+        "SmolLM2-Instruct's chat template as it renders a user turn (its default system turn included)",
+    )
+)
+register_template(
+    ConversationTemplate(
+        "chatml",
+        CHATML_TURNS,
+        "{answer}{eos}",
+        "ChatML without a system turn (SmolLM2's layout, 21 tokens shorter than smollm2): the smol recipe's",
+    )
+)

@@ -187,8 +187,21 @@ def weights_by_component(model: nn.Module) -> dict[str, dict]:
 
 
 # ---- the step -------------------------------------------------------------------------------
-def meta_batch(config, batch_size: int, text_tokens: int, model_max_length: int) -> tuple[dict, int]:
-    """A training batch of the right shapes: image tokens + text, the answer's tokens labelled."""
+# --answer_logits_only: the window the collator keeps (llava_df.data.collator): the logit before the
+# answer, the answer word and EOS.
+ANSWER_WINDOW = 3
+
+
+def answer_window(spec) -> int | None:
+    """The logits positions per sample a run keeps (None: all of them)."""
+    return ANSWER_WINDOW if getattr(spec.data, "answer_logits_only", False) else None
+
+
+def meta_batch(
+    config, batch_size: int, text_tokens: int, model_max_length: int, window: int | None = None
+) -> tuple[dict, int]:
+    """A training batch of the right shapes: image tokens + text, the answer's tokens labelled; with
+    ``window`` (answer_window), the LM head's positions and the labels cut to the answer's window."""
     vision = config.vision_config
     n_image = config.image_seq_length
     seq = min(model_max_length, n_image + text_tokens)
@@ -203,6 +216,9 @@ def meta_batch(config, batch_size: int, text_tokens: int, model_max_length: int)
             device="meta",
         ),
     }
+    if window is not None:
+        batch["labels"] = torch.empty((batch_size, window), dtype=torch.long, device="meta")
+        batch["logits_to_keep"] = torch.arange(seq - window, seq, device="meta")
     return batch, seq
 
 
@@ -250,39 +266,57 @@ def dry_run(spec, config, *, target: str = "cuda", text_tokens: int = 48, steps:
     start = time.time()
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     model = build_meta_model(spec, config)
-    weights = weights_by_component(model)
     t = spec.training
-    batch, seq = meta_batch(config, t.per_device_train_batch_size, text_tokens, t.model_max_length)
+    batch, seq = meta_batch(
+        config, t.per_device_train_batch_size, text_tokens, t.model_max_length, window=answer_window(spec)
+    )
     optimizer = _optimizer(spec, model, target)
+    with _target_kernels(target), flash_sdpa(), MetaStorageTracker() as tracker:
+        fields = tracked_steps(
+            model, batch, optimizer, tracker, steps=steps, accumulation=t.gradient_accumulation_steps
+        )
+    return DryRun(
+        target=target, **fields, seq_len=seq, batch_size=t.per_device_train_batch_size,
+        seconds=time.time() - start, data_reads=tracker.data_reads,
+    )  # fmt: skip
+
+
+def tracked_steps(
+    model: nn.Module, batch: dict, optimizer, tracker, *, steps: int, accumulation: int = 1, autocast=None
+) -> dict:
+    """``steps`` optimizer steps of ``model`` on ``batch`` inside ``tracker`` (entered by the caller), and what
+    was alive at the peak by category: DryRun's fields from ``peak_bytes`` to ``phase_peaks``. The dry run
+    runs it on meta tensors; llava_df.memory.measure on real CPU ones. ``autocast``: a context manager
+    entered around each forward (the Trainer's --bf16 on CPU), or None."""
+    weights = weights_by_component(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     grad_ids: set[int] = set()
     state_ids: set[int] = set()
     saved: set[int] = set()  # forward allocations still alive when backward starts: saved for backward
-    with _target_kernels(target), flash_sdpa(), MetaStorageTracker() as tracker:
-        # the weights exist before the step: views of them are not new memory
-        tracker.ignore(x for module in model.modules() for x in _tensors_of(module))
-        for _ in range(steps):
-            # Two micro-batches show what accumulation adds (gradients held across them); more repeat it.
-            for _micro in range(min(2, max(1, t.gradient_accumulation_steps))):
-                tracker.phase = "forward"
+    # the weights exist before the step: views of them are not new memory
+    tracker.ignore(x for module in model.modules() for x in _tensors_of(module))
+    for _ in range(steps):
+        # Two micro-batches show what accumulation adds (gradients held across them); more repeat it.
+        for _micro in range(min(2, max(1, accumulation))):
+            tracker.phase = "forward"
+            with autocast if autocast is not None else contextlib.nullcontext():
                 loss = model(**batch).loss
-                saved |= tracker.live_serials("forward")
-                tracker.phase = "backward"
-                loss.backward()
-                del loss
-            grad_ids |= tracker.serials(p.grad for p in trainable if p.grad is not None)
-            tracker.phase = "optimizer"
-            optimizer.step()
-            state_ids |= tracker.serials(v for state in optimizer.state.values() for v in state.values())
-            optimizer.zero_grad(set_to_none=True)
+            saved |= tracker.live_serials("forward")
+            tracker.phase = "backward"
+            loss.backward()
+            del loss
+        grad_ids |= tracker.serials(p.grad for p in trainable if p.grad is not None)
+        tracker.phase = "optimizer"
+        optimizer.step()
+        state_ids |= tracker.serials(v for state in optimizer.state.values() for v in state.values())
+        optimizer.zero_grad(set_to_none=True)
     at_peak = tracker.at_peak.values()
     grads = sum(size for size, _, serial in at_peak if serial in grad_ids)
     states = sum(size for size, _, serial in at_peak if serial in state_ids)
     activations = sum(size for size, _, serial in at_peak if serial in saved)
     dynamic = tracker.peak
     weights_total = sum(c["bytes"] for c in weights.values())
-    return DryRun(
-        target=target,
+    return dict(
         peak_bytes=weights_total + dynamic,
         peak_phase=tracker.peak_phase,
         weights=weights,
@@ -293,8 +327,4 @@ def dry_run(spec, config, *, target: str = "cuda", text_tokens: int = 48, steps:
         activations_bytes=activations,
         temporaries_bytes=dynamic - grads - states - activations,
         phase_peaks={k: weights_total + v for k, v in tracker.phase_peaks.items()},
-        seq_len=seq,
-        batch_size=t.per_device_train_batch_size,
-        seconds=time.time() - start,
-        data_reads=tracker.data_reads,
     )

@@ -29,7 +29,7 @@ gradient of the logits, 12 bsV, at the start of backward, where the peak usually
 
 from __future__ import annotations
 
-from llava_df.memory.dryrun import model_dtype
+from llava_df.memory.dryrun import answer_window, model_dtype
 from llava_df.model.build import projector_dims
 from llava_df.model.strategies import lora_targets
 from llava_df.projectors.registry import count_parameters
@@ -83,12 +83,17 @@ def _weight_bytes(n_in: int, n_out: int, bits: int, e: int, double_quant: bool) 
 def _params(config) -> dict[str, int]:
     """Parameter counts of the frozen parts, by component, from the config alone."""
     v, t = config.vision_config, config.text_config
-    hv, iv, lv = v.hidden_size, v.intermediate_size, v.num_hidden_layers
+    hv, lv = v.hidden_size, v.num_hidden_layers
+    # CLIP names its MLP width; DINOv2 (the smol preset's tower) gives a ratio and adds a layer scale
+    # per residual branch (2 x hidden per layer) and a mask token.
+    iv = getattr(v, "intermediate_size", None) or int(hv * v.mlp_ratio)
+    extra = lv * 2 * hv + hv if v.model_type == "dinov2" else 0
     patches = (v.image_size // v.patch_size) ** 2
     vision = (
         3 * v.patch_size**2 * hv + (patches + 1) * hv + hv  # patch conv, positions, class embedding
         + 2 * hv * 2  # pre and post layernorm
         + lv * (4 * (hv * hv + hv) + 2 * hv * iv + iv + hv + 4 * hv)
+        + extra
     )  # fmt: skip
     h, layers = t.hidden_size, t.num_hidden_layers
     linear = sum(a * b for a, b in _linear_shapes(t).values())
@@ -186,7 +191,7 @@ def estimate(
     # vision -> projector -> embeddings: the projector keeps its input and hidden activations (fp32)
     n_img = config.image_seq_length
     saved += 4 * b * n_img * in_dim + 2 * 4 * b * n_img * out_dim + 4 * bs * h  # + the final norm's input
-    loss = 12 * bs * vocab
+    loss = 12 * b * (answer_window(spec) or s) * vocab  # logits and the loss's fp32 copies, where kept
 
     per_param = optimizer_state_bytes(tr.optim)
     layer_grads = e * (3 * bs * i + 2 * bs * h)  # gradients of gate/up/act and of the hidden state, transient

@@ -6,6 +6,7 @@ How to call::
 
 ``--model_name_or_path`` may be:
 - ``tiny`` / ``tiny_llm`` (+ tower): the offline preset, as training builds it;
+- ``smol``: the pretrained CPU preset (llava_df.model.smol), its shapes written there (no wheel needed);
 - a name in :data:`KNOWN_MODELS` (LLaVA-1.5 7B/13B): shapes written here, so a plan for the model
   the users train needs no download;
 - a folder with a LLaVA ``config.json`` (weights not needed);
@@ -153,7 +154,7 @@ def plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
 def _plan_config(model_args) -> tuple[LlavaConfig, list[str]]:
 
     name, notes = model_args.model_name_or_path, []
-    if name in ("tiny", "tiny_llm"):
+    if name in ("tiny", "tiny_llm", "smol"):  # presets: shapes written in code, no wheel or weights read
         return model_config(model_args), notes
     if name in KNOWN_MODELS and not Path(name).is_dir():
         return _apply_vision_flags(KNOWN_MODELS[name](), model_args, name), notes

@@ -34,6 +34,8 @@ from transformers import (
     AutoTokenizer,
     CLIPVisionConfig,
     CLIPVisionModel,
+    Dinov2Config,
+    Dinov2Model,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
@@ -72,6 +74,9 @@ KNOWN_TOWERS = {
         "openai/clip-vit-base-patch16": (768, 3072, 12, 12, 224, 16),
     }.items()
 }
+# Vision towers saved on their own, by model_type -> the class that loads one (a whole CLIP checkpoint
+# loads its vision half through CLIPVisionModel). DINOv2: the smol preset's (llava_df.model.smol).
+TOWER_CLASSES = {"clip_vision_model": CLIPVisionModel, "dinov2": Dinov2Model}
 # Text models LLaVA builds on (a Llama-architecture config.json is what the planner and strategies know).
 SUPPORTED_LLMS = ("llama", "mistral", "qwen2")
 
@@ -134,10 +139,10 @@ def tower_config(name: str, cache_dir: str | None = None) -> CLIPVisionConfig:
     return _vision_part(config, name)
 
 
-def _vision_part(config, name: str) -> CLIPVisionConfig:
+def _vision_part(config, name: str) -> CLIPVisionConfig | Dinov2Config:
     if config.model_type == "clip":
         return config.vision_config
-    if config.model_type == "clip_vision_model":
+    if config.model_type in TOWER_CLASSES:  # a tower saved on its own (tiny_clip, the smol preset's DINOv2)
         return config
     raise UsageError(
         f"--vision_tower {name} is a {config.model_type!r} model, not CLIP (clip / clip_vision_model). Pass a CLIP "
@@ -241,8 +246,20 @@ def _listing(path: str, cache_dir: str | None) -> dict:
     return {"config": (folder / "config.json").read_text(), "files": files}
 
 
-def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype | None = None) -> Path:
-    """Save LLM ``llm`` + tower ``tower`` + a new projector as one LLaVA checkpoint; return its folder."""
+def materialize_assembled(
+    llm: str,
+    tower: str,
+    model_args,
+    dtype: torch.dtype | None = None,
+    *,
+    info: dict | None = None,
+    verify=None,
+) -> Path:
+    """Save LLM ``llm`` + tower ``tower`` + a new projector as one LLaVA checkpoint; return its folder.
+
+    ``info``: recorded in config.json's ``llava_df`` beside ``assembled_from`` (a preset's sources);
+    ``verify(folder)``: why a freshly built folder must not be kept (None: keep it), see build_once.
+    """
 
     cache_dir = getattr(model_args, "cache_dir", None)
     llm_path = resolve_part(llm, "--model_name_or_path")
@@ -253,6 +270,7 @@ def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype |
         "tower": _listing(tower_path, cache_dir),
         "config": config.to_dict(),
         "dtype": str(dtype),
+        **({"info": info} if info else {}),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     target = cache_root() / f"assembled-{digest}"
@@ -261,7 +279,9 @@ def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype |
         logger.info("building a LLaVA from %s + %s (once; cached in %s)", llm, tower, target)
         kwargs = {"cache_dir": cache_dir, "dtype": dtype or "auto"}
         language = AutoModelForCausalLM.from_pretrained(llm_path, **kwargs)
-        vision = CLIPVisionModel.from_pretrained(tower_path, **kwargs)
+        vision = TOWER_CLASSES.get(config.vision_config.model_type, CLIPVisionModel).from_pretrained(
+            tower_path, **kwargs
+        )
         with torch.device("meta"):
             model = LlavaForConditionalGeneration(config)
         # Real modules replace the meta ones: no second copy of the LLM is ever allocated.
@@ -272,11 +292,11 @@ def materialize_assembled(llm: str, tower: str, model_args, dtype: torch.dtype |
         model.model.multi_modal_projector = projector.to(next(language.parameters()).dtype)
         if config.text_config.vocab_size > language.config.vocab_size:  # <image> was added
             model.resize_token_embeddings(config.text_config.vocab_size, mean_resizing=True)
-        model.config.llava_df = {"assembled_from": {"llm": llm, "vision_tower": tower}}
+        model.config.llava_df = {"assembled_from": {"llm": llm, "vision_tower": tower}, **(info or {})}
         save_model_files(model, tmp)
         assembled_processor(llm, tower, model_args).save_pretrained(tmp)
 
-    return materialize_folder(target, write)
+    return materialize_folder(target, write, verify=verify)
 
 
 def is_llava(config) -> bool:

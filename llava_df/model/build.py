@@ -51,6 +51,7 @@ from llava_df.model.quantization import (
     skip_modules,
     validate_bits,
 )
+from llava_df.model.smol import materialize_smol, smol_config
 from llava_df.model.tiny import load_tiny_processor, materialize_tiny, tiny_config
 from llava_df.projectors import create_projector
 from llava_df.spec.llava_flags import SELECT_FEATURES
@@ -74,6 +75,8 @@ def resolve_checkpoint(name_or_path: str, cache_dir: str | None = None) -> str:
     """
     if name_or_path == "tiny":
         return str(materialize_tiny())
+    if name_or_path == "smol":
+        return str(materialize_smol())
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -137,10 +140,10 @@ def _load_config(path: str, cache_dir: str | None = None):
 
 
 def _source(model_args) -> tuple[str, str]:
-    """("tiny" | "llava", checkpoint path) or ("assembled", LLM path): what --model_name_or_path names."""
+    """("tiny" | "smol" | "llava", checkpoint path) or ("assembled", LLM path): what --model_name_or_path names."""
     name, cache_dir = model_args.model_name_or_path, model_args.cache_dir
-    if name == "tiny":  # materialized only when weights are needed (build_model)
-        return "tiny", name
+    if name in ("tiny", "smol"):  # presets: materialized only when weights or the processor are needed
+        return name, name
     if name in TINY_PARTS:
         return "assembled", resolve_part(name, "--model_name_or_path")
     path = resolve_checkpoint(name, cache_dir)
@@ -183,7 +186,8 @@ def model_config(model_args):
     kind, path = _source(model_args)
     if kind == "assembled":
         return assembled_config(path, model_args.vision_tower, model_args)
-    config = tiny_config() if kind == "tiny" else _load_config(path, model_args.cache_dir)
+    presets = {"tiny": tiny_config, "smol": smol_config}
+    config = presets[kind]() if kind in presets else _load_config(path, model_args.cache_dir)
     if model_args.vision_tower:
         check_tower(model_args.vision_tower, config, model_args.model_name_or_path, model_args.cache_dir)
     return _apply_vision_flags(config, model_args, model_args.model_name_or_path)
@@ -194,6 +198,8 @@ def load_processor(model_args):
     kind, path = _source(model_args)
     if kind == "assembled":
         return assembled_processor(path, model_args.vision_tower, model_args)
+    if kind == "smol":  # its tokenizer comes from the GGUF: the preset is built (once) to read it
+        path = str(materialize_smol())
     processor = (
         load_tiny_processor()
         if kind == "tiny"
@@ -304,6 +310,8 @@ def swap_projector(
         and base.config.multimodal_projector_bias
         and not _is_quantized(old)
         and not any(p.is_meta for p in old.parameters())  # a memory plan's weightless model has none to copy
+        # a preset assembled from an LLM and a tower holds LLaVA's fresh init, one draw for every seed
+        and (getattr(base.config, "llava_df", None) or {}).get("projector") != "untrained"
     ):
         new.load_state_dict(old.state_dict())  # MLPProjector maps linear_1/linear_2 -> 0/2
         source = "checkpoint"  # the checkpoint's own multi_modal_projector
@@ -334,6 +342,8 @@ def materialize_base(model_args, *, torch_dtype: torch.dtype | None = None) -> s
         return str(materialize_assembled(path, model_args.vision_tower, model_args, dtype=torch_dtype))
     if kind == "tiny":
         return str(materialize_tiny())
+    if kind == "smol":
+        return str(materialize_smol())
     return path
 
 

@@ -316,10 +316,15 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
-def materialize_folder(target: Path, write) -> Path:
+def materialize_folder(target: Path, write, verify=None) -> Path:
     """``target``, written once by ``write(tmp)`` across processes (llava_df.io.build_once): one process
-    builds under a file lock, the others wait; a folder without its completeness marker is rebuilt."""
-    return build_once(target, write, verify=checkpoint_problem, what="cached checkpoint")
+    builds under a file lock, the others wait; a folder without its completeness marker is rebuilt.
+    ``verify(tmp)``: a further reason not to keep it (None: keep), after checkpoint_problem's."""
+
+    def problem(folder: Path) -> str | None:
+        return checkpoint_problem(folder) or (verify(folder) if verify is not None else None)
+
+    return build_once(target, write, verify=problem, what="cached checkpoint")
 
 
 def example_batch(processor: LlavaProcessor | None = None, batch_size: int = 4, seed: int = 0) -> dict:

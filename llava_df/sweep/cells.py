@@ -14,10 +14,14 @@ from llava_df.spec.strategy import STRATEGIES
 
 PACKAGE = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = PACKAGE / "configs" / "sweep_tiny.yaml"
+STAGE1_RECIPE = PACKAGE / "configs" / "stage1_tiny.yaml"
 REFERENCE = "mlp2x_gelu"
 DEFAULT_PROJECTORS = ("mlp2x_gelu", "kan_h256_g5_k3", "kan_h128_g5_k3", "kan_h64_g5_k3", "kan_h64_g3_k2", "kan_light", "linear")  # fmt: skip
 DEFAULT_STRATEGIES = tuple(STRATEGIES)
 DEFAULT_SEEDS = (0, 1, 2)
+# Rows beside the comparison, never in its tests: the stage-1 model asked the detection question before
+# any detection training, in two forms (sweep/zeroshot.py).
+ZERO_SHOT_STRATEGIES = ("zero_shot", "zero_shot_yes_no")
 QUICK = {
     "projectors": ("mlp2x_gelu", "kan_h64_g3_k2"),
     "strategies": ("projector_only", "lora"),
@@ -34,6 +38,12 @@ STRATEGY_FLAGS = {
 }
 
 
+def stage1_recipe_for(model_name_or_path: str) -> Path:
+    """The stage-1 recipe of a preset (configs/stage1_<preset>.yaml: tiny, smol), else the tiny one's."""
+    own = PACKAGE / "configs" / f"stage1_{model_name_or_path}.yaml"
+    return own if model_name_or_path.isidentifier() and own.is_file() else STAGE1_RECIPE
+
+
 @dataclass(frozen=True)
 class Cell:
     projector: str
@@ -44,7 +54,7 @@ class Cell:
     def name(self) -> str:
         return f"{self.projector}__{self.strategy}__seed{self.seed}"
 
-    def flags(self, runs_dir: Path, stage1: dict[str, str] | None = None) -> list[str]:
+    def flags(self, runs_dir: Path, stage1: dict[str, str | dict[int, str]] | None = None) -> list[str]:
         flags = [
             "--mm_projector_type",
             self.projector,
@@ -52,8 +62,11 @@ class Cell:
             "--seed",
             str(self.seed),
         ]
-        if stage1 and self.projector in stage1:
-            flags += ["--pretrain_mm_mlp_adapter", stage1[self.projector]]
+        start = (stage1 or {}).get(self.projector)  # one file, or one per seed (--stage1_per_seed)
+        if isinstance(start, dict):
+            start = start.get(self.seed)
+        if start:
+            flags += ["--pretrain_mm_mlp_adapter", start]
         return [*flags, "--output_dir", str(runs_dir / self.name), "--overwrite_output_dir", "True"]
 
 

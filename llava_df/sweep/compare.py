@@ -44,6 +44,7 @@ from llava_df.projectors.profile import macs_per_token
 from llava_df.spec.resolve import parse_spec
 from llava_df.sweep.cells import (
     REFERENCE,
+    ZERO_SHOT_STRATEGIES,
     Cell,
     grid,
 )
@@ -64,6 +65,7 @@ from llava_df.sweep.record import (
 from llava_df.sweep.report import aggregate, runs_machine
 from llava_df.sweep.stage1 import run_stage1
 from llava_df.sweep.submit import run_jobs
+from llava_df.sweep.zeroshot import zero_shot_records
 from llava_df.train.workflow import train
 
 logger = logging.getLogger(__name__)
@@ -139,6 +141,51 @@ def run_probe_records(args, train_flags: list[str], command: str) -> None:
         cell = record["cell"]
         write_record(out / f"{cell['projector']}__probe__seed{cell['seed']}.json", record)
     print(f"probes: {len(PROBES)} probes in {time.time() - start:.0f} s", file=sys.stderr)
+
+
+# ---- zero-shot rows (the stage-1 model before detection training) ----------------------------
+def run_zero_shot_records(args, train_flags: list[str], command: str) -> None:
+    """Zero-shot records (sweep/zeroshot.py) of every projector with a stage-1 file, one per seed when each
+    seed has its own file (else one), reused while their key holds; ``--workers`` of them at once."""
+    out = args.results_dir / "comparison" / "runs"
+    fingerprint = code_fingerprint()
+    jobs = []
+    for projector, files in args.stage1.items():
+        for seed in args.seeds if isinstance(files, dict) else args.seeds[:1]:
+            argv = cell_argv(args, train_flags, Cell(projector, "projector_only", seed))
+            config = parse_spec(argv).to_json()
+            adapter = Path(config["model"]["pretrain_mm_mlp_adapter"])
+            config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(
+                adapter.read_bytes()
+            ).hexdigest()
+            key = cell_key(config, fingerprint)
+            paths = [str(out / f"{projector}__{form}__seed{seed}.json") for form in ZERO_SHOT_STRATEGIES]
+            if not args.force and all(
+                Path(p).is_file() and json.loads(Path(p).read_text()).get("key") == key for p in paths
+            ):
+                continue
+            jobs.append((f"{projector} zero-shot seed {seed}", (argv, seed, key, paths, command)))
+    if args.workers > 1 and len(jobs) > 1:
+        failures = run_pool(run_zero_shot, jobs, args.workers)
+        if failures:
+            raise RunError(f"zero-shot rows failed: {'; '.join(failures)}. Fix the cause and run the same command "
+                           "again (finished ones are kept), or skip them with --zero_shot False.")  # fmt: skip
+        return
+    for _, job in jobs:
+        run_zero_shot(*job)
+
+
+def run_zero_shot(argv: list[str], seed: int, key: str, paths: list[str], command: str) -> dict:
+    """One projector and seed's zero-shot records (both forms), in this process or a pool worker."""
+    start = time.time()
+    records = zero_shot_records(parse_spec(argv), seed=seed, key=key)
+    for path, record in zip(paths, records, strict=True):
+        write_record(Path(path), record | {"command": command})
+    print(
+        f"zero-shot: {records[0]['cell']['projector']} seed {seed} in {time.time() - start:.0f} s",
+        file=sys.stderr,
+    )
+    return {"cell": records[0]["cell"]["name"], "auc": records[0]["metrics"]["test"]["auc"]}
 
 
 # ---- the sweep ------------------------------------------------------------------------------
@@ -220,8 +267,18 @@ def run(parsed) -> dict:
     if args.run_stage1 and not args.aggregate and not args.only_probes:
         n_captions = 120 if args.quick else 1000  # --quick: a smoke run of the whole pipeline
         args.stage1 = run_stage1(
-            args.projectors, args.runs_dir, train_flags, captions=args.stage1_data, n_captions=n_captions
-        )
+            args.projectors, args.runs_dir, train_flags, captions=args.stage1_data, n_captions=n_captions,
+            seeds=args.seeds if args.stage1_per_seed else None, recipe=args.stage1_recipe,
+            image_size=args.image_size, workers=args.workers,
+        )  # fmt: skip
+    if (
+        args.stage1
+        and args.zero_shot
+        and args.mode == "comparison"
+        and not args.aggregate
+        and not args.only_probes
+    ):
+        run_zero_shot_records(args, train_flags, command)
     if not args.aggregate and not args.only_probes:
         todo, skipped = plan(args, train_flags)
         if args.emit_jobs or args.cell:  # commands for another scheduler, or one of them run here

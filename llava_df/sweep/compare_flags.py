@@ -26,8 +26,10 @@ from llava_df.sweep.cells import (
     DEFAULT_SEEDS,
     DEFAULT_STRATEGIES,
     QUICK,
+    STAGE1_RECIPE,
     Cell,
     grid,
+    stage1_recipe_for,
 )
 from llava_df.sweep.job_args import JobArguments, check_job_args
 from llava_df.sweep.lr_grid import load_choice, pair, parse_rates, provenance, tag
@@ -124,6 +126,21 @@ class CompareArguments:
         default=None,
         metadata={"help": "--stage1's captions (LLaVA-Pretrain JSON); None: synthetic captions written to "
                           "RUNS_DIR/stage1/captions."},
+    )  # fmt: skip
+    stage1_per_seed: bool = field(
+        default=False,
+        metadata={"help": "With --stage1 (alone): align each projector once per seed, and start each cell from its own "
+                          "seed's stage-1 file (no draw shared between seeds, on either side of a comparison)."},
+    )  # fmt: skip
+    stage1_recipe: str | None = field(
+        default=None,
+        metadata={"help": "--stage1's training config; None: the preset's own (configs/stage1_smol.yaml for "
+                          "--model_name_or_path smol), else configs/stage1_tiny.yaml."},
+    )  # fmt: skip
+    zero_shot: bool = field(
+        default=True,
+        metadata={"help": "With stage-1 files: also score each stage-1 model on the detection question before any "
+                          "detection training (rows zero_shot and zero_shot_yes_no beside the comparison)."},
     )  # fmt: skip
 
 
@@ -245,6 +262,7 @@ def parse(argv: list[str]):
     if args.lr_choice is not None:  # the rates must come from a grid of this study (its model, data, budget)
         study = provenance(parsed.values) if parsed is not None else None
         args.lr_choices = load_choice(Path(args.lr_choice), args.projectors, args.strategies, study)
+    _stage1_settings(args, parsed, train_flags)
     unknown = sorted(set(args.stage1) - set(args.projectors))
     if unknown:
         raise UsageError(f"--stage1 names {unknown}, which are not in --projectors {args.projectors}.")
@@ -253,6 +271,31 @@ def parse(argv: list[str]):
     check_job_args(args)
     args.argv = list(argv)
     return args, train_flags
+
+
+def _stage1_settings(args, parsed, train_flags: list[str]) -> None:
+    """--stage1_per_seed and --stage1_recipe checked; the sweep's image size and model read for stage 1."""
+    if args.stage1_per_seed and not args.run_stage1:
+        raise UsageError("--stage1_per_seed runs stage 1 once per seed: add --stage1 (alone).")
+    if parsed is not None:
+        values = parsed.values
+    else:  # no flag table here (see spec.parse): the real parse answers, torch and all
+        from llava_df.spec.resolve import parse_spec  # lazy: torch, only where no flag table can be made
+
+        spec = parse_spec(
+            cell_argv(args, train_flags, grid(args.projectors[:1], args.strategies[:1], args.seeds[:1])[0])
+        )
+        values = argparse.Namespace(
+            image_size=spec.data.image_size, model_name_or_path=spec.model.model_name_or_path
+        )
+    args.image_size = values.image_size  # stage 1's synthetic captions are rendered at the sweep's size
+    args.stage1_recipe = (
+        Path(args.stage1_recipe) if args.stage1_recipe else stage1_recipe_for(values.model_name_or_path)
+    )
+    if not args.stage1_recipe.is_file():
+        raise UsageError(
+            f"--stage1_recipe {args.stage1_recipe}: no such file. The default is {STAGE1_RECIPE}."
+        )
 
 
 def _check_unknown(train_flags: list[str]) -> None:

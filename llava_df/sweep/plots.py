@@ -25,6 +25,7 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter, FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
+from llava_df.sweep.cells import ZERO_SHOT_STRATEGIES  # noqa: E402
 from llava_df.sweep.real_scale import REAL_SCALE_LABEL  # noqa: E402
 
 PROBE = "probe"
@@ -90,7 +91,8 @@ def _style(projectors: list[str]) -> dict[str, tuple]:
 def _scatter(
     rows: list[dict], path: Path, x_key: str, x_label: str, log_x: bool, note: str, what: str = ""
 ) -> Path | None:
-    cells = [r for r in rows if r["strategy"] != PROBE and _finite(r.get(x_key)) and _finite(r["test_auc"])]
+    trained = [r for r in rows if r["strategy"] not in (PROBE, *ZERO_SHOT_STRATEGIES)]
+    cells = [r for r in trained if _finite(r.get(x_key)) and _finite(r["test_auc"])]
     strategies = sorted({r["strategy"] for r in cells})
     if not strategies:
         return None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llava_df.errors import UsageError
 from llava_df.provenance import run_environment
-from llava_df.sweep.cells import REFERENCE
+from llava_df.sweep.cells import REFERENCE, ZERO_SHOT_STRATEGIES
 from llava_df.sweep.confirm import DEFAULT_PROTOCOL, load_protocol
 from llava_df.sweep.inference import Analysis, power_summary
 from llava_df.sweep.plots import write_plots
@@ -119,6 +119,16 @@ def aggregate(results_dir: Path, command: str, protocol: Path | None = None) -> 
             "Probe rows (strategy probe): linear / MLP / KAN probes on the frozen tower's features, the same splits "
             "(`--only_probes` recomputes them; llava_df/sweep/probes.py); the last column is each row's test AUC minus the "
             "best probe's.",
+            *(
+                [
+                    "Zero-shot rows (strategies zero_shot, zero_shot_yes_no): each projector's stage-1 model asked before any "
+                    "detection training, the sweep's own question (P of the fake answer's first token against the real "
+                    "one's) and 'Is this face fake? Answer yes or no.' (P(Yes) against P(No)), scored as the trained cells "
+                    "are (llava_df/sweep/zeroshot.py); beside the comparison, never in its tests."
+                ]
+                if any(r["cell"]["strategy"] in ZERO_SHOT_STRATEGIES for r in records)
+                else []
+            ),
             "Accuracy is at each run's decision threshold, chosen on its validation scores (--threshold_rule, default the EER point); peak memory "
             f"is {rows[0]['peak_memory_kind']} of the whole run (tiny preset: what the run measured, not a 7B figure).",
         ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llava_df.sweep.cells import REFERENCE
+from llava_df.sweep.cells import REFERENCE, ZERO_SHOT_STRATEGIES
 from llava_df.sweep.inference import Analysis, Comparison, adjust_family, compare_to_reference
 from llava_df.sweep.real_scale import REAL_SCALE_LABEL, planned_7b_peak_gib
 from llava_df.sweep.stats import hanley_mcneil_se, mean_ci
@@ -83,8 +83,10 @@ def comparison_rows(
             "s_per_step": float(np.mean([(r.get("time") or {}).get("s_per_step") or math.nan for r in runs])),
             "planned_7b_peak_gib": _planned_7b(projector, strategy),
         }
-        row["comparison"] = _versus_reference(
-            groups.get((REFERENCE, strategy), []), runs, projector, analysis
+        row["comparison"] = (
+            "beside the comparison (zero-shot)"  # stage 1 alone: shown, never tested
+            if strategy in ZERO_SHOT_STRATEGIES
+            else _versus_reference(groups.get((REFERENCE, strategy), []), runs, projector, analysis)
         )
         rows.append(row)
     # Holm (and BH) over every comparison the table makes, then each row gets its adjusted result
@@ -104,7 +106,7 @@ def comparison_rows(
 
 def _planned_7b(projector: str, strategy: str) -> float:
     """The planner's LLaVA-1.5-7B peak for this cell (sweep/real_scale.py); NaN for probes."""
-    if strategy == PROBE:
+    if strategy == PROBE or strategy in ZERO_SHOT_STRATEGIES:
         return math.nan
     return planned_7b_peak_gib(projector, strategy)
 
@@ -255,10 +257,15 @@ def write_summary(rows: list[dict], out_dir, analysis: Analysis, power: dict | N
             cells.append(
                 "n/a"
                 if r is None
+                else _fmt(
+                    r["test_auc"], r["test_auc_ci"]
+                )  # a zero-shot row: nothing trained, nothing planned
+                if s in ZERO_SHOT_STRATEGIES
                 else f"{_fmt(r['test_auc'], r['test_auc_ci'])}{mark.get(r['vs_ref_verdict'], '')} "
                 f"[{_fmt(r.get('planned_7b_peak_gib'), digits=1)} GiB]"
             )
-        held = [cell[(p, s)]["heldout_auc"] for s in strategies if (p, s) in cell]
+        trained = [s for s in strategies if s not in ZERO_SHOT_STRATEGIES]
+        held = [cell[(p, s)]["heldout_auc"] for s in trained if (p, s) in cell]
         held = [h for h in held if h is not None and math.isfinite(h)]
         lines.append(
             f"| {p} | " + " | ".join(cells) + f" | {_fmt(float(np.mean(held)) if held else math.nan)} |"
