@@ -28,7 +28,22 @@ def _lock() -> dict[str, Version]:
 
 def _direct() -> list[Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    found = []
+    for req in map(Requirement, project["dependencies"] + extras["dev"]):
+        if canonicalize_name(req.name) == canonicalize_name(project["name"]):  # dev names other extras
+            found += [Requirement(r) for extra in sorted(req.extras) for r in extras[extra]]
+        else:
+            found.append(req)
+    return found
+
+
+def test_dev_installs_every_extra_the_tests_cover():
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {canonicalize_name(r.name) for r in _direct()}
+    for extra in ("faces", "cluster", "smol", "demo"):
+        missing = [r for r in extras[extra] if canonicalize_name(Requirement(r).name) not in names]
+        assert not missing, f"extra {extra}: {missing} not installed by dev, so CI would not test them"
 
 
 def test_every_direct_dependency_is_locked_inside_its_range():
