@@ -2,6 +2,8 @@
 
     python benchmarks/smol_memory.py                                   # mlp2x_gelu, the three strategies
     python benchmarks/smol_memory.py --projectors mlp2x_gelu,kan_h64_g5_k3 --batch 16
+    python benchmarks/smol_memory.py --projectors mlp2x_gelu,kan_h36_g5_k3,kan_h64_g5_k3,bottleneck_h64_silu,\
+        bottleneck_h64_rational --no_torch_tracker            # protocol v3's family, every strategy
 
 For each (projector, strategy) on the sweep recipe (llava_df/configs/sweep_smol.yaml: INT8, bf16 autocast,
 answer window), one process per measurement:
@@ -170,6 +172,11 @@ def main() -> None:
     parser.add_argument("--projectors", default="mlp2x_gelu")
     parser.add_argument("--strategies", default=",".join(STRATEGY_FLAGS))
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument(
+        "--no_torch_tracker",
+        action="store_true",
+        help="skip torch's MemTracker (it does not run on this model: results/smol/memory.md)",
+    )
     parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._worker:
@@ -193,7 +200,8 @@ def main() -> None:
             measured = run_worker("ours", argv)
             row = {"projector": projector, "strategy": strategy, "measured": measured,
                    "planned": run_worker("plan", argv, measured.get("seq_len")) if "error" not in measured else {},
-                   "torch": run_worker("torch", argv)}  # fmt: skip
+                   "torch": {"error": "not run (--no_torch_tracker)"} if args.no_torch_tracker
+                   else run_worker("torch", argv)}  # fmt: skip
             rows.append(row)
             print(projector, strategy, "done", file=sys.stderr, flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
