@@ -13,6 +13,18 @@ protocol's margin, verdicts, effect sizes, and the minimum detectable difference
 Writes ``<out>/comparisons.csv``, ``<out>/comparisons.md`` (the header names the protocol file and
 its commit, the records' benchmark seed, and the fraction of runs that selected their last epoch).
 A record whose benchmark seed is not the protocol's is refused unless ``--exploratory``.
+
+Optional protocol keys (v3; a protocol without them gives exactly the v1/v2 output):
+
+- ``sensitivity_margins: [0.01, 0.015, 0.02]``: the verdicts at each margin and the smallest margin
+  each equivalence claim survives (llava_df.sweep.margins) -> ``<out>/margin_sensitivity.{md,csv}``;
+- ``secondary: [family_auc, tpr_at_fpr_0.01, ...]``: secondary endpoints, never verdicts
+  (llava_df.sweep.secondary; ``bootstrap_draws``, ``bootstrap_seed`` for TPR at FPR's image part)
+  -> ``<out>/family_auc.{md,csv}``, ``<out>/tpr_at_fpr.{md,csv}``;
+- ``max_last_eval_share: 0.2``: the header gives the share of runs that selected their last
+  evaluation per strategy, and says in bold where the epoch cap binds (share above it);
+- ``one_commit: true``: the family's records must share one code commit from a clean tree, one machine
+  type and one preset (llava_df.sweep.study), else refused unless ``--exploratory``; the header names them.
 """
 
 from __future__ import annotations
@@ -29,9 +41,12 @@ import numpy as np
 
 from llava_df.errors import UsageError, cli_entry
 from llava_df.io import write_text
+from llava_df.sweep import secondary
 from llava_df.sweep.inference import Analysis, adjust_family, compare_to_reference, power_summary
+from llava_df.sweep.margins import sensitivity, write_margin_sensitivity
 from llava_df.sweep.protocol import load_protocol
-from llava_df.sweep.record import last_epoch_fraction, read_records
+from llava_df.sweep.record import last_epoch_by_strategy, last_epoch_fraction, read_records
+from llava_df.sweep.study import check_one_study, study_line
 
 # The repository's protocol (an editable checkout); an installed wheel has none and uses inference's defaults.
 DEFAULT_PROTOCOL = Path(__file__).resolve().parents[2] / "protocols" / "confirmatory_v1.yaml"
@@ -72,10 +87,10 @@ def pair_scores(
     return cells, y, notes
 
 
-def analyse(records: list[dict], protocol: dict, exploratory: bool = False) -> tuple[list, dict]:
-    cells, y, _ = pair_scores(records, protocol, exploratory)
-    ref = protocol["reference"]
-    comparisons = []
+def paired(cells: dict, protocol: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """[(name "candidate vs reference | strategy", candidate [k, N], reference [k, N])] in the family's order,
+    row s of each side = the s-th paired seed."""
+    ref, pairs = protocol["reference"], []
     for strategy in protocol["strategies"]:
         reference = cells.get((ref, strategy), {})
         for candidate in protocol["candidates"]:
@@ -86,10 +101,15 @@ def analyse(records: list[dict], protocol: dict, exploratory: bool = False) -> t
                     f"{candidate} vs {ref} under {strategy}: {len(seeds)} paired seeds in the records; the protocol's "
                     "family needs every comparison with at least 2. Run the missing cells, then analyse again."
                 )
-            comparisons.append(compare_to_reference(
-                y, np.stack([mine[s] for s in seeds]), np.stack([reference[s] for s in seeds]),
-                name=f"{candidate} vs {ref} | {strategy}", margin=protocol["margin"],
-            ))  # fmt: skip
+            pairs.append((f"{candidate} vs {ref} | {strategy}", np.stack([mine[s] for s in seeds]),
+                          np.stack([reference[s] for s in seeds])))  # fmt: skip
+    return pairs
+
+
+def analyse(records: list[dict], protocol: dict, exploratory: bool = False) -> tuple[list, dict]:
+    cells, y, _ = pair_scores(records, protocol, exploratory)
+    comparisons = [compare_to_reference(y, a, b, name=name, margin=protocol["margin"])
+                   for name, a, b in paired(cells, protocol)]  # fmt: skip
     family = adjust_family(comparisons, alpha=protocol["alpha"])
     power_info = power_summary(family, Analysis.from_protocol(protocol, "protocol"))
     return family, power_info
@@ -106,7 +126,7 @@ def _row(c) -> dict:
 
 
 def render(family, power: dict, protocol: dict, protocol_path: Path, last: tuple[int, int], command: str,
-           exploratory: bool) -> str:  # fmt: skip
+           exploratory: bool, more_header: tuple[str, ...] = ()) -> str:  # fmt: skip
     kind = "EXPLORATORY (development benchmark: not a confirmatory result)" if exploratory else "Confirmatory"
     target, k = protocol["target_mdd"], power["seeds"]
     lines = [
@@ -116,6 +136,7 @@ def render(family, power: dict, protocol: dict, protocol_path: Path, last: tuple
         f"{power['family_size']} comparisons, Holm at alpha {protocol['alpha']} (BH beside it); equivalence margin "
         f"+-{protocol['margin']} AUC (TOST, Holm over the family).",
         f"**Runs that selected their last epoch: {last[0]} of {last[1]} ({last[0] / max(last[1], 1):.0%}).**",
+        *more_header,
         f"Power: pooled image SE {power['pooled_se_image']:.4f}, pooled seed SD of a difference "
         f"{power['pooled_sd_seed']:.4f}; at {k} seeds the minimum detectable difference (80% power, t quantiles) is "
         f"{power['mdd']:.3f} at alpha {protocol['alpha']} and {power['mdd_bonferroni']:.3f} at Holm's first step "
@@ -139,6 +160,68 @@ def render(family, power: dict, protocol: dict, protocol_path: Path, last: tuple
     return "\n".join(lines)
 
 
+def _convergence_lines(study: list[dict], protocol: dict) -> list[str]:
+    """The share of runs that selected their last evaluation per strategy, and where the epoch cap binds."""
+    cap, by_strategy = protocol["max_last_eval_share"], last_epoch_by_strategy(study)
+    shares = {s: by_strategy[s] for s in protocol["strategies"] if s in by_strategy}
+    lines = ["Runs whose selected checkpoint is their last evaluation, per strategy: " + ", ".join(
+        f"{s} {last} of {runs} ({last / max(runs, 1):.0%})" for s, (last, runs) in shares.items()
+    ) + f"; above {cap:.0%} the epoch cap binds."]  # fmt: skip
+    lines += [
+        f"**The epoch cap binds under {s}.**"
+        for s, (last, runs) in shares.items()
+        if last / max(runs, 1) > cap
+    ]
+    return lines
+
+
+def v3_extras(
+    records: list[dict], study: list[dict], family: list, protocol: dict, exploratory: bool
+) -> dict:
+    """What protocol v3's optional keys add: header lines, the margin sensitivity, the secondary endpoints."""
+    alpha, extras = protocol["alpha"], {"header": []}
+    if protocol.get("one_commit"):
+        extras["header"].append(study_line(study))
+    if "max_last_eval_share" in protocol:
+        extras["header"] += _convergence_lines(study, protocol)
+    if protocol.get("sensitivity_margins"):
+        extras["margins"] = sensitivity(family, protocol["sensitivity_margins"], alpha)
+    family_auc, targets = secondary.endpoints(protocol.get("secondary") or [])
+    if family_auc or targets:
+        cells, y, _ = pair_scores(records, protocol, exploratory)
+        pairs = paired(cells, protocol)
+        if family_auc:
+            extras["family_auc"] = secondary.family_auc_comparisons(pairs, y, _manipulation(study), alpha)
+        if targets:
+            draws = protocol.get("bootstrap_draws", secondary.DRAWS)
+            seed = protocol.get("bootstrap_seed", secondary.BOOTSTRAP_SEED)
+            by_target = secondary.tpr_comparisons(pairs, y, targets, alpha, draws=draws, seed=seed)
+            extras["tpr"] = (by_target, draws, seed)
+    return extras
+
+
+def _manipulation(study: list[dict]) -> np.ndarray:
+    """The test images' fake families, which every record of the family must give alike."""
+    first = study[0]["scores"]["test"].get("manipulation")
+    for r in study:
+        if r["scores"]["test"].get("manipulation") != first or first is None:
+            raise UsageError(
+                f"{r['cell']['name']}: its test scores name no fake family per image, or others than "
+                f"{study[0]['cell']['name']}'s; family_auc needs scores.test.manipulation alike in every record. "
+                "Rescore the runs with this llava_df, or drop family_auc from the protocol's secondary."
+            )
+    return np.asarray(first)
+
+
+def write_v3_extras(out: Path, extras: dict, protocol: dict) -> None:
+    if "margins" in extras:
+        write_margin_sensitivity(out, extras["margins"], protocol["sensitivity_margins"], protocol["alpha"])
+    if "family_auc" in extras:
+        secondary.write_family_auc(out, extras["family_auc"])
+    if "tpr" in extras:
+        secondary.write_tpr_at_fpr(out, *extras["tpr"])
+
+
 @cli_entry
 def main(argv: list[str]) -> dict:
     ap = argparse.ArgumentParser(prog="python -m llava_df.sweep.confirm", description=__doc__.split("\n")[0])
@@ -152,13 +235,20 @@ def main(argv: list[str]) -> dict:
     )
     args = ap.parse_args(argv)
     protocol = load_protocol(args.protocol)
+    secondary.endpoints(protocol.get("secondary") or [])  # a misspelt endpoint is refused before any reading
     if not args.runs.is_dir():
         raise UsageError(f"--runs {args.runs}: no such folder. Pass the folder of the sweep's run records.")
     records, bad = read_records(args.runs.parent if args.runs.name == "runs" else args.runs)
     records = [r for r in records if r["cell"]["strategy"] != "probe"]
     if bad:
         raise UsageError(f"{len(bad)} unreadable records, e.g. {bad[0][0]} ({bad[0][1]}); rerun those cells.")
+    study = [r for r in records if r["cell"]["strategy"] in protocol["strategies"]
+             and r["cell"]["projector"] in (protocol["reference"], *protocol["candidates"])]  # fmt: skip
+    if protocol.get("one_commit") and not args.exploratory:
+        check_one_study(study)
     family, power = analyse(records, protocol, exploratory=args.exploratory)
+    # v3's additions are computed (and their inputs checked) before the output folder is touched
+    extras = v3_extras(records, study, family, protocol, args.exploratory)
     command = shlex.join(["python", "-m", "llava_df.sweep.confirm", *argv])
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [_row(c) for c in family]
@@ -169,8 +259,9 @@ def main(argv: list[str]) -> dict:
     last = last_epoch_fraction(records)
     write_text(
         args.out / "comparisons.md",
-        render(family, power, protocol, args.protocol, last, command, args.exploratory),
+        render(family, power, protocol, args.protocol, last, command, args.exploratory, extras["header"]),
     )
+    write_v3_extras(args.out, extras, protocol)
     write_text(args.out / "power.json", json.dumps(power | {"command": command}, indent=1) + "\n")
     print((args.out / "comparisons.md").read_text())
     return {"family": rows, "power": power}

@@ -106,9 +106,19 @@ def compare_to_reference(y, candidate, reference, *, name: str = "", margin: flo
     if k < 2:
         raise ValueError(f"{name}: {k} seed; the seed part of the error needs at least 2 seeds per side.")
     aucs, cov = delong(y, np.vstack([a, b]))
-    per_seed = aucs[:k] - aucs[k:]
     contrast = np.concatenate([np.full(k, 1 / k), np.full(k, -1 / k)])
     var_image = float(max(contrast @ cov @ contrast, 0.0))
+    return comparison_from_parts(aucs[:k] - aucs[k:], var_image, name=name, margin=margin)
+
+
+def comparison_from_parts(
+    per_seed, var_image: float, *, name: str = "", margin: float = MARGIN
+) -> Comparison:
+    """The comparison from its per-seed differences [k] and the image part of Var(D), by the rule above
+    (SE^2 = var_image + s_d^2 / k, Welch df, t test, TOST). compare_to_reference gives the image part by
+    DeLong; an endpoint without a DeLong covariance (llava_df.sweep.secondary's TPR at FPR) by a bootstrap."""
+    per_seed = np.asarray(per_seed, dtype=float)
+    k = len(per_seed)
     sd_seed = float(np.std(per_seed, ddof=1))
     var_seed_mean = sd_seed**2 / k
     se = math.sqrt(var_image + var_seed_mean)
@@ -117,13 +127,19 @@ def compare_to_reference(y, candidate, reference, *, name: str = "", margin: flo
     t = scipy_stats.t(df) if math.isfinite(df) else scipy_stats.norm
     p = float(2 * t.sf(abs(d) / se)) if se > 0 else (1.0 if d == 0 else 0.0)
     q95, q90 = float(t.ppf(0.975)), float(t.ppf(0.95))
-    p_low = float(t.sf((d + margin) / se))  # H0: D <= -margin
-    p_high = float(t.cdf((d - margin) / se))  # H0: D >= +margin
     return Comparison(
         name=name, seeds=k, difference=d, per_seed=tuple(float(x) for x in per_seed), se_image=math.sqrt(var_image),
         sd_seed=sd_seed, se=se, df=df, p=p, ci95=(d - q95 * se, d + q95 * se), ci90=(d - q90 * se, d + q90 * se),
-        p_tost=max(p_low, p_high), margin=margin, cohens_dz=d / sd_seed if sd_seed > 0 else math.nan,
+        p_tost=tost_p(d, se, df, margin), margin=margin, cohens_dz=d / sd_seed if sd_seed > 0 else math.nan,
     )  # fmt: skip
+
+
+def tost_p(difference: float, se: float, df: float, margin: float) -> float:
+    """TOST's p (the larger one-sided p) of H0: |D| >= ``margin``, with D's SE and df; non-increasing in margin."""
+    t = scipy_stats.t(df) if math.isfinite(df) else scipy_stats.norm
+    p_low = float(t.sf((difference + margin) / se))  # H0: D <= -margin
+    p_high = float(t.cdf((difference - margin) / se))  # H0: D >= +margin
+    return max(p_low, p_high)
 
 
 def adjust_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:

@@ -29,4 +29,29 @@ def load_protocol(path: Path) -> dict:
     missing = [k for k in need if k not in (protocol or {})]
     if missing:
         raise UsageError(f"--protocol {path}: missing {', '.join(missing)}; every protocol states them.")
+    _check_optional(path, protocol)
     return protocol
+
+
+def _number(value, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
+# Protocol v3's optional keys: {key: (check, what is expected)}; a protocol without them reads as before.
+OPTIONAL = {
+    "sensitivity_margins": (lambda v: isinstance(v, list) and v and all(_number(m, 1e-9, 1) for m in v),
+                            "a list of AUC margins in (0, 1], e.g. [0.01, 0.015, 0.02]"),
+    "secondary": (lambda v: isinstance(v, list), "a list of endpoints, e.g. [family_auc, tpr_at_fpr_0.01]"),
+    "max_last_eval_share": (lambda v: _number(v, 0, 1), "a share in [0, 1], e.g. 0.2"),
+    "one_commit": (lambda v: isinstance(v, bool), "true or false"),
+    "bootstrap_draws": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2, "an integer >= 2"),
+    "bootstrap_seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+}  # fmt: skip
+
+
+def _check_optional(path: Path, protocol: dict) -> None:
+    for key, (ok, expected) in OPTIONAL.items():
+        if key in protocol and not ok(protocol[key]):
+            raise UsageError(
+                f"--protocol {path}: {key} is {protocol[key]!r}; expected {expected}. Fix the file."
+            )

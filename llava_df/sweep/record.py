@@ -123,3 +123,9 @@ def last_epoch_fraction(records: list[dict]) -> tuple[int, int]:
         if (step := (r["metrics"].get("best_val_entry") or {}).get("step")) is not None and step == r["steps"]
     )
     return last, len(runs)
+
+
+def last_epoch_by_strategy(records: list[dict]) -> dict[str, tuple[int, int]]:
+    """{strategy: last_epoch_fraction of that strategy's training runs}, strategies in the records' order."""
+    strategies = dict.fromkeys(r["cell"]["strategy"] for r in records if "steps" in r)
+    return {s: last_epoch_fraction([r for r in records if r["cell"]["strategy"] == s]) for s in strategies}

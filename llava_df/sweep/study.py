@@ -1,0 +1,90 @@
+"""One study, one machine type, one commit: what a confirmatory family's runs were made with, checked and named.
+
+How to call::
+
+    sides = study_values(records)       # {"code commit": {value: [cell names]}, "tree": ..., "machine": ..., "preset": ...}
+    check_one_study(records)            # UsageError naming each side's cells, unless every run shares one of each
+    line = study_line(records)          # the table header's "Runs made at code commit ..., machine ..., preset ..."
+
+A record carries them (llava_df.sweep.record.build_record, from the run's env.json): ``env.git.commit``
+and ``env.git.dirty`` (provenance.git_state: tracked changes or untracked files outside results/),
+``env.device.cpu_model`` (and the GPU's name where the run had one) and the preset,
+``config.model.model_name_or_path``. A field a record lacks reads "not recorded", which a
+confirmatory study refuses too: it cannot show what the run was made with.
+"""
+
+from __future__ import annotations
+
+from llava_df.errors import UsageError
+
+NOT_RECORDED = "not recorded"
+SHOWN = 4  # cell names shown per side before "and N more"
+
+
+def _machine(device: dict) -> str:
+    cpu = device.get("cpu_model")
+    gpu = device.get("gpu") or device.get(
+        "gpu_name"
+    )  # provenance.device_info's key, and report.machine_name's
+    if cpu is None and gpu is None:
+        return NOT_RECORDED
+    return f"{cpu or 'CPU ' + NOT_RECORDED} + {gpu}" if gpu else str(cpu)
+
+
+def _tree(dirty) -> str:
+    return {False: "clean", True: "dirty"}.get(dirty, NOT_RECORDED)
+
+
+def study_values(records: list[dict]) -> dict[str, dict[str, list[str]]]:
+    """{what: {value: [cell names with that value]}} for the code commit, the tree, the machine and the preset."""
+    found: dict[str, dict[str, list[str]]] = {"code commit": {}, "tree": {}, "machine": {}, "preset": {}}
+    for r in records:
+        env, name = r.get("env") or {}, r["cell"]["name"]
+        git = env.get("git") or {}
+        values = {
+            "code commit": git.get("commit") or NOT_RECORDED,
+            "tree": _tree(git.get("dirty")),
+            "machine": _machine(env.get("device") or {}),
+            "preset": ((r.get("config") or {}).get("model") or {}).get("model_name_or_path") or NOT_RECORDED,
+        }
+        for what, value in values.items():
+            found[what].setdefault(str(value), []).append(name)
+    return found
+
+
+def _cells(names: list[str]) -> str:
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+def check_one_study(records: list[dict]) -> dict[str, str]:
+    """{what: the one value} when the runs share one code commit (clean tree), machine and preset; else a
+    UsageError naming every value and the cells on each side."""
+    problems = []
+    for what, sides in study_values(records).items():
+        bad = len(sides) > 1 or NOT_RECORDED in sides or (what == "tree" and "clean" not in sides)
+        if bad:
+            listed = "; ".join(f"{value} ({_cells(names)})" for value, names in sides.items())
+            problems.append(f"{what}: {listed}")
+    if problems:
+        raise UsageError(
+            "the confirmatory records are not one study (protocol one_commit: one code commit, a clean tree, one "
+            "machine type, one preset): "
+            + " | ".join(problems)
+            + ". Rerun the odd cells at the study's commit "
+            "on its machine, or pass --exploratory to analyse them labelled so."
+        )
+    return {what: next(iter(sides)) for what, sides in study_values(records).items()}
+
+
+def study_line(records: list[dict]) -> str:
+    """The header's provenance line; a value shared by some runs only is given with its run count."""
+
+    def named(sides: dict[str, list[str]]) -> str:
+        if len(sides) == 1:
+            return next(iter(sides))
+        return ", ".join(f"{value} ({len(names)} runs)" for value, names in sides.items())
+
+    v = study_values(records)
+    return (f"Runs made at code commit {named(v['code commit'])} (tree: {named(v['tree'])}), machine "
+            f"{named(v['machine'])}, preset {named(v['preset'])}.")  # fmt: skip
