@@ -135,11 +135,11 @@ def test_the_comparison_table_and_confirm_apply_one_analysis(tmp_path):
 def test_tables_name_the_machines_the_runs_were_made_on_not_the_one_that_aggregates():
     from llava_df.sweep.report import runs_machine
 
-    def record(cpu_model=None, gpu=None):
+    def record(cpu_model=None, gpu=None):  # the device record as provenance.device_info writes it
         device = (
-            {"type": "cuda", "gpu_name": gpu, "gpu_count": 1}
+            {"cuda": True, "gpu": gpu, "gpu_count": 1, "cpu_model": "Intel Xeon", "cpu_count": 16}
             if gpu
-            else {"cpu_model": cpu_model, "cpu_count": 2}
+            else {"cuda": False, "cpu_model": cpu_model, "cpu_count": 2}
         )
         return {"steps": 10, "env": {"device": device}}
 
@@ -148,3 +148,5 @@ def test_tables_name_the_machines_the_runs_were_made_on_not_the_one_that_aggrega
     assert runs_machine([record("AMD EPYC"), record(gpu="NVIDIA H200"), record("AMD EPYC")]) == (
         "AMD EPYC, 2 cores, no GPU (2 runs), NVIDIA H200 x1 (1 runs)"
     )
+    legacy = {"steps": 10, "env": {"device": {"type": "cuda", "gpu_name": "NVIDIA H100", "gpu_count": 2}}}
+    assert runs_machine([legacy]) == "NVIDIA H100 x2"

@@ -30,8 +30,9 @@ MIN_PER_CLASS = 50
 
 def machine_name(device: dict) -> str:
     """The machine a table names, from provenance's device record."""
-    if device.get("type") == "cuda":
-        return f"{device.get('gpu_name')} x{device.get('gpu_count')}"
+    # provenance.device_info writes cuda (bool) and gpu; "type"/"gpu_name" is an older spelling
+    if device.get("cuda") or device.get("type") == "cuda":
+        return f"{device.get('gpu') or device.get('gpu_name')} x{device.get('gpu_count')}"
     return f"{device.get('cpu_model')}, {device.get('cpu_count')} cores, no GPU"
 
 
