@@ -232,6 +232,7 @@ def test_a_resumed_run_finishes_after_the_rotation_deleted_its_checkpoint(tmp_pa
     results = run(out, *args, "--resume_from_checkpoint", "last")
     assert not (out / "checkpoint-2").exists()  # rotated away while the resumed run trained
     assert results["steps"] == 8 and results["time"]["steps_this_segment"] == 6
+    assert 0 < results["time"]["process_cpu_s"] < 3600  # this segment's CPU seconds, not the first one's too
     assert (out / "results.json").is_file() and (out / "threshold.json").is_file()
 
 

@@ -81,6 +81,8 @@ def build_results(
             "train_s": train_metrics.get("train_runtime"),
             "steps_this_segment": steps,
             "s_per_step": train_metrics.get("train_runtime", 0.0) / max(steps, 1),
+            # setup, training and scoring of this segment: CPU seconds of the process, every thread
+            "process_cpu_s": train_metrics.get("process_cpu_s"),
         },
         "trainable": run_config["trainable"],
         "feature_cache": feature_cache,  # {"on", "store", "images", "hits", "misses"} or {"on": False, "reason"}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -103,6 +104,9 @@ def train(spec: RunSpec, callbacks: tuple = ()) -> dict:
     ``callbacks``: extra TrainerCallbacks, added after ours (tests use one to interrupt a run).
     """
     t, out = spec.training, spec.output_dir
+    # CPU seconds of this process (all its threads) for the whole run: a cost figure that load from
+    # other jobs on the machine inflates far less than wall time (pilots size studies from it)
+    cpu_start = time.process_time()
     if not t.plan_only:  # first: seconds of validation and planning must not end at a folder we cannot use
         check_output_dir(out, overwrite=t.overwrite_output_dir, resume=t.resume_from_checkpoint)
     check_resume_folder(spec)
@@ -132,7 +136,7 @@ def train(spec: RunSpec, callbacks: tuple = ()) -> dict:
         for note in [*spec.notes, *claim.notes]:
             logger.warning("note: %s", note)
         run_config = start_run(spec, claim.resume, checks | {"memory_plan": compact(plan)})
-        return _run(spec, run_config, claim, data, callbacks)
+        return _run(spec, run_config, claim, data, callbacks, cpu_start=cpu_start)
 
 
 def memory_plan(spec: RunSpec, data: PreparedData) -> dict | None:
@@ -218,7 +222,9 @@ def load_model(spec: RunSpec, resume: str | None, data: PreparedData):
     return model, built
 
 
-def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: tuple) -> dict:
+def _run(
+    spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: tuple, cpu_start: float = 0.0
+) -> dict:
     t, out, resume = spec.training, spec.output_dir, claim.resume
     caption = spec.task == "caption"  # stage 1: loss on captions, nothing to score
     env = write_environment(out / "env.json") if is_main_process() else {"git": None, "device": None}
@@ -281,6 +287,7 @@ def _run(spec: RunSpec, run_config: dict, claim, data: PreparedData, callbacks: 
     )  # fmt: skip
     peak = meter.read()
     trainer.log({f"peak_{k}": v for k, v in peak.items() if isinstance(v, float)})
+    train_metrics = {**train_metrics, "process_cpu_s": time.process_time() - cpu_start}
     results = build_results(
         spec, run_config, out=out, step=trainer.state.global_step, plateau=plateau, history=history, final=final,
         test_dir=test_dir, projector_init=built.projector_init, projector_files=projector_files, peak=peak,
