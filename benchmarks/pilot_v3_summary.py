@@ -1,0 +1,306 @@
+"""The v3 pilot's summary, from its run records alone: cost, where runs stop, seed spread, and the sizing table.
+
+    python benchmarks/pilot_v3_summary.py                       # results/pilot_v3 -> results/pilot_v3/summary.{md,json}
+    python benchmarks/pilot_v3_summary.py --allow_incomplete    # a progress view while cells are missing (marked so)
+
+What protocols/pilot_v3.md says the pilot decides, computed the way it fixed:
+
+- Epoch cap of v3: per strategy, the largest stopping epoch among the pilot's runs plus 2, and at
+  least the epoch after the largest selected epoch; if any run reached the pilot's own cap (12) the
+  cap binds at this learning rate, and the summary says so instead of proposing a cap.
+- Cost: CPU seconds per epoch per (projector, strategy): the record's process CPU time less its final
+  scoring (scored images x the zero-shot rows' scoring seconds per image), over the epochs it ran.
+- Seed spread: per strategy, the paired test-AUC difference (candidate minus reference) per seed, its
+  SD over seeds, and the image part of its SE (DeLong on the shared test images). The power figures
+  use the larger of the pilot's pooled SD and protocol v2's 0.0120, as the pilot protocol fixed.
+
+Sizing (the table protocol v3 chooses its test-set size and seed count from): for test sets of N
+in-distribution images and k seeds, the image SE scaled by sqrt(N_pilot / N), the minimum detectable
+difference at Holm's first step over the primary family (alpha / family) and the smallest equivalence
+margin a true difference of 0 clears with the same power, and the CPU hours per seed at the pilot's
+mean stopping epoch and at the cap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from llava_df.errors import UsageError
+from llava_df.io import write_json, write_text
+from llava_df.sweep.delong import delong
+from llava_df.sweep.inference import _satterthwaite, minimum_detectable_difference
+from llava_df.sweep.record import read_records
+from llava_df.sweep.report import machine_name
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "pilot_v3"
+REFERENCE, CANDIDATE = "mlp2x_gelu", "bottleneck_h64_silu"  # protocols/pilot_v3.md: the largest and smallest
+STRATEGIES = ("projector_only", "lora", "unfreeze_early")
+SEEDS = (0, 1)
+PILOT_CAP = 12  # smol_converge.yaml's num_train_epochs
+V2_SD_SEED = 0.0120  # results/power_pilot/power.json: protocol v2's pooled seed SD of a difference
+FAMILY = 12  # protocol v3's primary family: 4 candidates x 3 strategies
+V3_PROJECTORS = 5  # cells per strategy and seed in v3 (the reference and 4 candidates)
+TEST_SIZES = (450, 1000, 2000, 4000)
+SEED_COUNTS = (3, 4, 5, 6, 8)
+
+
+def epochs_run(record: dict) -> int:
+    """Epochs the run trained: its optimizer steps over the steps of one epoch (train images / batch)."""
+    train = record["data"]["splits"]["train"]
+    t = record["config"]["training"]
+    per_epoch = math.ceil(
+        train / (t["per_device_train_batch_size"] * t.get("gradient_accumulation_steps", 1))
+    )
+    return round(record["steps"] / per_epoch)
+
+
+def scoring_s_per_image(zero_shot: list[dict]) -> float:
+    """Seconds per scored image of the zero-shot rows (scoring only, no training): their scoring_s over images."""
+    seconds = sum(r["time"]["scoring_s"] for r in zero_shot)
+    images = sum(len(split["id"]) for r in zero_shot for split in r["scores"].values())
+    if not images:
+        raise UsageError("no zero-shot row with scores: run the pilot's command (it scores them first).")
+    return seconds / images
+
+
+def cell_row(record: dict, s_per_image: float) -> dict:
+    epochs = epochs_run(record)
+    best = record["metrics"]["best_val_entry"]
+    scored = sum(len(split["id"]) for split in record["scores"].values())
+    cpu = record["time"]["process_cpu_s"]
+    return {
+        "projector": record["cell"]["projector"], "strategy": record["cell"]["strategy"], "seed": record["cell"]["seed"],
+        "epochs": epochs, "selected_epoch": round(best["epoch"]), "last_eval": best["step"] == record["steps"],
+        "at_cap": epochs >= PILOT_CAP, "cpu_s": cpu, "scored_images": scored,
+        "cpu_s_per_epoch": (cpu - scored * s_per_image) / epochs,
+        "test_auc": record["metrics"]["test"]["auc"], "val_auc": best["auc"],
+    }  # fmt: skip
+
+
+def epoch_cap(rows: list[dict]) -> dict:
+    """Per strategy: the cap protocols/pilot_v3.md's rule gives (None where a pilot run reached the pilot's cap)."""
+    out = {}
+    for strategy in STRATEGIES:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        if not mine:
+            continue
+        binds = any(r["at_cap"] for r in mine)
+        cap = max(max(r["epochs"] for r in mine) + 2, max(r["selected_epoch"] for r in mine) + 1)
+        out[strategy] = {"cap": None if binds else cap, "binds_at_pilot_cap": binds,
+                         "largest_stop": max(r["epochs"] for r in mine),
+                         "largest_selected": max(r["selected_epoch"] for r in mine)}  # fmt: skip
+    return out
+
+
+def _test_arrays(record: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
+    test = record["scores"]["test"]
+    return test["id"], np.asarray(test["is_fake"], dtype=int), np.asarray(test["p_fake"], dtype=float)
+
+
+def paired_difference(candidate: dict, reference: dict) -> dict:
+    """One seed's test-AUC difference (candidate - reference) on the shared test images and its DeLong SE."""
+    ids_c, y, c = _test_arrays(candidate)
+    ids_r, y_r, r = _test_arrays(reference)
+    if ids_c != ids_r or not np.array_equal(y, y_r):
+        raise UsageError(
+            f"{candidate['cell']['name']} and {reference['cell']['name']} scored different test images; "
+            "a pilot pair must share its split (same benchmark seed and recipe). Rerun the pilot's command."
+        )
+    auc, cov = delong(y, np.vstack([c, r]))
+    return {"difference": float(auc[0] - auc[1]), "se_image": float(math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])),
+            "n_test": int(len(y))}  # fmt: skip
+
+
+def seed_spread(records: dict[tuple[str, str, int], dict]) -> dict:
+    """Per strategy: each seed's paired difference, their SD (None with one seed) and the RMS image SE."""
+    out = {}
+    for strategy in STRATEGIES:
+        seeds = [
+            s for s in SEEDS if (REFERENCE, strategy, s) in records and (CANDIDATE, strategy, s) in records
+        ]
+        if not seeds:
+            continue
+        pairs = {
+            s: paired_difference(records[(CANDIDATE, strategy, s)], records[(REFERENCE, strategy, s)])
+            for s in seeds
+        }
+        d = [pairs[s]["difference"] for s in seeds]
+        out[strategy] = {"per_seed": pairs, "sd_seed": float(np.std(d, ddof=1)) if len(d) > 1 else None,
+                         "se_image": float(math.sqrt(np.mean([p["se_image"] ** 2 for p in pairs.values()]))),
+                         "n_test": pairs[seeds[0]]["n_test"]}  # fmt: skip
+    return out
+
+
+def equivalence_margin_reachable(
+    se_image: float, sd_seed: float, seeds: int, alpha: float, power: float
+) -> float:
+    """The smallest TOST margin a true difference of 0 clears with probability ~``power`` at one-sided level
+    ``alpha``: (t_{1-alpha, df} + t_{1-(1-power)/2, df}) x SE, SE and df as in the confirmatory analysis."""
+    var_seed = sd_seed**2 / seeds
+    se = math.sqrt(se_image**2 + var_seed)
+    t = scipy_stats.t(_satterthwaite(se_image**2, var_seed, seeds))
+    return float((t.ppf(1 - alpha) + t.ppf(1 - (1 - power) / 2)) * se)
+
+
+def sizing(
+    spread: dict, cost: dict, s_per_image: float, caps: dict, alpha: float = 0.05, power: float = 0.8
+) -> list[dict]:
+    """The sizing table: per test-set size N and seed count k, power at Holm's first step and CPU hours per seed."""
+    if not spread:
+        return []
+    sds = [v["sd_seed"] for v in spread.values() if v["sd_seed"] is not None]
+    sd_seed = max([V2_SD_SEED, math.sqrt(np.mean(np.square(sds)))] if sds else [V2_SD_SEED])
+    se_pilot = max(v["se_image"] for v in spread.values())  # the worst strategy's image SE
+    n_pilot = next(iter(spread.values()))["n_test"]
+    rows = []
+    for n in TEST_SIZES:
+        se_image = se_pilot * math.sqrt(n_pilot / n)
+        # images scored per cell grow with the test split (its heldout part grows with it): pilot ratio
+        images = n * (1 + 450 / n_pilot) + 360  # test + heldout (the pilot's 450 each) scaled, + validation
+        for k in SEED_COUNTS:
+            hours = {}
+            for label, epochs_of in (
+                ("mean_stop", lambda s: cost[s]["mean_epochs"]),
+                ("cap", lambda s: caps[s]["cap"] or PILOT_CAP),
+            ):
+                per_seed = sum(V3_PROJECTORS * (epochs_of(s) * cost[s]["cpu_s_per_epoch"] + images * s_per_image)
+                               for s in cost)  # fmt: skip
+                hours[label] = per_seed / 3600
+            rows.append({
+                "n_test": n, "seeds": k, "se_image": se_image, "sd_seed": sd_seed,
+                "mdd_holm_first": minimum_detectable_difference(se_image, sd_seed, k, alpha=alpha / FAMILY, power=power),
+                "margin_holm_first": equivalence_margin_reachable(se_image, sd_seed, k, alpha / FAMILY, power),
+                "cpu_h_per_seed_mean_stop": hours["mean_stop"], "cpu_h_per_seed_cap": hours["cap"],
+                "cpu_h_study_cap": hours["cap"] * k,
+            })  # fmt: skip
+    return rows
+
+
+def summarise(records: list[dict], allow_incomplete: bool) -> dict:
+    zero_shot = [r for r in records if r["cell"]["strategy"].startswith("zero_shot")]
+    runs = {
+        (r["cell"]["projector"], r["cell"]["strategy"], r["cell"]["seed"]): r for r in records if "steps" in r
+    }
+    expected = [(p, s, k) for k in SEEDS for s in STRATEGIES for p in (REFERENCE, CANDIDATE)]
+    missing = [f"{p}__{s}__seed{k}" for p, s, k in expected if (p, s, k) not in runs]
+    if missing and not allow_incomplete:
+        raise UsageError(
+            f"the pilot is incomplete: no record for {', '.join(missing)}. Run protocols/pilot_v3.md's command "
+            "until every cell has one, or pass --allow_incomplete for a progress view (marked so)."
+        )
+    s_per_image = scoring_s_per_image(zero_shot)
+    rows = [cell_row(runs[key], s_per_image) for key in expected if key in runs]
+    caps = epoch_cap(rows)
+    cost = {}
+    for strategy in STRATEGIES:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        if mine:
+            cost[strategy] = {"cpu_s_per_epoch": float(np.mean([r["cpu_s_per_epoch"] for r in mine])),
+                              "mean_epochs": float(np.mean([r["epochs"] for r in mine])), "runs": len(mine)}  # fmt: skip
+    spread = seed_spread(runs)
+    commits = sorted({(r["env"]["git"]["commit"], bool(r["env"]["git"]["dirty"])) for r in records})
+    return {
+        "complete": not missing, "missing": missing, "rows": rows, "epoch_cap": caps, "cost": cost,
+        "scoring_s_per_image": s_per_image, "seed_spread": spread,
+        "sizing": sizing(spread, cost, s_per_image, caps) if set(cost) == set(STRATEGIES) else [],
+        "commits": [{"commit": c, "dirty": d} for c, d in commits],
+        "machines": sorted({machine_name(r["env"]["device"]) for r in records}),
+        "last_eval_by_strategy": {s: [sum(r["last_eval"] for r in rows if r["strategy"] == s),
+                                      sum(1 for r in rows if r["strategy"] == s)] for s in cost},
+    }  # fmt: skip
+
+
+def render(summary: dict, command: str) -> str:
+    s = summary
+    head = (
+        "" if s["complete"] else f"**INCOMPLETE: a progress view.** Missing: {', '.join(s['missing'])}.\n\n"
+    )
+    code = ", ".join(f"{c['commit'][:7]}{' (dirty)' if c['dirty'] else ' (clean)'}" for c in s["commits"])
+    lines = [
+        "# Pilot v3 summary (protocols/pilot_v3.md), from the run records alone", "",
+        head + f"Command: `{command}`. Records: code {code}; machine: {', '.join(s['machines'])}. "
+        "Development benchmark (synthetic seed 0): sizing only, never confirmatory evidence.", "",
+        "## Cells", "",
+        "| projector | strategy | seed | epochs run | selected epoch | last eval | CPU s | CPU s/epoch | val AUC | test AUC |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for r in s["rows"]:
+        lines.append(f"| {r['projector']} | {r['strategy']} | {r['seed']} | {r['epochs']}{' (cap)' if r['at_cap'] else ''} | "
+                     f"{r['selected_epoch']} | {'yes' if r['last_eval'] else 'no'} | {r['cpu_s']:.0f} | "
+                     f"{r['cpu_s_per_epoch']:.0f} | {r['val_auc']:.3f} | {r['test_auc']:.3f} |")  # fmt: skip
+    lines += ["", f"CPU s/epoch: process CPU time less the final scoring ({s['scoring_s_per_image']:.3f} s per scored "
+              "image, the zero-shot rows' scoring time over their images), over the epochs run.", "",
+              "## Epoch cap (the pilot protocol's rule: largest stop + 2, at least largest selected + 1)", "",
+              "| strategy | largest stop | largest selected | runs at last eval | cap for v3 |", "|---|---:|---:|---:|---|"]  # fmt: skip
+    for strategy, c in s["epoch_cap"].items():
+        last, n = s["last_eval_by_strategy"][strategy]
+        cap = (
+            "binds: a pilot run reached 12; v3's grid needs larger rates"
+            if c["binds_at_pilot_cap"]
+            else str(c["cap"])
+        )
+        lines.append(f"| {strategy} | {c['largest_stop']} | {c['largest_selected']} | {last}/{n} | {cap} |")
+    lines += ["", "## Seed spread (bottleneck_h64_silu minus mlp2x_gelu, test AUC)", "",
+              "| strategy | per seed: D (image SE) | SD over seeds | test images |", "|---|---|---:|---:|"]  # fmt: skip
+    for strategy, v in s["seed_spread"].items():
+        per = "; ".join(
+            f"seed {k}: {p['difference']:+.4f} ({p['se_image']:.4f})" for k, p in v["per_seed"].items()
+        )
+        sd = "-" if v["sd_seed"] is None else f"{v['sd_seed']:.4f}"
+        lines.append(f"| {strategy} | {per} | {sd} | {v['n_test']} |")
+    if s["sizing"]:
+        lines += ["", f"## Sizing for v3 (primary family {FAMILY}, Holm's first step alpha/{FAMILY}, power 0.8)", "",
+                  f"Seed SD used: {s['sizing'][0]['sd_seed']:.4f} (the larger of the pilot's pooled SD and v2's "
+                  f"{V2_SD_SEED}); image SE: the worst strategy's, scaled by sqrt(N_pilot / N). CPU h per seed: "
+                  f"{V3_PROJECTORS} projectors x 3 strategies, at the pilot's mean stopping epoch and at the cap, "
+                  "plus scoring (test and held-out grow with N).", "",
+                  "| test images N | seeds k | image SE | MDD at alpha/12 | equivalence margin reachable at alpha/12 | "
+                  "CPU h/seed (mean stop) | CPU h/seed (cap) | CPU h, study at cap |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in s["sizing"]:
+            lines.append(f"| {r['n_test']} | {r['seeds']} | {r['se_image']:.4f} | {r['mdd_holm_first']:.3f} | "
+                         f"{r['margin_holm_first']:.3f} | {r['cpu_h_per_seed_mean_stop']:.1f} | "
+                         f"{r['cpu_h_per_seed_cap']:.1f} | {r['cpu_h_study_cap']:.0f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results_dir", type=Path, default=RESULTS)
+    parser.add_argument("--allow_incomplete", action="store_true")
+    args = parser.parse_args(argv)
+    runs = args.results_dir / "comparison" / "runs"
+    try:
+        records, bad = read_records(runs.parent)
+        if bad:
+            raise UsageError(
+                f"{bad[0][0]}: not a complete run record ({bad[0][1]}); remove it or rerun its cell."
+            )
+        if not records:
+            raise UsageError(
+                f"--results_dir {args.results_dir}: no run records under {runs}. Run the pilot first."
+            )
+        summary = summarise(records, args.allow_incomplete)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    command = "python benchmarks/pilot_v3_summary.py" + "".join(
+        f" {shlex.quote(a)}" for a in (argv or sys.argv[1:])
+    )
+    name = "summary" if summary["complete"] else "summary_incomplete"
+    write_text(args.results_dir / f"{name}.md", render(summary, command))
+    write_json(args.results_dir / f"{name}.json", {"command": command, **summary})
+    print(f"wrote {args.results_dir / (name + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
