@@ -49,7 +49,17 @@ V2_SD_SEED = 0.0120  # results/power_pilot/power.json: protocol v2's pooled seed
 FAMILY = 12  # protocol v3's primary family: 4 candidates x 3 strategies
 V3_PROJECTORS = 5  # cells per strategy and seed in v3 (the reference and 4 candidates)
 TEST_SIZES = (450, 1000, 2000, 4000)
-SEED_COUNTS = (3, 4, 5, 6, 8)
+SEED_COUNTS = (3, 4, 5, 6, 7, 8)
+# The two designs protocols/confirmatory_v3.draft.md chooses between (its "Choice of design" rule), before the
+# pilot's seed 1 is seen: the per-strategy family of 12, or one comparison per candidate averaged over the
+# three strategies (inference.compare_to_reference on [strategies, seeds, N]), a family of 4.
+DESIGNS = {"per_strategy": FAMILY, "strategy_mean": 4}
+PRIMARY_MARGIN = 0.015  # the draft's primary margin (AUC)
+BUDGET_CPU_H = 60  # the draft's budget for the study at the epoch cap (grid excluded)
+# Protocol v2's confirmatory records: how much averaging over the 3 strategies shrank the seed SD of a
+# difference there; the strategy-mean design's floor is v2's 0.0120 times that ratio (the per-strategy rule's
+# analogue), unless the pilot's own strategy-mean SD is larger.
+V2_RUNS = ROOT / "results" / "confirmatory_v2" / "comparison" / "runs"
 
 
 def epochs_run(record: dict) -> int:
@@ -139,6 +149,57 @@ def seed_spread(records: dict[tuple[str, str, int], dict]) -> dict:
     return out
 
 
+def strategy_mean_spread(records: dict[tuple[str, str, int], dict]) -> dict | None:
+    """The strategy-mean design's spread: per seed with every strategy on both sides, the difference averaged over
+    the strategies and its image SE (DeLong's c' S c over the 2 x 3 runs of that seed); their SD over seeds
+    (None with one seed) and the RMS image SE. None when no seed has every strategy."""
+    seeds = [
+        s for s in SEEDS if all((p, st, s) in records for p in (CANDIDATE, REFERENCE) for st in STRATEGIES)
+    ]
+    if not seeds:
+        return None
+    per = {}
+    for seed in seeds:
+        runs = [records[(p, st, seed)] for p in (CANDIDATE, REFERENCE) for st in STRATEGIES]
+        ids, y, _ = _test_arrays(runs[0])
+        for r in runs[1:]:
+            paired_difference(r, runs[0])  # refuses other test images, naming the two cells
+        aucs, cov = delong(y, np.vstack([_test_arrays(r)[2] for r in runs]))
+        n = len(STRATEGIES)
+        contrast = np.concatenate([np.full(n, 1 / n), np.full(n, -1 / n)])
+        per[seed] = {"difference": float(contrast @ aucs), "se_image": float(math.sqrt(max(contrast @ cov @ contrast, 0))),
+                     "n_test": len(ids)}  # fmt: skip
+    d = [p["difference"] for p in per.values()]
+    return {"per_seed": per, "sd_seed": float(np.std(d, ddof=1)) if len(d) > 1 else None,
+            "se_image": float(math.sqrt(np.mean([p["se_image"] ** 2 for p in per.values()]))),
+            "n_test": per[seeds[0]]["n_test"]}  # fmt: skip
+
+
+def v2_averaging_ratio(runs_dir: Path = V2_RUNS) -> dict:
+    """From protocol v2's confirmatory records: the pooled seed SD of a per-strategy difference, that of the
+    difference averaged over the strategies, and their ratio (how much the averaging shrank the seed part)."""
+    from sklearn.metrics import roc_auc_score
+
+    records, _ = read_records(runs_dir.parent)
+    auc = {(r["cell"]["projector"], r["cell"]["strategy"], r["cell"]["seed"]):
+           roc_auc_score(r["scores"]["test"]["is_fake"], r["scores"]["test"]["p_fake"]) for r in records if "steps" in r}  # fmt: skip
+    if not auc:
+        raise UsageError(
+            f"{runs_dir}: no protocol v2 run records; the strategy-mean design's floor is read from them."
+        )
+    reference = "mlp2x_gelu"
+    per_strategy, mean = [], []
+    for candidate in sorted({p for p, _, _ in auc} - {reference}):
+        strategies = sorted({s for p, s, _ in auc if p == candidate})
+        seeds = sorted(k for p, s, k in auc if p == candidate and s == strategies[0])
+        d = np.array([[auc[(candidate, s, k)] - auc[(reference, s, k)] for k in seeds] for s in strategies])
+        per_strategy += list(d.std(axis=1, ddof=1) ** 2)
+        mean.append(d.mean(axis=0).std(ddof=1) ** 2)
+    sd_per, sd_mean = math.sqrt(np.mean(per_strategy)), math.sqrt(np.mean(mean))
+    return {"sd_per_strategy": sd_per, "sd_strategy_mean": sd_mean, "ratio": sd_mean / sd_per,
+            "source": str(runs_dir.relative_to(ROOT) if runs_dir.is_relative_to(ROOT) else runs_dir)}  # fmt: skip
+
+
 def equivalence_margin_reachable(
     se_image: float, sd_seed: float, seeds: int, alpha: float, power: float
 ) -> float:
@@ -150,16 +211,43 @@ def equivalence_margin_reachable(
     return float((t.ppf(1 - alpha) + t.ppf(1 - (1 - power) / 2)) * se)
 
 
+def design_inputs(spread: dict, mean_spread: dict | None, ratio: dict | None) -> dict:
+    """{design: (image SE at the pilot's N, seed SD used, pilot N)}: per strategy, the worst strategy's image SE
+    and the larger of the pilot's pooled SD and v2's; strategy mean, the pilot's strategy-mean image SE and the
+    larger of the pilot's strategy-mean SD and v2's SD times v2's averaging ratio."""
+    sds = [v["sd_seed"] for v in spread.values() if v["sd_seed"] is not None]
+    n_pilot = next(iter(spread.values()))["n_test"]
+    out = {"per_strategy": (max(v["se_image"] for v in spread.values()),
+                            max([V2_SD_SEED, math.sqrt(np.mean(np.square(sds)))] if sds else [V2_SD_SEED]), n_pilot)}  # fmt: skip
+    if mean_spread and ratio:
+        floor = V2_SD_SEED * ratio["ratio"]
+        sd = max(floor, mean_spread["sd_seed"]) if mean_spread["sd_seed"] is not None else floor
+        out["strategy_mean"] = (mean_spread["se_image"], sd, mean_spread["n_test"])
+    return out
+
+
 def sizing(
-    spread: dict, cost: dict, s_per_image: float, caps: dict, alpha: float = 0.05, power: float = 0.8
+    spread: dict,
+    cost: dict,
+    s_per_image: float,
+    caps: dict,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    mean_spread: dict | None = None,
+    ratio: dict | None = None,
 ) -> list[dict]:
-    """The sizing table: per test-set size N and seed count k, power at Holm's first step and CPU hours per seed."""
+    """The sizing table: per design, test-set size N and seed count k, power at Holm's first step over that
+    design's family and CPU hours (the same cells in both designs)."""
     if not spread:
         return []
-    sds = [v["sd_seed"] for v in spread.values() if v["sd_seed"] is not None]
-    sd_seed = max([V2_SD_SEED, math.sqrt(np.mean(np.square(sds)))] if sds else [V2_SD_SEED])
-    se_pilot = max(v["se_image"] for v in spread.values())  # the worst strategy's image SE
-    n_pilot = next(iter(spread.values()))["n_test"]
+    rows = []
+    for design, (se_pilot, sd_seed, n_pilot) in design_inputs(spread, mean_spread, ratio).items():
+        rows += _design_rows(design, se_pilot, sd_seed, n_pilot, cost, s_per_image, caps, alpha, power)
+    return rows
+
+
+def _design_rows(design, se_pilot, sd_seed, n_pilot, cost, s_per_image, caps, alpha, power) -> list[dict]:
+    family = DESIGNS[design]
     rows = []
     for n in TEST_SIZES:
         se_image = se_pilot * math.sqrt(n_pilot / n)
@@ -175,16 +263,35 @@ def sizing(
                                for s in cost)  # fmt: skip
                 hours[label] = per_seed / 3600
             rows.append({
-                "n_test": n, "seeds": k, "se_image": se_image, "sd_seed": sd_seed,
-                "mdd_holm_first": minimum_detectable_difference(se_image, sd_seed, k, alpha=alpha / FAMILY, power=power),
-                "margin_holm_first": equivalence_margin_reachable(se_image, sd_seed, k, alpha / FAMILY, power),
+                "design": design, "family": family, "n_test": n, "seeds": k, "se_image": se_image, "sd_seed": sd_seed,
+                "mdd_holm_first": minimum_detectable_difference(se_image, sd_seed, k, alpha=alpha / family, power=power),
+                "margin_holm_first": equivalence_margin_reachable(se_image, sd_seed, k, alpha / family, power),
                 "cpu_h_per_seed_mean_stop": hours["mean_stop"], "cpu_h_per_seed_cap": hours["cap"],
                 "cpu_h_study_cap": hours["cap"] * k,
             })  # fmt: skip
     return rows
 
 
-def summarise(records: list[dict], allow_incomplete: bool) -> dict:
+def choose(rows: list[dict], margin: float = PRIMARY_MARGIN, budget: float = BUDGET_CPU_H) -> dict | None:
+    """The draft's rule, in order: (1) the per-strategy design's cheapest (N, k) within the budget (CPU h at the
+    cap) whose reachable margin is at most the primary margin; else (2) the strategy-mean design's; else (3) the
+    strategy-mean design's (N, k) within the budget with the smallest reachable margin, that margin then stated
+    as the study's power. Ties: fewer CPU h, then fewer seeds. None without a row within the budget."""
+    fits = [r for r in rows if r["cpu_h_study_cap"] <= budget]
+    for design in DESIGNS:
+        reach = [r for r in fits if r["design"] == design and r["margin_holm_first"] <= margin]
+        if reach:
+            best = min(reach, key=lambda r: (r["cpu_h_study_cap"], r["seeds"]))
+            return best | {"rule": f"{design}: the cheapest pair reaching +-{margin} within {budget} CPU h"}
+    mean = [r for r in fits if r["design"] == "strategy_mean"]
+    if not mean:
+        return None
+    best = min(mean, key=lambda r: (round(r["margin_holm_first"], 3), r["cpu_h_study_cap"], r["seeds"]))
+    return best | {"rule": f"no pair reaches +-{margin} within {budget} CPU h: the strategy-mean pair with the "
+                           "smallest reachable margin, stated as the study's power"}  # fmt: skip
+
+
+def summarise(records: list[dict], allow_incomplete: bool, v2_runs: Path = V2_RUNS) -> dict:
     zero_shot = [r for r in records if r["cell"]["strategy"].startswith("zero_shot")]
     runs = {
         (r["cell"]["projector"], r["cell"]["strategy"], r["cell"]["seed"]): r for r in records if "steps" in r
@@ -206,11 +313,18 @@ def summarise(records: list[dict], allow_incomplete: bool) -> dict:
             cost[strategy] = {"cpu_s_per_epoch": float(np.mean([r["cpu_s_per_epoch"] for r in mine])),
                               "mean_epochs": float(np.mean([r["epochs"] for r in mine])), "runs": len(mine)}  # fmt: skip
     spread = seed_spread(runs)
+    mean_spread = strategy_mean_spread(runs)
+    ratio = v2_averaging_ratio(v2_runs) if mean_spread else None
+    table = (
+        sizing(spread, cost, s_per_image, caps, mean_spread=mean_spread, ratio=ratio)
+        if set(cost) == set(STRATEGIES)
+        else []
+    )
     commits = sorted({(r["env"]["git"]["commit"], bool(r["env"]["git"]["dirty"])) for r in records})
     return {
         "complete": not missing, "missing": missing, "rows": rows, "epoch_cap": caps, "cost": cost,
-        "scoring_s_per_image": s_per_image, "seed_spread": spread,
-        "sizing": sizing(spread, cost, s_per_image, caps) if set(cost) == set(STRATEGIES) else [],
+        "scoring_s_per_image": s_per_image, "seed_spread": spread, "strategy_mean_spread": mean_spread,
+        "v2_averaging": ratio, "sizing": table, "choice": choose(table) if table else None,
         "commits": [{"commit": c, "dirty": d} for c, d in commits],
         "machines": sorted({machine_name(r["env"]["device"]) for r in records}),
         "last_eval_by_strategy": {s: [sum(r["last_eval"] for r in rows if r["strategy"] == s),
@@ -256,19 +370,45 @@ def render(summary: dict, command: str) -> str:
         )
         sd = "-" if v["sd_seed"] is None else f"{v['sd_seed']:.4f}"
         lines.append(f"| {strategy} | {per} | {sd} | {v['n_test']} |")
-    if s["sizing"]:
-        lines += ["", f"## Sizing for v3 (primary family {FAMILY}, Holm's first step alpha/{FAMILY}, power 0.8)", "",
-                  f"Seed SD used: {s['sizing'][0]['sd_seed']:.4f} (the larger of the pilot's pooled SD and v2's "
-                  f"{V2_SD_SEED}); image SE: the worst strategy's, scaled by sqrt(N_pilot / N). CPU h per seed: "
-                  f"{V3_PROJECTORS} projectors x 3 strategies, at the pilot's mean stopping epoch and at the cap, "
-                  "plus scoring (test and held-out grow with N).", "",
-                  "| test images N | seeds k | image SE | MDD at alpha/12 | equivalence margin reachable at alpha/12 | "
-                  "CPU h/seed (mean stop) | CPU h/seed (cap) | CPU h, study at cap |",
+    m = s.get("strategy_mean_spread")
+    if m:
+        per = "; ".join(
+            f"seed {k}: {p['difference']:+.4f} ({p['se_image']:.4f})" for k, p in m["per_seed"].items()
+        )
+        sd = "-" if m["sd_seed"] is None else f"{m['sd_seed']:.4f}"
+        lines.append(f"| mean of the 3 strategies | {per} | {sd} | {m['n_test']} |")
+    if s.get("v2_averaging"):
+        v = s["v2_averaging"]
+        lines += ["", f"Protocol v2's records ({v['source']}): pooled seed SD of a per-strategy difference "
+                  f"{v['sd_per_strategy']:.4f}, of the difference averaged over the 3 strategies {v['sd_strategy_mean']:.4f} "
+                  f"(ratio {v['ratio']:.3f}; independent strategies would give {1 / math.sqrt(3):.3f})."]  # fmt: skip
+    for design, family in DESIGNS.items():
+        rows = [r for r in s["sizing"] if r["design"] == design]
+        if not rows:
+            continue
+        what = ("each candidate per strategy" if design == "per_strategy"
+                else "each candidate's difference averaged over the 3 strategies")  # fmt: skip
+        lines += ["", f"## Sizing for v3, design {design} ({what}): family {family}, Holm's first step alpha/{family}, "
+                  "power 0.8", "",
+                  f"Seed SD used: {rows[0]['sd_seed']:.4f} "
+                  + ("(the larger of the pilot's pooled SD and v2's 0.012)" if design == "per_strategy" else
+                     "(the larger of the pilot's strategy-mean SD and v2's 0.012 x v2's averaging ratio)")
+                  + f"; image SE: the pilot's {'worst strategy' if design == 'per_strategy' else 'strategy-mean'} "
+                  f"image SE scaled by sqrt(N_pilot / N). CPU h: {V3_PROJECTORS} projectors x 3 strategies per seed, at "
+                  "the pilot's mean stopping epoch and at the cap, plus scoring (test and held-out grow with N).", "",
+                  f"| test images N | seeds k | image SE | MDD at alpha/{family} | equivalence margin reachable at "
+                  f"alpha/{family} | CPU h/seed (mean stop) | CPU h/seed (cap) | CPU h, study at cap |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for r in s["sizing"]:
+        for r in rows:
             lines.append(f"| {r['n_test']} | {r['seeds']} | {r['se_image']:.4f} | {r['mdd_holm_first']:.3f} | "
                          f"{r['margin_holm_first']:.3f} | {r['cpu_h_per_seed_mean_stop']:.1f} | "
                          f"{r['cpu_h_per_seed_cap']:.1f} | {r['cpu_h_study_cap']:.0f} |")  # fmt: skip
+    c = s.get("choice")
+    if c:
+        lines += ["", "## The draft's choice of design (protocols/confirmatory_v3.draft.md, fixed before seed 1)", "",
+                  f"**{c['design']}, N = {c['n_test']} test images, k = {c['seeds']} seeds**: reachable equivalence "
+                  f"margin {c['margin_holm_first']:.3f} at alpha/{c['family']}, MDD {c['mdd_holm_first']:.3f}, "
+                  f"{c['cpu_h_study_cap']:.0f} CPU h at the cap. Rule applied: {c['rule']}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -276,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results_dir", type=Path, default=RESULTS)
     parser.add_argument("--allow_incomplete", action="store_true")
+    parser.add_argument(
+        "--v2_runs", type=Path, default=V2_RUNS, help="protocol v2's confirmatory run records"
+    )
     args = parser.parse_args(argv)
     runs = args.results_dir / "comparison" / "runs"
     try:
@@ -288,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(
                 f"--results_dir {args.results_dir}: no run records under {runs}. Run the pilot first."
             )
-        summary = summarise(records, args.allow_incomplete)
+        summary = summarise(records, args.allow_incomplete, v2_runs=args.v2_runs)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

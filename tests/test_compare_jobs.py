@@ -22,6 +22,7 @@ import pytest
 from llava_df.errors import RunError
 from llava_df.sweep.compare import main, parse, plan
 from llava_df.sweep.jobs import CellJob, job_name, state_file
+from llava_df.sweep.record import key_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 # The smallest sweep the other sweep tests run (--quick's data and batch), one projector, long enough (24 steps,
@@ -297,6 +298,48 @@ def test_status_names_each_cells_state_from_records_state_files_and_job_logs(tmp
     assert out.index("done ") < out.index("running ") < out.index("failed ") < out.index("pending ")
     # after the cell: its attempt says done, but without a record (a fake cell function) it is not done
     assert json.loads(state_file(jobs, names[5]).read_text())["state"] == "done"
+
+
+def test_status_of_a_per_seed_stage1_study_finds_each_seeds_file_and_reads_its_records_as_done(
+    tmp_path, capsys
+):
+    # --stage1 --stage1_per_seed: each cell starts from RUNS_DIR/stage1/<projector>__seed<seed>/. --status trains
+    # nothing, so it must find those files itself; it once looked in <projector>/ and called every record stale.
+    argv = [*STATUS_SWEEP, *_dirs(tmp_path), "--stage1", "--stage1_per_seed", "True"]
+    args, train_flags = parse(argv)
+    files = {}
+    for projector in args.projectors:  # seed 0's stage 1 has run; seed 1's has not
+        f = tmp_path / "runs" / "stage1" / f"{projector}__seed0" / "mm_projector.safetensors"
+        f.parent.mkdir(parents=True)
+        f.write_bytes(projector.encode())  # the key hashes the file's bytes
+        files[projector] = {0: str(f)}
+    args.stage1 = files  # what the run itself plans with, after stage 1
+    todo, _ = plan(args, train_flags)
+    seed0 = [(cell, path, key) for cell, _, path, key in todo if cell.seed == 0]
+    assert seed0 and all("__seed0" in str(key_path) for _, key_path, _ in seed0)
+    for cell, path, key in seed0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config = {"model": {"pretrain_mm_mlp_adapter": files[cell.projector][0]}}  # what build_record sees
+        record = {
+            "key": key,
+            "key_inputs": key_inputs(config),
+            "config": config,
+            "metrics": {"test": {"auc": 0.75}},
+        }
+        path.write_text(json.dumps(record))
+    states = {c["name"]: c["state"] for c in main([*argv, "--status"])["cells"]}
+    assert [states[job_name(args.mode, path)] for _, path, _ in seed0] == ["done"] * len(seed0)
+    assert sorted(set(states.values())) == ["done", "pending"]
+    assert list(states.values()).count("pending") == len(states) - len(seed0) == 4
+    # a changed stage-1 file is a new init: its cells are out of date again
+    Path(files[args.projectors[0]][0]).write_bytes(b"retrained")
+    cells = main([*argv, "--status"])["cells"]
+    assert [c["state"] for c in cells].count("done") == len(seed0) // 2
+    stale = [
+        c["detail"] for c in cells if c["name"].startswith(args.projectors[0]) and "__seed0" in c["name"]
+    ]
+    assert stale == ["its record is out of date (stage-1 file changed)"] * (len(seed0) // 2)
+    capsys.readouterr()
 
 
 def test_emit_jobs_writes_the_command_of_each_cell_left_and_runs_nothing(tmp_path, capsys):

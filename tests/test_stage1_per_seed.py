@@ -3,12 +3,14 @@ the zero-shot rows sit beside the comparison and never enter its tests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
 from llava_df.sweep.cells import Cell
 from llava_df.sweep.compare import main as compare_main
+from llava_df.sweep.record import code_fingerprint
 
 
 def test_a_cell_takes_its_own_seeds_stage1_file(tmp_path):
@@ -42,6 +44,11 @@ def test_every_seed_starts_from_its_own_stage1_and_zero_shot_rows_are_beside_the
             record = json.loads((runs / f"{projector}__projector_only__seed{seed}.json").read_text())
             assert record["projector_init"] == f"file:{stage1}"
             assert record["config"]["training"]["seed"] == seed
+            # what the key hashed beyond the config, so a stale key can be traced (sweep/status.py reads it)
+            assert record["key_inputs"] == {
+                "code_fingerprint": code_fingerprint(),
+                "pretrain_mm_mlp_adapter_sha256": hashlib.sha256(stage1.read_bytes()).hexdigest(),
+            }
             for form, answers in (("zero_shot", ("Fake", "Real")), ("zero_shot_yes_no", ("Yes", "No"))):
                 zero = json.loads((runs / f"{projector}__{form}__seed{seed}.json").read_text())
                 assert zero["projector_init"] == f"file:{stage1}" and "steps" not in zero

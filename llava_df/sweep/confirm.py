@@ -23,6 +23,9 @@ Optional protocol keys (v3; a protocol without them gives exactly the v1/v2 outp
   -> ``<out>/family_auc.{md,csv}``, ``<out>/tpr_at_fpr.{md,csv}``;
 - ``max_last_eval_share: 0.2``: the header gives the share of runs that selected their last
   evaluation per strategy, and says in bold where the epoch cap binds (share above it);
+- ``primary: strategy_mean``: the primary family is one comparison per candidate, its difference averaged
+  over the strategies (inference.compare_to_reference on [strategies, seeds, N]); the per-strategy
+  comparisons are secondary -> ``<out>/per_strategy.{md,csv}`` (Holm over them, smallest margins);
 - ``one_commit: true``: the family's records must share one code commit from a clean tree, one machine
   type and one preset (llava_df.sweep.study), else refused unless ``--exploratory``; the header names them.
 """
@@ -43,13 +46,15 @@ from llava_df.errors import UsageError, cli_entry
 from llava_df.io import write_text
 from llava_df.sweep import secondary
 from llava_df.sweep.inference import Analysis, adjust_family, compare_to_reference, power_summary
-from llava_df.sweep.margins import sensitivity, write_margin_sensitivity
+from llava_df.sweep.margins import sensitivity, smallest_margin, write_margin_sensitivity
 from llava_df.sweep.protocol import load_protocol
 from llava_df.sweep.record import last_epoch_by_strategy, last_epoch_fraction, read_records
 from llava_df.sweep.study import check_one_study, study_line
 
 # The repository's protocol (an editable checkout); an installed wheel has none and uses inference's defaults.
 DEFAULT_PROTOCOL = Path(__file__).resolve().parents[2] / "protocols" / "confirmatory_v1.yaml"
+STRATEGY_MEAN_KEY = "strategy_mean"  # protocol key ``primary``: one comparison per candidate, over strategies
+STRATEGY_MEAN = "mean"
 COLUMNS = ("comparison", "strategy", "seeds", "difference", "ci95_low", "ci95_high", "ci90_low", "ci90_high", "se",
            "se_image", "sd_seed", "df", "cohens_dz", "p", "p_holm", "p_bh", "p_tost", "p_tost_holm", "verdict")  # fmt: skip
 
@@ -106,10 +111,33 @@ def paired(cells: dict, protocol: dict) -> list[tuple[str, np.ndarray, np.ndarra
     return pairs
 
 
+def over_strategies(pairs: list[tuple[str, np.ndarray, np.ndarray]], protocol: dict) -> list[tuple]:
+    """``primary: strategy_mean``: [(name "candidate vs reference | mean of S strategies", candidate [S, k, N],
+    reference [S, k, N])], one per candidate, on the seeds every strategy of both sides has."""
+    strategies, out = protocol["strategies"], []
+    for candidate in protocol["candidates"]:
+        mine = [(a, b) for name, a, b in pairs if name.split(" vs ")[0] == candidate]
+        k = min(a.shape[0] for a, _ in mine)  # paired() stacks each strategy's shared seeds in order
+        if any(a.shape[0] != k for a, _ in mine):
+            raise UsageError(
+                f"{candidate}: seed counts differ between strategies ({[a.shape[0] for a, _ in mine]}); the mean over "
+                "strategies pairs seed s of every strategy. Run the missing cells, then analyse again."
+            )
+        name = f"{candidate} vs {protocol['reference']} | {STRATEGY_MEAN} of {len(strategies)} strategies"
+        out.append((name, np.stack([a for a, _ in mine]), np.stack([b for _, b in mine])))
+    return out
+
+
+def primary_pairs(cells: dict, protocol: dict) -> list[tuple]:
+    """The primary family's pairs: one per candidate and strategy, or per candidate (``primary: strategy_mean``)."""
+    pairs = paired(cells, protocol)
+    return over_strategies(pairs, protocol) if protocol.get("primary") == STRATEGY_MEAN_KEY else pairs
+
+
 def analyse(records: list[dict], protocol: dict, exploratory: bool = False) -> tuple[list, dict]:
     cells, y, _ = pair_scores(records, protocol, exploratory)
     comparisons = [compare_to_reference(y, a, b, name=name, margin=protocol["margin"])
-                   for name, a, b in paired(cells, protocol)]  # fmt: skip
+                   for name, a, b in primary_pairs(cells, protocol)]  # fmt: skip
     family = adjust_family(comparisons, alpha=protocol["alpha"])
     power_info = power_summary(family, Analysis.from_protocol(protocol, "protocol"))
     return family, power_info
@@ -186,6 +214,16 @@ def v3_extras(
         extras["header"] += _convergence_lines(study, protocol)
     if protocol.get("sensitivity_margins"):
         extras["margins"] = sensitivity(family, protocol["sensitivity_margins"], alpha)
+    if protocol.get("primary") == STRATEGY_MEAN_KEY:
+        cells, y, _ = pair_scores(records, protocol, exploratory)
+        per = [compare_to_reference(y, a, b, name=name, margin=protocol["margin"])
+               for name, a, b in paired(cells, protocol)]  # fmt: skip
+        extras["per_strategy"] = adjust_family(per, alpha=alpha)
+        extras["header"].append(
+            f"Primary family: each candidate's difference averaged over the {len(protocol['strategies'])} strategies "
+            "(seed s of every strategy paired). Per strategy: secondary, Holm over those "
+            f"{len(per)} (per_strategy.md), never a verdict of this study."
+        )
     family_auc, targets = secondary.endpoints(protocol.get("secondary") or [])
     if family_auc or targets:
         cells, y, _ = pair_scores(records, protocol, exploratory)
@@ -213,7 +251,40 @@ def _manipulation(study: list[dict]) -> np.ndarray:
     return np.asarray(first)
 
 
+def write_per_strategy(out: Path, per: list, protocol: dict) -> None:
+    """``<out>/per_strategy.{csv,md}``: the per-strategy comparisons of a ``primary: strategy_mean`` study, Holm over
+    them, with the smallest equivalence margin each survives (descriptive)."""
+    alpha = protocol["alpha"]
+    rows = [
+        _row(c) | {"smallest_equivalence_margin": smallest_margin(per, i, alpha)} for i, c in enumerate(per)
+    ]
+    with open(out / "per_strategy.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "smallest_equivalence_margin"])
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "# Per strategy (secondary): every candidate against the reference under each strategy",
+        "",
+        f"Descriptive: Holm over these {len(rows)} comparisons at alpha {alpha}, TOST at +-{protocol['margin']}; the "
+        "primary family (comparisons.md) is the mean over strategies. Smallest margin: the smallest (to "
+        "0.001) at which the comparison is 'equivalent' after Holm over these; '-' for better / worse or none.",
+        "",
+        "| comparison | strategy | seeds | difference [95% CI] | p Holm | p TOST Holm | verdict | smallest margin |",
+        "|---|---|---:|---|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        m = r["smallest_equivalence_margin"]
+        lines.append(
+            f"| {r['comparison']} | {r['strategy']} | {r['seeds']} | {r['difference']:+.4f} [{r['ci95_low']:+.4f}, "
+            f"{r['ci95_high']:+.4f}] | {r['p_holm']:.3g} | {r['p_tost_holm']:.3g} | {r['verdict']} | "
+            f"{'-' if m is None else f'{m:.3f}'} |"
+        )
+    write_text(out / "per_strategy.md", "\n".join(lines) + "\n")
+
+
 def write_v3_extras(out: Path, extras: dict, protocol: dict) -> None:
+    if "per_strategy" in extras:
+        write_per_strategy(out, extras["per_strategy"], protocol)
     if "margins" in extras:
         write_margin_sensitivity(out, extras["margins"], protocol["sensitivity_margins"], protocol["alpha"])
     if "family_auc" in extras:

@@ -3,6 +3,7 @@
 How to call::
 
     c = compare_to_reference(y, a, b, margin=0.02)      # a, b: [seeds, N] test scores, row s = seed s of each
+    c = compare_to_reference(y, a, b, margin=0.015)     # a, b: [strategies, seeds, N]: the mean over strategies
     family = adjust_family([c1, c2, ...], alpha=0.05)   # Holm (and BH beside it) over the whole family, verdicts
     mdd = minimum_detectable_difference(se_image, sd_seed, seeds=6)      # at alpha 0.05, power 0.8
     k = seeds_needed(se_image, sd_seed, target=0.02)                     # the smallest seed count reaching it
@@ -96,19 +97,30 @@ def _satterthwaite(var_image: float, var_seed_mean: float, seeds: int) -> float:
 
 
 def compare_to_reference(y, candidate, reference, *, name: str = "", margin: float = MARGIN) -> Comparison:
-    """The paired comparison of ``candidate`` [seeds, N] against ``reference`` [seeds, N] on labels ``y`` [N]."""
-    a, b = np.atleast_2d(candidate), np.atleast_2d(reference)
+    """The paired comparison of ``candidate`` [seeds, N] against ``reference`` [seeds, N] on labels ``y`` [N].
+
+    With [strategies, seeds, N] on each side (seed s of every strategy starts from the same stage-1 file), the
+    estimand is the difference averaged over strategies: the per-seed differences are each seed's mean over
+    strategies, and the image part is DeLong's c' S c over all 2 x strategies x seeds AUCs (c: +-1 / (strategies
+    x seeds)), so the correlation of the strategies' errors on the shared images is counted, not assumed away."""
+    a, b = np.asarray(candidate, dtype=float), np.asarray(reference, dtype=float)
+    if a.ndim == 1:
+        a, b = a[None], np.atleast_2d(b)
     if a.shape != b.shape:
         raise ValueError(
             f"{name}: the two sides need the same seeds and images, got {a.shape} and {b.shape}."
         )
-    k = a.shape[0]
+    if a.ndim == 2:
+        a, b = a[None], b[None]
+    units, k = a.shape[:2]
     if k < 2:
         raise ValueError(f"{name}: {k} seed; the seed part of the error needs at least 2 seeds per side.")
-    aucs, cov = delong(y, np.vstack([a, b]))
-    contrast = np.concatenate([np.full(k, 1 / k), np.full(k, -1 / k)])
+    n = units * k
+    aucs, cov = delong(y, np.vstack([a.reshape(n, -1), b.reshape(n, -1)]))
+    contrast = np.concatenate([np.full(n, 1 / n), np.full(n, -1 / n)])
     var_image = float(max(contrast @ cov @ contrast, 0.0))
-    return comparison_from_parts(aucs[:k] - aucs[k:], var_image, name=name, margin=margin)
+    per_seed = (aucs[:n] - aucs[n:]).reshape(units, k).mean(axis=0)
+    return comparison_from_parts(per_seed, var_image, name=name, margin=margin)
 
 
 def comparison_from_parts(

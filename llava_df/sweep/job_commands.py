@@ -26,12 +26,25 @@ from llava_df.sweep.status import cell_states, format_states
 
 def for_status(args) -> argparse.Namespace:
     """The sweep's settings for planning every cell without running one: ``force`` (no cell left out) and the
-    stage-1 files --stage1 trained before (RUNS_DIR/stage1/<projector>/, stage1.py's layout) instead of training."""
+    stage-1 files --stage1 trained before (RUNS_DIR/stage1/<projector>/, or <projector>__seed<seed>/ with
+    --stage1_per_seed: stage1.py's layout) instead of training. A seed whose file is not there yet plans its cell
+    without one: that cell is pending either way."""
     status = argparse.Namespace(**vars(args))
     status.force = True
     if args.run_stage1:
-        found = {p: args.runs_dir / "stage1" / p / "mm_projector.safetensors" for p in args.projectors}
-        status.stage1 = {p: str(f) for p, f in found.items() if f.is_file()}
+        root = args.runs_dir / "stage1"
+        # per seed: without this every per-seed cell read as "out of date" (its init was missing)
+        if args.stage1_per_seed:
+            found = {
+                p: {s: root / f"{p}__seed{s}" / "mm_projector.safetensors" for s in args.seeds}
+                for p in args.projectors
+            }
+            status.stage1 = {
+                p: {s: str(f) for s, f in files.items() if f.is_file()} for p, files in found.items()
+            }
+        else:
+            found = {p: root / p / "mm_projector.safetensors" for p in args.projectors}
+            status.stage1 = {p: str(f) for p, f in found.items() if f.is_file()}
     return status
 
 

@@ -46,6 +46,9 @@ OPTIONAL = {
     "one_commit": (lambda v: isinstance(v, bool), "true or false"),
     "bootstrap_draws": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2, "an integer >= 2"),
     "bootstrap_seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    # strategy_mean: one primary comparison per candidate, its difference averaged over the strategies
+    # (inference.compare_to_reference on [strategies, seeds, N]); the per-strategy ones become secondary
+    "primary": (lambda v: v in ("per_strategy", "strategy_mean"), "per_strategy (the default) or strategy_mean"),
 }  # fmt: skip
 
 

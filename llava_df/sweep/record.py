@@ -49,6 +49,21 @@ def cell_key(run_config: dict, fingerprint: str) -> str:
     return hashlib.blake2b(payload.encode(), digest_size=10).hexdigest()
 
 
+def key_inputs(run_config: dict) -> dict:
+    """What a cell's key hashes besides the config the record holds: the code fingerprint and the stage-1 file's
+    SHA-256. Kept in the record so that a key that stops matching can be traced to the code, the package versions
+    (``env.packages``) or the stage-1 file, not guessed at."""
+    adapter = run_config["model"].get("pretrain_mm_mlp_adapter")
+    return {
+        "code_fingerprint": code_fingerprint(),
+        "pretrain_mm_mlp_adapter_sha256": (
+            hashlib.sha256(Path(adapter).read_bytes()).hexdigest()
+            if adapter and Path(adapter).is_file()
+            else None
+        ),
+    }
+
+
 def record_path(results_dir: Path, cell: Cell) -> Path:
     return results_dir / "runs" / f"{cell.name}.json"
 
@@ -63,6 +78,7 @@ def build_record(cell: Cell, results: dict, scores: dict, key: str, init: str) -
             "name": cell.name,
         },
         "key": key,
+        "key_inputs": key_inputs(results["config"]),
         "projector_init": init,
         "metrics": {
             "test": results["test"],

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava_df.sweep.jobs import STALE_S, is_recorded, read_state
+from llava_df.sweep.record import key_inputs
 
 STATES = ("done", "running", "failed", "pending")
 SUBMITIT = "submitit"  # submitit's folder inside JOBS_DIR
@@ -130,8 +131,30 @@ def cell_state(name: str, record: Path, key: str, jobs_dir: Path, index: dict, n
         ended = f"; its log ends: {log}" if log else ""  # e.g. the scheduler's word on a job that ended early
         return CellState(name, "pending", f"submitted as job {job} at {when}, not started{ended}")
     if record.is_file():
-        return CellState(name, "pending", "its record is out of date (settings or code changed)")
+        return CellState(name, "pending", why_stale(record))
     return CellState(name, "pending")
+
+
+# what a record's key_inputs name, in the words a user acts on
+KEY_INPUTS = (
+    ("code_fingerprint", "code or package versions"),
+    ("pretrain_mm_mlp_adapter_sha256", "stage-1 file"),
+)
+
+
+def why_stale(record: Path) -> str:
+    """Which input of a stale record's key changed, as far as the record says (``key_inputs``; older records
+    hold only the key, so settings and code cannot be told apart)."""
+    try:
+        old = json.loads(record.read_text())
+        was, config = old.get("key_inputs"), old["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its record is unreadable or incomplete"
+    if not was:
+        return "its record is out of date (settings or code changed)"
+    now = key_inputs(config)
+    changed = [words for field, words in KEY_INPUTS if was.get(field) != now.get(field)]
+    return f"its record is out of date ({' and '.join(changed) or 'settings'} changed)"
 
 
 def cell_states(cells: list[tuple[str, Path, str]], jobs_dir: Path) -> list[CellState]:
