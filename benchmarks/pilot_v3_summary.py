@@ -47,7 +47,9 @@ SEEDS = (0, 1)
 PILOT_CAP = 12  # smol_converge.yaml's num_train_epochs
 V2_SD_SEED = 0.0120  # results/power_pilot/power.json: protocol v2's pooled seed SD of a difference
 FAMILY = 12  # protocol v3's primary family: 4 candidates x 3 strategies
-V3_PROJECTORS = 5  # cells per strategy and seed in v3 (the reference and 4 candidates)
+# Cells per strategy and seed in v3: the reference, 4 candidates and the head study's mlp2x_gelu with
+# --answer_head classifier (the draft puts the head inside the study, so it is inside the budget too)
+V3_CELLS = 6
 TEST_SIZES = (450, 1000, 2000, 4000)
 SEED_COUNTS = (3, 4, 5, 6, 7, 8)
 # The two designs protocols/confirmatory_v3.draft.md chooses between (its "Choice of design" rule), before the
@@ -248,6 +250,7 @@ def sizing(
 
 def _design_rows(design, se_pilot, sd_seed, n_pilot, cost, s_per_image, caps, alpha, power) -> list[dict]:
     family = DESIGNS[design]
+    study_cap = max(c["cap"] or PILOT_CAP for c in caps.values())  # one recipe, so one cap: the largest
     rows = []
     for n in TEST_SIZES:
         se_image = se_pilot * math.sqrt(n_pilot / n)
@@ -257,9 +260,9 @@ def _design_rows(design, se_pilot, sd_seed, n_pilot, cost, s_per_image, caps, al
             hours = {}
             for label, epochs_of in (
                 ("mean_stop", lambda s: cost[s]["mean_epochs"]),
-                ("cap", lambda s: caps[s]["cap"] or PILOT_CAP),
+                ("cap", lambda s: study_cap),
             ):
-                per_seed = sum(V3_PROJECTORS * (epochs_of(s) * cost[s]["cpu_s_per_epoch"] + images * s_per_image)
+                per_seed = sum(V3_CELLS * (epochs_of(s) * cost[s]["cpu_s_per_epoch"] + images * s_per_image)
                                for s in cost)  # fmt: skip
                 hours[label] = per_seed / 3600
             rows.append({
@@ -394,7 +397,7 @@ def render(summary: dict, command: str) -> str:
                   + ("(the larger of the pilot's pooled SD and v2's 0.012)" if design == "per_strategy" else
                      "(the larger of the pilot's strategy-mean SD and v2's 0.012 x v2's averaging ratio)")
                   + f"; image SE: the pilot's {'worst strategy' if design == 'per_strategy' else 'strategy-mean'} "
-                  f"image SE scaled by sqrt(N_pilot / N). CPU h: {V3_PROJECTORS} projectors x 3 strategies per seed, at "
+                  f"image SE scaled by sqrt(N_pilot / N). CPU h: {V3_CELLS} cells (5 projectors and the classifier head) x 3 strategies per seed, at "
                   "the pilot's mean stopping epoch and at the cap, plus scoring (test and held-out grow with N).", "",
                   f"| test images N | seeds k | image SE | MDD at alpha/{family} | equivalence margin reachable at "
                   f"alpha/{family} | CPU h/seed (mean stop) | CPU h/seed (cap) | CPU h, study at cap |",
