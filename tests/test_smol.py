@@ -206,6 +206,26 @@ def test_smol_trains_every_strategy_in_int8_on_cpu(strategy, built, tmp_path):
 
 
 @needs_wheels
+@pytest.mark.slow
+def test_smol_trains_the_classifier_head_in_int8_and_saves_it(built, tmp_path):
+    # protocol v3 runs the head study on smol: its 2-class head over SmolLM2's "real" / "fake" tokens
+    from safetensors.torch import load_file
+
+    from llava_df.train.workflow import main as train_main
+
+    recipe = Path(smol.__file__).resolve().parents[1] / "configs" / "smol_converge.yaml"
+    out = tmp_path / "head"
+    results = train_main(["--config", str(recipe), "--strategy", "lora", "--answer_head", "classifier",
+                          "--synthetic_n", "40", "--split_fractions", "0.5,0.25,0.25", "--holdout_manipulation", "",
+                          "--max_steps", "2", "--per_device_train_batch_size", "4", "--eval_strategy", "no",
+                          "--output_dir", str(out)])  # fmt: skip
+    assert results["steps"] == 2 and results["config"]["model"]["answer_head"] == "classifier"
+    assert results["config"]["model"]["bits"] == 8 and math.isfinite(results["test"]["auc"])
+    weights = load_file(out / "final" / "answer_head.safetensors")
+    assert weights["classes.weight"].shape == (2, 576)  # SmolLM2-135M's hidden size
+
+
+@needs_wheels
 def test_the_feature_cache_serves_the_dinov2_towers_own_features(built, tmp_path):
     from llava_df.data.pipeline import prepare_data, split_of
     from llava_df.model.feature_cache import detach, prepare_feature_cache

@@ -109,3 +109,20 @@ def test_an_unknown_primary_is_named(tmp_path, capsys):
     assert (
         "primary is 'pooled'; expected per_strategy (the default) or strategy_mean" in capsys.readouterr().err
     )
+
+
+def test_the_sweep_table_of_a_strategy_mean_study_calls_its_per_strategy_verdicts_secondary():
+    from llava_df.sweep.inference import Analysis
+    from llava_df.sweep.report import _status_line
+
+    records = [{"steps": 10, "config": {"data": {"synthetic_seed": 77}}}]
+    mean = Analysis.from_protocol(MEAN, "p.yaml")
+    assert mean.primary == "strategy_mean" and Analysis.from_protocol(V3, "p.yaml").primary == "per_strategy"
+    line = _status_line(records, mean)
+    assert line.startswith(
+        "**Confirmatory test set** (--synthetic_seed 77), but the protocol's primary family"
+    )
+    assert "per-strategy verdicts of this table are secondary, not confirmatory claims" in line
+    assert "only the comparisons the protocol names are confirmatory" in _status_line(
+        records, Analysis.from_protocol(V3, "p")
+    )

@@ -58,11 +58,13 @@ class Analysis:
     target_mdd: float = MARGIN
     benchmark_seed: int | None = None  # the confirmatory test set's --synthetic_seed (None: not stated)
     source: str = "the built-in defaults (protocols/confirmatory_v1.yaml's values)"
+    primary: str = "per_strategy"  # or strategy_mean: the protocol's family is the mean over strategies
 
     @classmethod
     def from_protocol(cls, protocol: dict, source: str) -> Analysis:
         return cls(margin=protocol["margin"], alpha=protocol["alpha"], power=protocol["power"],
-                   target_mdd=protocol["target_mdd"], benchmark_seed=protocol.get("benchmark_seed"), source=source)  # fmt: skip
+                   target_mdd=protocol["target_mdd"], benchmark_seed=protocol.get("benchmark_seed"), source=source,
+                   primary=protocol.get("primary", "per_strategy"))  # fmt: skip
 
 
 @dataclass(frozen=True)

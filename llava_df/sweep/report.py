@@ -157,6 +157,10 @@ def _status_line(records: list[dict], analysis: Analysis) -> str:
     if analysis.benchmark_seed is None:  # no protocol names a fresh test set: nothing to claim either way
         return (f"Benchmark seed(s) {', '.join(map(str, sorted(seeds, key=str)))}; no --protocol names a confirmatory test "
                 "set for these runs, so their verdicts are descriptive.")  # fmt: skip
+    if seeds == {analysis.benchmark_seed} and analysis.primary == "strategy_mean":
+        return (f"**Confirmatory test set** (--synthetic_seed {analysis.benchmark_seed}), but the protocol's primary "
+                "family is each candidate's difference averaged over the strategies (python -m llava_df.sweep.confirm "
+                "--protocol ...): the per-strategy verdicts of this table are secondary, not confirmatory claims.")  # fmt: skip
     if seeds == {analysis.benchmark_seed}:
         return (f"**Confirmatory test set**: every run is on the protocol's benchmark (--synthetic_seed "
                 f"{analysis.benchmark_seed}), never used for a design choice; only the comparisons the protocol names are "
