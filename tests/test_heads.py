@@ -115,3 +115,24 @@ def test_a_probe_with_one_seed_is_named_not_silently_dropped(tmp_path):
     assert [r["row"] for r in result["rows"]] == ["mlp2x_gelu / lora / classifier"]
     assert "probe_mlp against mlp2x_gelu / lora / generate: 1 shared seed(s)" in "; ".join(result["notes"])
     assert "Left out: " in (tmp_path / "out" / "heads.md").read_text()
+
+
+def test_a_seed_whose_two_sides_started_from_different_stage1_files_is_left_out_and_named(tmp_path):
+    gen = write_side(tmp_path / "g", "generate")
+    cls = write_side(tmp_path / "c", "classifier", lift=0.8)
+    for side, shas in (
+        (gen, ("a", "b", "c")),
+        (cls, ("a", "b", "X")),
+    ):  # seed 2's head realigned to other bytes
+        for seed, sha in enumerate(shas):
+            path = side / f"mlp2x_gelu__lora__seed{seed}.json"
+            record = json.loads(path.read_text())
+            record["key_inputs"] = {"code_fingerprint": "f", "pretrain_mm_mlp_adapter_sha256": sha}
+            path.write_text(json.dumps(record))
+    result = main(["--generate", str(gen), "--classifier", str(cls), "--out", str(tmp_path / "out")])
+    (head,) = result["rows"]
+    assert head["seeds"] == 2
+    assert (
+        "mlp2x_gelu / lora: seed(s) 2 left out: the two sides started from different stage-1 files"
+        in "; ".join(result["notes"])
+    )

@@ -97,6 +97,11 @@ def _same_setting(gen: dict, cls: dict) -> None:
             )
 
 
+def _init(record: dict) -> str | None:
+    """The SHA-256 of the stage-1 file the run started from (None: random init, or a record from before key_inputs)."""
+    return (record.get("key_inputs") or {}).get("pretrain_mm_mlp_adapter_sha256")
+
+
 def head_rows(generate: dict, classifier: dict, probes: list[dict]) -> tuple[list[dict], list[str]]:
     """(rows: one per cell on both sides, then each probe against each pipeline side; notes on what was left out)."""
     rows, notes, ids, y = [], [], None, None
@@ -108,6 +113,13 @@ def head_rows(generate: dict, classifier: dict, probes: list[dict]) -> tuple[lis
             )
             continue
         seeds = sorted(set(generate[key]) & set(classifier[key]))
+        # Each side may align its own stage 1 (another runs dir): a seed pairs only when both started from the
+        # same bytes (record.key_inputs; records from before it have none on either side and pair as before).
+        other_init = [s for s in seeds if _init(generate[key][s]) != _init(classifier[key][s])]
+        if other_init:
+            notes.append(f"{key[0]} / {key[1]}: seed(s) {', '.join(map(str, other_init))} left out: the two sides started "
+                         "from different stage-1 files (key_inputs.pretrain_mm_mlp_adapter_sha256)")  # fmt: skip
+            seeds = [s for s in seeds if s not in other_init]
         if len(seeds) < 2:
             notes.append(f"{key[0]} / {key[1]}: {len(seeds)} shared seed(s); a paired comparison needs 2")
             continue
