@@ -117,15 +117,21 @@ def _test_arrays(record: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
     return test["id"], np.asarray(test["is_fake"], dtype=int), np.asarray(test["p_fake"], dtype=float)
 
 
-def paired_difference(candidate: dict, reference: dict) -> dict:
-    """One seed's test-AUC difference (candidate - reference) on the shared test images and its DeLong SE."""
-    ids_c, y, c = _test_arrays(candidate)
-    ids_r, y_r, r = _test_arrays(reference)
-    if ids_c != ids_r or not np.array_equal(y, y_r):
+def _same_test_images(a: dict, b: dict) -> None:
+    ids_a, y_a, _ = _test_arrays(a)
+    ids_b, y_b, _ = _test_arrays(b)
+    if ids_a != ids_b or not np.array_equal(y_a, y_b):
         raise UsageError(
-            f"{candidate['cell']['name']} and {reference['cell']['name']} scored different test images; "
+            f"{a['cell']['name']} and {b['cell']['name']} scored different test images; "
             "a pilot pair must share its split (same benchmark seed and recipe). Rerun the pilot's command."
         )
+
+
+def paired_difference(candidate: dict, reference: dict) -> dict:
+    """One seed's test-AUC difference (candidate - reference) on the shared test images and its DeLong SE."""
+    _same_test_images(candidate, reference)
+    _, y, c = _test_arrays(candidate)
+    r = _test_arrays(reference)[2]
     auc, cov = delong(y, np.vstack([c, r]))
     return {"difference": float(auc[0] - auc[1]), "se_image": float(math.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])),
             "n_test": int(len(y))}  # fmt: skip
@@ -165,7 +171,7 @@ def strategy_mean_spread(records: dict[tuple[str, str, int], dict]) -> dict | No
         runs = [records[(p, st, seed)] for p in (CANDIDATE, REFERENCE) for st in STRATEGIES]
         ids, y, _ = _test_arrays(runs[0])
         for r in runs[1:]:
-            paired_difference(r, runs[0])  # refuses other test images, naming the two cells
+            _same_test_images(r, runs[0])
         aucs, cov = delong(y, np.vstack([_test_arrays(r)[2] for r in runs]))
         n = len(STRATEGIES)
         contrast = np.concatenate([np.full(n, 1 / n), np.full(n, -1 / n)])

@@ -55,6 +55,7 @@ from llava_df.sweep.lr_grid import write_grid
 from llava_df.sweep.pool import run_pool, stopping
 from llava_df.sweep.probes import PROBES, ProbeBudget, run_probes, tower_features
 from llava_df.sweep.record import (
+    adapter_sha256,
     build_record,
     cell_key,
     code_fingerprint,
@@ -154,10 +155,7 @@ def run_zero_shot_records(args, train_flags: list[str], command: str) -> None:
         for seed in args.seeds if isinstance(files, dict) else args.seeds[:1]:
             argv = cell_argv(args, train_flags, Cell(projector, "projector_only", seed))
             config = parse_spec(argv).to_json()
-            adapter = Path(config["model"]["pretrain_mm_mlp_adapter"])
-            config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(
-                adapter.read_bytes()
-            ).hexdigest()
+            config["model"]["pretrain_mm_mlp_adapter_sha256"] = adapter_sha256(config)
             key = cell_key(config, fingerprint)
             paths = [str(out / f"{projector}__{form}__seed{seed}.json") for form in ZERO_SHOT_STRATEGIES]
             if not args.force and all(
@@ -199,11 +197,9 @@ def plan(args, train_flags) -> tuple[list[tuple[Cell, list[str], Path, str]], in
         results = args.results_dir / args.mode / variant[0] if variant else args.results_dir / "comparison"
         argv = cell_argv(args, train_flags, cell, variant)
         config = parse_spec(argv).to_json()
-        adapter = config["model"].get("pretrain_mm_mlp_adapter")
-        if adapter:  # a new stage-1 file at the same path is a new cell
-            config["model"]["pretrain_mm_mlp_adapter_sha256"] = hashlib.sha256(
-                Path(adapter).read_bytes()
-            ).hexdigest()
+        sha = adapter_sha256(config)  # parse_spec checked that the file exists
+        if sha:  # a new stage-1 file at the same path is a new cell
+            config["model"]["pretrain_mm_mlp_adapter_sha256"] = sha
         key = cell_key(config, fingerprint)
         path = record_path(results, cell)
         if not args.force and path.is_file():

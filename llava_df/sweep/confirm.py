@@ -214,20 +214,21 @@ def v3_extras(
         extras["header"] += _convergence_lines(study, protocol)
     if protocol.get("sensitivity_margins"):
         extras["margins"] = sensitivity(family, protocol["sensitivity_margins"], alpha)
-    if protocol.get("primary") == STRATEGY_MEAN_KEY:
+    family_auc, targets = secondary.endpoints(protocol.get("secondary") or [])
+    if (
+        protocol.get("primary") == STRATEGY_MEAN_KEY or family_auc or targets
+    ):  # the per-strategy pairs, read once
         cells, y, _ = pair_scores(records, protocol, exploratory)
-        per = [compare_to_reference(y, a, b, name=name, margin=protocol["margin"])
-               for name, a, b in paired(cells, protocol)]  # fmt: skip
+        pairs = paired(cells, protocol)
+    if protocol.get("primary") == STRATEGY_MEAN_KEY:
+        per = [compare_to_reference(y, a, b, name=name, margin=protocol["margin"]) for name, a, b in pairs]
         extras["per_strategy"] = adjust_family(per, alpha=alpha)
         extras["header"].append(
             f"Primary family: each candidate's difference averaged over the {len(protocol['strategies'])} strategies "
             "(seed s of every strategy paired). Per strategy: secondary, Holm over those "
             f"{len(per)} (per_strategy.md), never a verdict of this study."
         )
-    family_auc, targets = secondary.endpoints(protocol.get("secondary") or [])
     if family_auc or targets:
-        cells, y, _ = pair_scores(records, protocol, exploratory)
-        pairs = paired(cells, protocol)
         if family_auc:
             extras["family_auc"] = secondary.family_auc_comparisons(pairs, y, _manipulation(study), alpha)
         if targets:

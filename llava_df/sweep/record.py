@@ -49,18 +49,24 @@ def cell_key(run_config: dict, fingerprint: str) -> str:
     return hashlib.blake2b(payload.encode(), digest_size=10).hexdigest()
 
 
+def adapter_sha256(run_config: dict) -> str | None:
+    """SHA-256 of the run's stage-1 file (--pretrain_mm_mlp_adapter); None without one. A cell's key hashes it, so
+    a new stage-1 file at the same path is a new cell."""
+    adapter = run_config["model"].get("pretrain_mm_mlp_adapter")
+    return (
+        hashlib.sha256(Path(adapter).read_bytes()).hexdigest()
+        if adapter and Path(adapter).is_file()
+        else None
+    )
+
+
 def key_inputs(run_config: dict) -> dict:
     """What a cell's key hashes besides the config the record holds: the code fingerprint and the stage-1 file's
     SHA-256. Kept in the record so that a key that stops matching can be traced to the code, the package versions
     (``env.packages``) or the stage-1 file, not guessed at."""
-    adapter = run_config["model"].get("pretrain_mm_mlp_adapter")
     return {
         "code_fingerprint": code_fingerprint(),
-        "pretrain_mm_mlp_adapter_sha256": (
-            hashlib.sha256(Path(adapter).read_bytes()).hexdigest()
-            if adapter and Path(adapter).is_file()
-            else None
-        ),
+        "pretrain_mm_mlp_adapter_sha256": adapter_sha256(run_config),
     }
 
 
