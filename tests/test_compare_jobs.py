@@ -402,8 +402,10 @@ def test_a_cluster_file_is_checked_and_the_flags_win_over_it(tmp_path, capsys):
     assert "--cluster " + str(cluster) + ": unknown key 'nodes'; valid: partition," in capsys.readouterr().err
 
 
-def test_slurm_settings_become_submitits_parameters(tmp_path):
+def test_slurm_settings_become_submitits_parameters(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
+    # submitit's executor refuses to exist where no srun is on PATH; what is checked here is the parameter names
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))
     from llava_df.sweep.submit import slurm_parameters
 
     settings = {"partition": "gpu", "account": "lab", "time_min": 240, "mem_gb": 32, "array_parallelism": 8,

@@ -273,6 +273,32 @@ def test_an_exploratory_analysis_of_mixed_records_names_each_with_its_count(tmp_
     )
 
 
+def test_a_study_with_a_cell_missing_is_refused_before_the_output_folder_is_touched(tmp_path, capsys):
+    runs = write_records(tmp_path / "r")
+    (runs / "linear__lora__seed1.json").unlink()
+    protocol = V3 | {"seeds": [0, 1, 2, 3]}
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, protocol, runs)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    # 3 projectors x 2 strategies x 4 seeds = 24 cells; seed 3's 6 and linear__lora__seed1 are missing
+    assert err.startswith("error: the study is incomplete: 7 of the protocol's 24 cells have no record")
+    assert (
+        "linear__lora__seed1" in err and "mlp2x_gelu__projector_only__seed3" in err and "--exploratory" in err
+    )
+    assert not (tmp_path / "out").exists()
+    run(tmp_path, protocol, runs, "--exploratory")  # a partial study can be looked at, labelled so
+    assert "EXPLORATORY" in (tmp_path / "out" / "comparisons.md").read_text()
+
+
+def test_a_complete_study_passes_the_completeness_check(tmp_path):
+    runs = write_records(tmp_path / "r")
+    result, out = run(
+        tmp_path, {k: v for k, v in V3.items() if k != "secondary"} | {"seeds": [0, 1, 2]}, runs
+    )
+    assert len(result["family"]) == 4 and (out / "comparisons.md").is_file()
+
+
 def test_a_committed_record_carries_what_the_study_check_reads():
     """The fields study.py reads are where build_record puts them (a record of the v2 confirmatory run)."""
     record = next(

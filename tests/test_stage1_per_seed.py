@@ -8,9 +8,12 @@ import json
 
 import pytest
 
+from llava_df.data.captions import write_captions
+from llava_df.spec.resolve import parse_spec
 from llava_df.sweep.cells import Cell
 from llava_df.sweep.compare import main as compare_main
 from llava_df.sweep.record import code_fingerprint
+from llava_df.sweep.stage1 import stage1_argv
 
 
 def test_a_cell_takes_its_own_seeds_stage1_file(tmp_path):
@@ -21,6 +24,17 @@ def test_a_cell_takes_its_own_seeds_stage1_file(tmp_path):
     shared = Cell("linear", "lora", 1).flags(tmp_path, files)
     assert shared[shared.index("--pretrain_mm_mlp_adapter") + 1] == "shared.safetensors"
     assert "--pretrain_mm_mlp_adapter" not in Cell("kan_light", "lora", 0).flags(tmp_path, files)
+
+
+def test_stage1_keeps_its_own_rate_and_task_whatever_the_detection_runs_use(tmp_path):
+    flags = ["--bits", "8", "--learning_rate", "6e-4", "--answer_head=classifier", "--synthetic_seed", "7"]
+    argv = stage1_argv("mlp2x_gelu", tmp_path / "o", tmp_path / "c.json", flags)
+    assert "--learning_rate" not in argv and not any(a.startswith("--answer_head") for a in argv)
+    assert argv[argv.index("--bits") + 1] == "8" and argv[argv.index("--synthetic_seed") + 1] == "7"
+    spec = parse_spec(
+        [*argv[:-2], "--data_path", str(write_captions(tmp_path, n=3))]
+    )  # the recipe's rate, LLaVA's
+    assert spec.training.learning_rate == pytest.approx(1e-3) and spec.model.answer_head == "generate"
 
 
 def test_stage1_per_seed_needs_stage1(tmp_path, capsys):

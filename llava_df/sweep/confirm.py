@@ -49,7 +49,7 @@ from llava_df.sweep.inference import Analysis, adjust_family, compare_to_referen
 from llava_df.sweep.margins import sensitivity, smallest_margin, write_margin_sensitivity
 from llava_df.sweep.protocol import load_protocol
 from llava_df.sweep.record import last_epoch_by_strategy, last_epoch_fraction, read_records
-from llava_df.sweep.study import check_one_study, study_line
+from llava_df.sweep.study import check_complete, check_one_study, study_line
 
 # The repository's protocol (an editable checkout); an installed wheel has none and uses inference's defaults.
 DEFAULT_PROTOCOL = Path(__file__).resolve().parents[2] / "protocols" / "confirmatory_v1.yaml"
@@ -316,6 +316,8 @@ def main(argv: list[str]) -> dict:
         raise UsageError(f"{len(bad)} unreadable records, e.g. {bad[0][0]} ({bad[0][1]}); rerun those cells.")
     study = [r for r in records if r["cell"]["strategy"] in protocol["strategies"]
              and r["cell"]["projector"] in (protocol["reference"], *protocol["candidates"])]  # fmt: skip
+    if not args.exploratory:
+        check_complete(study, protocol)
     if protocol.get("one_commit") and not args.exploratory:
         check_one_study(study)
     family, power = analyse(records, protocol, exploratory=args.exploratory)

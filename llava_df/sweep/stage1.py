@@ -8,7 +8,8 @@ How to call (compare_projectors does)::
     # {projector: {seed: runs_dir/stage1/<projector>__seed<seed>/mm_projector.safetensors}}
 
 Each projector trains with the stage-1 recipe (``configs/stage1_tiny.yaml``, or the preset's own:
-``stage1_recipe_for``) plus the sweep's own training flags (same model, bits), on ``captions``
+``stage1_recipe_for``) plus the sweep's own training flags (same model, bits; not its --learning_rate or
+--answer_head, which set the detection runs), on ``captions``
 (LLaVA-Pretrain format) or on synthetic captions written once to ``runs_dir/stage1/captions``
 (at the recipe's --image_size). With ``seeds``, each projector is aligned once per seed (the
 run's --seed draws its fresh weights and shuffles the captions), and a cell starts from its own
@@ -38,11 +39,30 @@ logger = logging.getLogger(__name__)
 __all__ = ["STAGE1_RECIPE", "run_stage1", "stage1_argv", "stage1_recipe_for"]
 
 
+# The sweep's flags that set its detection runs, not the model being aligned: stage 1 keeps its recipe's own
+# (LLaVA's 1e-3 rate; a caption task has no Real/Fake head). Passed on, they retrained stage 1 under each head
+# or rate of a study, over the files its other cells had started from.
+STAGE2_ONLY_FLAGS = ("--learning_rate", "--answer_head")
+
+
+def stage1_flags(train_flags: list[str]) -> list[str]:
+    """``train_flags`` without STAGE2_ONLY_FLAGS (as ``--flag value`` or ``--flag=value``)."""
+    kept, skip = [], False
+    for token in train_flags:
+        if skip:
+            skip = False
+        elif token in STAGE2_ONLY_FLAGS:
+            skip = True
+        elif not token.startswith(tuple(f"{f}=" for f in STAGE2_ONLY_FLAGS)):
+            kept.append(token)
+    return kept
+
+
 def stage1_argv(
     projector: str, out: Path, captions: Path, train_flags: list[str], recipe: Path = STAGE1_RECIPE
 ) -> list[str]:
     return [
-        "--config", str(recipe), *train_flags,
+        "--config", str(recipe), *stage1_flags(train_flags),
         "--mm_projector_type", projector,
         "--data_path", str(captions),
         "--output_dir", str(out),

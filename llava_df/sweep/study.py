@@ -5,6 +5,7 @@ How to call::
     sides = study_values(records)       # {"code commit": {value: [cell names]}, "tree": ..., "machine": ..., "preset": ...}
     check_one_study(records)            # UsageError naming each side's cells, unless every run shares one of each
     line = study_line(records)          # the table header's "Runs made at code commit ..., machine ..., preset ..."
+    check_complete(records, protocol)   # UsageError naming the protocol's cells that have no record yet
 
 A record carries them (llava_df.sweep.record.build_record, from the run's env.json): ``env.git.commit``
 and ``env.git.dirty`` (provenance.git_state: tracked changes or untracked files outside results/),
@@ -75,6 +76,23 @@ def check_one_study(records: list[dict]) -> dict[str, str]:
             "on its machine, or pass --exploratory to analyse them labelled so."
         )
     return {what: next(iter(sides)) for what, sides in study_values(records).items()}
+
+
+def check_complete(records: list[dict], protocol: dict) -> None:
+    """A protocol that lists its ``seeds`` is analysed only when every (projector, strategy, seed) it names has a
+    record: a partial study would let its analysis be run early, looked at and run again (issue #34's rule)."""
+    if "seeds" not in protocol:
+        return
+    have = {(r["cell"]["projector"], r["cell"]["strategy"], r["cell"]["seed"]) for r in records}
+    want = [(p, s, seed) for seed in protocol["seeds"] for s in protocol["strategies"]
+            for p in (protocol["reference"], *protocol["candidates"])]  # fmt: skip
+    missing = [f"{p}__{s}__seed{seed}" for p, s, seed in want if (p, s, seed) not in have]
+    if missing:
+        raise UsageError(
+            f"the study is incomplete: {len(missing)} of the protocol's {len(want)} cells have no record "
+            f"({_cells(missing)}). The analysis runs only on a complete study: finish the run with its own command "
+            "(finished cells are kept), or pass --exploratory to look at a partial one, labelled so."
+        )
 
 
 def study_line(records: list[dict]) -> str:
