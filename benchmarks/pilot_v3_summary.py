@@ -52,7 +52,8 @@ FAMILY = 12  # protocol v3's primary family: 4 candidates x 3 strategies
 V3_CELLS = 6
 TEST_SIZES = (450, 1000, 2000, 4000)
 SEED_COUNTS = (3, 4, 5, 6, 7, 8)
-# The two designs protocols/confirmatory_v3.draft.md chooses between (its "Choice of design" rule), before the
+# The two designs the draft of protocol v3 (c685a03: protocols/confirmatory_v3.draft.md, replaced by
+# protocols/confirmatory_v3.md) chooses between (its "Choice of design" rule), before the
 # pilot's seed 1 is seen: the per-strategy family of 12, or one comparison per candidate averaged over the
 # three strategies (inference.compare_to_reference on [strategies, seeds, N]), a family of 4.
 DESIGNS = {"per_strategy": FAMILY, "strategy_mean": 4}
@@ -414,7 +415,7 @@ def render(summary: dict, command: str) -> str:
                          f"{r['cpu_h_per_seed_cap']:.1f} | {r['cpu_h_study_cap']:.0f} |")  # fmt: skip
     c = s.get("choice")
     if c:
-        lines += ["", "## The draft's choice of design (protocols/confirmatory_v3.draft.md, fixed before seed 1)", "",
+        lines += ["", "## The draft's choice of design (its rule: c685a03, before seed 1; in force: protocols/confirmatory_v3.md)", "",
                   f"**{c['design']}, N = {c['n_test']} test images, k = {c['seeds']} seeds**: reachable equivalence "
                   f"margin {c['margin_holm_first']:.3f} at alpha/{c['family']}, MDD {c['mdd_holm_first']:.3f}, "
                   f"{c['cpu_h_study_cap']:.0f} CPU h at the cap. Rule applied: {c['rule']}."]  # fmt: skip

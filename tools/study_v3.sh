@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Protocol v3's study, resumable by cell across working sessions (protocols/confirmatory_v3.md, "Resumable by cell").
+#
+#   tools/study_v3.sh start grid|study|heads   run the next part in the background, from a clean worktree pinned at
+#                                              the commit that added protocols/confirmatory_v3.md
+#   tools/study_v3.sh status                   what the running part is doing, and its cells
+#   tools/study_v3.sh collect                  copy finished records and stage-1 files into this checkout's results/
+#   tools/study_v3.sh stop                     stop the running part (a cell in flight is lost; its rerun starts over)
+#
+# Why a worktree: every run of the study must come from one commit and a clean tree (protocol one_commit: the
+# records' env.git), while this checkout moves on. results/ and outputs/ do not make a tree dirty
+# (provenance.git_state, .gitignore); the log and pid file live outside the worktree, which they would dirty.
+# Why stage-1 files are committed: a cell's key hashes its stage-1 file's bytes, so a later session must start from
+# the same files, not retrain them, or every finished cell would read as out of date and run again.
+set -euo pipefail
+MAIN=$(cd "$(dirname "$0")/.." && pwd)
+COMMIT=${STUDY_COMMIT:-$(git -C "$MAIN" log --diff-filter=A --format=%H -1 -- protocols/confirmatory_v3.md)}
+TREE=${STUDY_TREE:-$MAIN/../study-v3}
+LOGS=${STUDY_LOGS:-$MAIN/../study-v3-logs}
+PY=${PYTHON:-$MAIN/.venv/bin/python}
+DIRS="lr_grid_v3 confirmatory_v3 head_v3"   # results/<dir>; the grid's runs in outputs/lr_grid_v3, the rest in confirmatory_v3
+PROJECTORS=mlp2x_gelu,kan_h36_g5_k3,kan_h64_g5_k3,bottleneck_h64_silu,bottleneck_h64_rational
+RECIPE=llava_df/configs/confirmatory_v3.yaml
+CHOICE=results/lr_grid_v3/lr_grid/lr_choice.json
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+die() { echo "error: $*" >&2; exit 2; }
+[ -n "$COMMIT" ] || die "no commit adds protocols/confirmatory_v3.md in $MAIN: the study runs only once its protocol is committed."
+
+worktree() {  # the pinned, clean worktree, with the study's records and stage-1 files of this checkout
+    [ -d "$TREE" ] || git -C "$MAIN" worktree add --detach "$TREE" "$COMMIT" >/dev/null
+    [ "$(git -C "$TREE" rev-parse HEAD)" = "$COMMIT" ] || die "$TREE is at $(git -C "$TREE" rev-parse --short HEAD), not the protocol's ${COMMIT:0:7}: remove it (git worktree remove $TREE) and start again."
+    dirty=$(git -C "$TREE" status --porcelain -- . ':(exclude)results')
+    [ -z "$dirty" ] || die "$TREE is not clean ($dirty): its records would say dirty. Move those files out of it."
+    for d in $DIRS; do
+        [ -d "$MAIN/results/$d" ] || continue
+        mkdir -p "$TREE/results/$d" && cp -a "$MAIN/results/$d/." "$TREE/results/$d/"
+        out=$([ "$d" = lr_grid_v3 ] && echo lr_grid_v3 || echo confirmatory_v3)
+        [ -d "$MAIN/results/$d/stage1" ] && mkdir -p "$TREE/outputs/$out/stage1" \
+            && cp -a "$MAIN/results/$d/stage1/." "$TREE/outputs/$out/stage1/"
+    done
+    where=$(cd "$TREE" && "$PY" -c "import llava_df; print(llava_df.__file__)")
+    case "$where" in "$TREE"/*) ;; *) die "python in $TREE imports llava_df from $where, not the worktree: run with a venv whose llava_df is not shadowing it (PYTHON=...)." ;; esac
+}
+
+launch() {  # $1: name; the rest: the command, run in the worktree, in its own process group
+    mkdir -p "$LOGS"
+    [ -f "$LOGS/pid" ] && kill -0 "$(cat "$LOGS/pid")" 2>/dev/null && die "a part is running (pid $(cat "$LOGS/pid"), $LOGS/current.log): wait for it or stop it."
+    name=$1; shift
+    (cd "$TREE" && setsid nohup "$@" >"$LOGS/$name.log" 2>&1 & echo $! >"$LOGS/pid")
+    ln -sf "$LOGS/$name.log" "$LOGS/current.log"
+    echo "started $name (pid $(cat "$LOGS/pid")) at ${COMMIT:0:7} in $TREE; log $LOGS/$name.log"
+}
+
+compare() { echo "$PY" -m llava_df compare --recipe "$RECIPE" --projectors "${ONLY:-$PROJECTORS}" --stage1 --stage1_per_seed True --workers 2 "$@"; }
+
+case "${1:-}" in
+start)
+    worktree
+    case "${2:-}" in
+    grid) launch grid $(compare --synthetic_seed 0 --seeds 0 --lr_grid 2e-4,6e-4 --skip_probes \
+              --results_dir results/lr_grid_v3 --runs_dir outputs/lr_grid_v3) ;;
+    study) [ -f "$TREE/$CHOICE" ] || die "$CHOICE is not committed yet: the grid comes first (start grid)."
+           launch study $(compare --synthetic_seed 20261206 --seeds 0,1,2 --lr_choice "$CHOICE" \
+              --protocol protocols/confirmatory_v3.yaml --results_dir results/confirmatory_v3 --runs_dir outputs/confirmatory_v3) ;;
+    heads) [ -f "$TREE/$CHOICE" ] || die "$CHOICE is not committed yet: the grid comes first (start grid)."
+           # the classifier head of mlp2x_gelu per strategy at the generative cell's chosen rate, from the study's own
+           # stage-1 files (same runs_dir: sweep.heads pairs only runs that started from the same bytes)
+           script="set -e"
+           for s in projector_only lora unfreeze_early; do
+               rate=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['choices']['mlp2x_gelu/$s'])" "$TREE/$CHOICE")
+               script="$script; $(ONLY=mlp2x_gelu compare --synthetic_seed 20261206 --seeds 0,1,2 --strategies $s \
+                   --learning_rate "$rate" --answer_head classifier --no_zero_shot --skip_probes \
+                   --results_dir results/head_v3 --runs_dir outputs/confirmatory_v3)"
+           done
+           launch heads bash -c "$script" ;;
+    *) die "start ${2:-}: expected grid, study or heads." ;;
+    esac ;;
+status)
+    [ -f "$LOGS/pid" ] && kill -0 "$(cat "$LOGS/pid")" 2>/dev/null && echo "running: pid $(cat "$LOGS/pid")" || echo "not running"
+    [ -e "$LOGS/current.log" ] && tail -c 2000 "$LOGS/current.log" | tr '\r' '\n' | tail -5 ;;
+collect)
+    for d in $DIRS; do
+        [ -d "$TREE/results/$d" ] || continue
+        mkdir -p "$MAIN/results/$d" && cp -a "$TREE/results/$d/." "$MAIN/results/$d/"
+        out=$([ "$d" = lr_grid_v3 ] && echo lr_grid_v3 || echo confirmatory_v3)
+        [ "$d" = head_v3 ] && continue   # the heads share the study's stage-1 files
+        for run in "$TREE/outputs/$out/stage1/"*__seed*; do
+            [ -f "$run/stage1_key.txt" ] && [ -f "$run/mm_projector.safetensors" ] || continue
+            mkdir -p "$MAIN/results/$d/stage1/$(basename "$run")"
+            cp -a "$run/stage1_key.txt" "$run/mm_projector.safetensors" "$MAIN/results/$d/stage1/$(basename "$run")/"
+        done
+    done
+    git -C "$MAIN" status --short -- results/ | head -40 ;;
+stop)
+    [ -f "$LOGS/pid" ] && kill -- -"$(cat "$LOGS/pid")" 2>/dev/null && echo "stopped" || echo "not running" ;;
+*) die "${1:-}: expected start grid|study|heads, status, collect or stop." ;;
+esac
