@@ -15,8 +15,8 @@
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")/.." && pwd)
 COMMIT=${STUDY_COMMIT:-$(git -C "$MAIN" log --diff-filter=A --format=%H -1 -- protocols/confirmatory_v3.md)}
-TREE=${STUDY_TREE:-$MAIN/../study-v3}
-LOGS=${STUDY_LOGS:-$MAIN/../study-v3-logs}
+TREE=${STUDY_TREE:-$(dirname "$MAIN")/study-v3}
+LOGS=${STUDY_LOGS:-$(dirname "$MAIN")/study-v3-logs}
 PY=${PYTHON:-$MAIN/.venv/bin/python}
 DIRS="lr_grid_v3 confirmatory_v3 head_v3"   # results/<dir>; the grid's runs in outputs/lr_grid_v3, the rest in confirmatory_v3
 PROJECTORS=mlp2x_gelu,kan_h36_g5_k3,kan_h64_g5_k3,bottleneck_h64_silu,bottleneck_h64_rational
