@@ -54,6 +54,11 @@ def test_the_head_beats_the_answer_by_a_measured_amount_and_the_probes_are_rows_
     assert probe["difference"] > 0 and ("probe_mlp", "mlp2x_gelu / lora / classifier") in rows
     with open(out / "heads.csv") as f:
         assert len(list(csv.DictReader(f))) == len(result["rows"]) == 3
+    # Holm over the table's 3 rows, by hand: sorted p times 3, 2, 1, running maximum, capped at 1
+    p = np.array([r["p"] for r in result["rows"]])
+    order = np.argsort(p)
+    by_hand = np.minimum(np.maximum.accumulate(p[order] * np.array([3, 2, 1])), 1.0)
+    assert [result["rows"][i]["p_holm"] for i in order] == pytest.approx(by_hand.tolist(), rel=1e-12)
     text = (out / "heads.md").read_text()
     assert (
         "**Descriptive**" in text

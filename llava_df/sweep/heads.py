@@ -17,8 +17,9 @@ Per (projector, strategy) present on both sides with the same seeds and test ima
 of each side and D = classifier - generative, paired by seed on the shared test images, with the
 confirmatory analysis' error (DeLong image part + seed part, t with Welch-Satterthwaite df;
 llava_df.sweep.inference). Descriptive: the protocol keeps this comparison out of its family, so
-there is no correction and no verdict word; "which wins" says only whether the 95% interval
-excludes 0. The probes' rows are each probe's mean test AUC and its difference from each
+there is no verdict word; "which wins" says only whether the 95% interval excludes 0, and the
+table gives Holm's adjusted p over all of its rows beside each p (the question "does any head or
+probe row differ?" is asked once per row, so a lone small p among many is read with Holm's). The probes' rows are each probe's mean test AUC and its difference from each
 pipeline row, computed the same way (probe seed s paired with pipeline seed s).
 """
 
@@ -30,6 +31,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+from statsmodels.stats.multitest import multipletests
 
 from llava_df.errors import UsageError, cli_entry
 from llava_df.io import write_text
@@ -179,19 +181,20 @@ def render(rows: list[dict], notes: list[str], command: str, machine: str) -> st
         f"Command: `{command}`; the runs were made on {machine}.",
         "Each row: its test AUC (mean ± SD over seeds) against another row's, D = row - other paired by seed on the same "
         "test images, 95% interval and two-sided p from the confirmatory analysis' error (DeLong image part + seed part, "
-        "t with Welch-Satterthwaite df; llava_df/sweep/inference.py). **Descriptive**: this comparison is not in the "
-        "protocol's family, so there is no correction and no verdict word; `higher` only says which side the 95% "
-        "interval lies on. classifier: `--answer_head classifier` (a 2-class head on the LLM's last hidden state); "
+        "t with Welch-Satterthwaite df; llava_df/sweep/inference.py), and Holm's adjusted p over all rows of this table. "
+        "**Descriptive**: this comparison is not in the protocol's family, so there is no verdict word; `higher` only "
+        "says which side the (unadjusted) 95% interval lies on. classifier: `--answer_head classifier` (a 2-class head on the LLM's last hidden state); "
         "generate: the LLM's own 'Real'/'Fake' answer; probe_*: no LLM (llava_df/sweep/probes.py; probe_mlp_matched at "
         "the pipelines' training budget).",
         "",
-        "| row | against | seeds | AUC | AUC (against) | D [95% CI] | p | higher |",
-        "|---|---|---:|---:|---:|---|---:|---|",
+        "| row | against | seeds | AUC | AUC (against) | D [95% CI] | p | p Holm | higher |",
+        "|---|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['row']} | {r['against']} | {r['seeds']} | {r['auc']:.3f} ± {r['auc_sd']:.3f} | {r['auc_against']:.3f} | "
-            f"{r['difference']:+.4f} [{r['ci95_low']:+.4f}, {r['ci95_high']:+.4f}] | {_p(r['p'])} | {r['higher']} |"
+            f"{r['difference']:+.4f} [{r['ci95_low']:+.4f}, {r['ci95_high']:+.4f}] | {_p(r['p'])} | {_p(r['p_holm'])} | "
+            f"{r['higher']} |"
         )
     if notes:
         lines += ["", "Left out: " + "; ".join(notes) + "."]
@@ -217,6 +220,9 @@ def main(argv: list[str]) -> dict:
     generate, probes = _side(args.generate, "generate", "--generate")
     classifier, _ = _side(args.classifier, "classifier", "--classifier")
     rows, notes = head_rows(generate, classifier, probes)
+    if rows:  # Holm over every row of the table (heads and probes), descriptive
+        _, holm, _, _ = multipletests([r["p"] for r in rows], method="holm")
+        rows = [r | {"p_holm": float(h)} for r, h in zip(rows, holm, strict=True)]
     if not rows:
         raise UsageError(
             "no (projector, strategy) has 2 seeds on both sides: "
