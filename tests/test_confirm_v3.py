@@ -31,6 +31,7 @@ V3 = V2 | {
     "max_last_eval_share": 0.2,
     "one_commit": True,
 }
+PACKAGES = {"torch": "2.13.0+cpu", "transformers": "5.24.0", "peft": "0.21.2", "bitsandbytes": "0.50.2"}
 SHIFT = {"mlp2x_gelu": 0.0, "kan_light": -0.05, "linear": -0.9}
 
 
@@ -57,7 +58,8 @@ def make_record(projector, strategy, seed, p, y, manipulation, *, commit="abc123
         "cell": {"projector": projector, "strategy": strategy, "seed": seed, "name": name},
         "metrics": {"test": {"auc": 0.9}, "best_val_entry": {"step": 20 if last else 10}},
         "steps": 20,
-        "env": {"git": {"commit": commit, "dirty": dirty}, "device": {"cpu_model": cpu, "cpu_count": 2}},
+        "env": {"git": {"commit": commit, "dirty": dirty}, "device": {"cpu_model": cpu, "cpu_count": 2},
+                "packages": dict(PACKAGES)},
         "config": {"data": {"synthetic_seed": benchmark_seed}, "model": {"model_name_or_path": preset}},
         "scores": {"test": {"id": [f"i{i}" for i in range(len(y))], "p_fake": [float(v) for v in p],
                             "is_fake": [int(v) for v in y], "manipulation": [str(m) for m in manipulation]}},
@@ -223,7 +225,10 @@ def test_tpr_at_fpr_table_pairs_seeds_and_bootstraps_the_images(v3):
 def test_the_header_names_the_study_and_where_the_epoch_cap_binds(v3):
     _, out = v3
     text = (out / "comparisons.md").read_text()
-    assert "Runs made at code commit abc1234 (tree: clean), machine AMD EPYC, preset tiny." in text
+    assert (
+        "Runs made at code commit abc1234 (tree: clean), machine AMD EPYC, preset tiny, packages torch 2.13.0+cpu "
+        "transformers 5.24.0 peft 0.21.2 bitsandbytes 0.50.2." in text
+    )
     assert "per strategy: projector_only 0 of 9 (0%), lora 3 of 9 (33%)" in text
     assert "**The epoch cap binds under lora.**" in text and "binds under projector_only" not in text
 
@@ -241,6 +246,24 @@ def test_the_cap_message_appears_when_two_of_five_runs_end_at_the_last_evaluatio
     assert lines[1:] == ["**The epoch cap binds under lora.**"]  # 1 of 5 is not above 0.2
 
 
+def test_runs_cut_off_at_the_cap_are_counted_even_when_their_best_epoch_is_earlier():
+    def record(strategy, seed, steps):  # 10 steps per epoch, best at epoch 4, cap 10 epochs
+        return {"cell": {"strategy": strategy, "name": f"p__{strategy}__seed{seed}"}, "steps": steps,
+                "config": {"training": {"num_train_epochs": 10}},
+                "metrics": {"best_val_entry": {"step": 40, "epoch": 4.0}}}  # fmt: skip
+
+    study = [record("lora", 0, 100), record("lora", 1, 60), record("projector_only", 0, 100)]
+    study.append(
+        {"cell": {"strategy": "lora", "name": "old"}, "steps": 50, "metrics": {}}
+    )  # says nothing: not counted
+    lines = _convergence_lines(study, {"strategies": ["projector_only", "lora"], "max_last_eval_share": 0.2})
+    assert lines[0].endswith("projector_only 0 of 1 (0%), lora 0 of 3 (0%); above 20% the epoch cap binds.")
+    assert lines[-1] == (
+        "Runs that trained up to the epoch cap (not stopped by the plateau rule), per strategy: "
+        "projector_only 1 of 1, lora 1 of 2."
+    )
+
+
 @pytest.mark.parametrize(
     ("field", "value", "named"),
     [
@@ -248,6 +271,9 @@ def test_the_cap_message_appears_when_two_of_five_runs_end_at_the_last_evaluatio
         ("env.git", {"commit": "abc1234", "dirty": True}, ["tree: clean (", "dirty (linear__lora__seed2)"]),
         ("env.device", {"cpu_model": "Intel Xeon"}, ["machine: AMD EPYC (", "Intel Xeon (linear__lora__seed2)"]),
         ("config.model", {"model_name_or_path": "smol"}, ["preset: tiny (", "smol (linear__lora__seed2)"]),
+        ("env.packages", PACKAGES | {"transformers": "5.25.0"},
+         ["packages: torch 2.13.0+cpu transformers 5.24.0 peft", "transformers 5.25.0 peft 0.21.2 bitsandbytes 0.50.2 "
+          "(linear__lora__seed2)"]),
     ],
 )  # fmt: skip
 def test_a_confirmatory_study_refuses_mixed_commits_trees_machines_and_presets(
@@ -291,6 +317,26 @@ def test_a_study_with_a_cell_missing_is_refused_before_the_output_folder_is_touc
     assert "EXPLORATORY" in (tmp_path / "out" / "comparisons.md").read_text()
 
 
+def test_a_run_at_another_rate_than_the_protocols_choice_is_refused(tmp_path, capsys, monkeypatch):
+    pairs = [f"{p}/{s}" for p in SHIFT for s in ("projector_only", "lora")]
+    (tmp_path / "choice.json").write_text(json.dumps({"choices": dict.fromkeys(pairs, 1e-3)}))
+    override = {name: {"config.training": {"learning_rate": 1e-3}} for name in
+                [f"{p}__{s}__seed{k}" for p in SHIFT for s in ("projector_only", "lora") for k in (0, 1, 2)]}  # fmt: skip
+    override["kan_light__lora__seed2"] = {"config.training": {"learning_rate": 3e-3}}
+    runs = write_records(tmp_path / "r", override=override)
+    monkeypatch.chdir(tmp_path)  # the protocol's path is from the repository root
+    protocol = {k: v for k, v in V3.items() if k != "secondary"} | {"lr_choice": "choice.json"}
+    with pytest.raises(SystemExit):
+        run(tmp_path, protocol, runs)
+    err = capsys.readouterr().err
+    assert "1 runs did not train at the learning rate choice.json chose" in err
+    assert "kan_light__lora__seed2 (0.003 trained, 0.001 chosen)" in err and not (tmp_path / "out").exists()
+    override["kan_light__lora__seed2"] = {"config.training": {"learning_rate": 1e-3}}
+    runs = write_records(tmp_path / "r2", override=override)
+    result, _ = run(tmp_path, protocol, runs)
+    assert len(result["family"]) == 4
+
+
 def test_a_complete_study_passes_the_completeness_check(tmp_path):
     runs = write_records(tmp_path / "r")
     result, out = run(
@@ -316,6 +362,7 @@ def test_a_committed_record_carries_what_the_study_check_reads():
         ["clean"],
         ["AMD EPYC"],
         ["tiny"],
+        ["torch 2.13.0+cpu transformers 5.24.0 peft 0.21.2 bitsandbytes 0.50.2"],
     ]
 
 

@@ -48,8 +48,13 @@ from llava_df.sweep import secondary
 from llava_df.sweep.inference import Analysis, adjust_family, compare_to_reference, power_summary
 from llava_df.sweep.margins import sensitivity, smallest_margin, write_margin_sensitivity
 from llava_df.sweep.protocol import load_protocol
-from llava_df.sweep.record import last_epoch_by_strategy, last_epoch_fraction, read_records
-from llava_df.sweep.study import check_complete, check_one_study, study_line
+from llava_df.sweep.record import (
+    cap_reached_by_strategy,
+    last_epoch_by_strategy,
+    last_epoch_fraction,
+    read_records,
+)
+from llava_df.sweep.study import check_complete, check_learning_rates, check_one_study, study_line
 
 # The repository's protocol (an editable checkout); an installed wheel has none and uses inference's defaults.
 DEFAULT_PROTOCOL = Path(__file__).resolve().parents[2] / "protocols" / "confirmatory_v1.yaml"
@@ -200,6 +205,11 @@ def _convergence_lines(study: list[dict], protocol: dict) -> list[str]:
         for s, (last, runs) in shares.items()
         if last / max(runs, 1) > cap
     ]
+    at_cap = cap_reached_by_strategy(study)
+    if at_cap:  # descriptive: a run cut off at the cap with its best epoch earlier is not in the share above
+        lines.append("Runs that trained up to the epoch cap (not stopped by the plateau rule), per strategy: " + ", ".join(
+            f"{s} {n} of {m}" for s in protocol["strategies"] if s in at_cap for n, m in [at_cap[s]]
+        ) + ".")  # fmt: skip
     return lines
 
 
@@ -318,6 +328,7 @@ def main(argv: list[str]) -> dict:
              and r["cell"]["projector"] in (protocol["reference"], *protocol["candidates"])]  # fmt: skip
     if not args.exploratory:
         check_complete(study, protocol)
+        check_learning_rates(study, protocol)
     if protocol.get("one_commit") and not args.exploratory:
         check_one_study(study)
     family, power = analyse(records, protocol, exploratory=args.exploratory)

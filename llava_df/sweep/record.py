@@ -147,6 +147,28 @@ def last_epoch_fraction(records: list[dict]) -> tuple[int, int]:
     return last, len(runs)
 
 
+def reached_cap(record: dict) -> bool | None:
+    """Whether a training run trained up to its epoch cap (``num_train_epochs``) instead of being stopped by the
+    plateau rule; None when the record lacks what says it. A run at the cap whose best epoch is an earlier one
+    does not select its last evaluation, yet the cap may still have cut it short: reported beside that share."""
+    best = (record.get("metrics") or {}).get("best_val_entry") or {}
+    cap = ((record.get("config") or {}).get("training") or {}).get("num_train_epochs")
+    if not (best.get("step") and best.get("epoch") and cap and record.get("steps")):
+        return None
+    epochs_run = record["steps"] * best["epoch"] / best["step"]
+    return epochs_run >= float(cap) - 0.01
+
+
+def cap_reached_by_strategy(records: list[dict]) -> dict[str, tuple[int, int]]:
+    """{strategy: (training runs that reached the epoch cap, training runs that say whether they did)}."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in records:
+        if "steps" in r and (hit := reached_cap(r)) is not None:
+            n, m = out.get(r["cell"]["strategy"], (0, 0))
+            out[r["cell"]["strategy"]] = (n + int(hit), m + 1)
+    return out
+
+
 def last_epoch_by_strategy(records: list[dict]) -> dict[str, tuple[int, int]]:
     """{strategy: last_epoch_fraction of that strategy's training runs}, strategies in the records' order."""
     strategies = dict.fromkeys(r["cell"]["strategy"] for r in records if "steps" in r)
