@@ -230,6 +230,7 @@ def test_the_header_names_the_study_and_where_the_epoch_cap_binds(v3):
         "transformers 5.24.0 peft 0.21.2 bitsandbytes 0.50.2." in text
     )
     assert "per strategy: projector_only 0 of 9 (0%), lora 3 of 9 (33%)" in text
+    assert "two Holm families, each at family-wise alpha 0.05" in text and "over both is at most 0.1." in text
     assert "**The epoch cap binds under lora.**" in text and "binds under projector_only" not in text
 
 

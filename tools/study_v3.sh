@@ -28,17 +28,31 @@ die() { echo "error: $*" >&2; exit 2; }
 [ -n "$COMMIT" ] || die "no commit adds protocols/confirmatory_v3.md in $MAIN: the study runs only once its protocol is committed."
 
 worktree() {  # the pinned, clean worktree, with the study's records and stage-1 files of this checkout
+    git -C "$MAIN" worktree prune   # a worktree folder removed with the session leaves its registration behind
     [ -d "$TREE" ] || git -C "$MAIN" worktree add --detach "$TREE" "$COMMIT" >/dev/null
     [ "$(git -C "$TREE" rev-parse HEAD)" = "$COMMIT" ] || die "$TREE is at $(git -C "$TREE" rev-parse --short HEAD), not the protocol's ${COMMIT:0:7}: remove it (git worktree remove $TREE) and start again."
     dirty=$(git -C "$TREE" status --porcelain -- . ':(exclude)results')
     [ -z "$dirty" ] || die "$TREE is not clean ($dirty): its records would say dirty. Move those files out of it."
     for d in $DIRS; do
         [ -d "$MAIN/results/$d" ] || continue
-        mkdir -p "$TREE/results/$d" && cp -a "$MAIN/results/$d/." "$TREE/results/$d/"
+        mkdir -p "$TREE/results/$d" && cp -au "$MAIN/results/$d/." "$TREE/results/$d/"   # -u: never over a newer one
         out=$([ "$d" = lr_grid_v3 ] && echo lr_grid_v3 || echo confirmatory_v3)
         [ -d "$MAIN/results/$d/stage1" ] && mkdir -p "$TREE/outputs/$out/stage1" \
-            && cp -a "$MAIN/results/$d/stage1/." "$TREE/outputs/$out/stage1/"
+            && cp -au "$MAIN/results/$d/stage1/." "$TREE/outputs/$out/stage1/"
     done
+    # the packages a cell's key hashes must be the study's: another version would rerun every finished cell
+    "$PY" - "$TREE/results" <<'PY' || die "this venv's packages are not the study's (above): install requirements/lock.txt's versions."
+import json, sys
+from importlib.metadata import version
+from pathlib import Path
+keys = ("torch", "transformers", "peft", "bitsandbytes")
+for path in sorted(Path(sys.argv[1]).glob("*_v3/**/runs/*.json")):
+    recorded = (json.loads(path.read_text()).get("env") or {}).get("packages") or {}
+    here = {k: version(k) for k in keys}
+    if any(recorded.get(k) and recorded[k] != here[k] for k in keys):
+        sys.exit(f"{path}: {[recorded.get(k) for k in keys]}; here: {[here[k] for k in keys]}")
+    break
+PY
     where=$(cd "$TREE" && "$PY" -c "import llava_df; print(llava_df.__file__)")
     case "$where" in "$TREE"/*) ;; *) die "python in $TREE imports llava_df from $where, not the worktree: run with a venv whose llava_df is not shadowing it (PYTHON=...)." ;; esac
 }
@@ -52,6 +66,11 @@ launch() {  # $1: name; the rest: the command, run in the worktree, in its own p
     echo "started $name (pid $(cat "$LOGS/pid")) at ${COMMIT:0:7} in $TREE; log $LOGS/$name.log"
 }
 
+committed() {  # the file is committed in this checkout as the worktree has it (the study reads it from there)
+    git -C "$MAIN" ls-files --error-unmatch "$1" >/dev/null 2>&1 && git -C "$MAIN" diff --quiet HEAD -- "$1" \
+        && cmp -s "$MAIN/$1" "$TREE/$1" || die "$1 is not committed as the study reads it: the grid comes first (start grid), then commit its choice."
+}
+
 compare() { echo "$PY" -m llava_df compare --recipe "$RECIPE" --projectors "${ONLY:-$PROJECTORS}" --stage1 --stage1_per_seed True --workers 2 "$@"; }
 
 case "${1:-}" in
@@ -60,10 +79,10 @@ start)
     case "${2:-}" in
     grid) launch grid $(compare --synthetic_seed 0 --seeds 0 --lr_grid 2e-4,6e-4 --skip_probes \
               --results_dir results/lr_grid_v3 --runs_dir outputs/lr_grid_v3) ;;
-    study) [ -f "$TREE/$CHOICE" ] || die "$CHOICE is not committed yet: the grid comes first (start grid)."
+    study) committed "$CHOICE"
            launch study $(compare --synthetic_seed 20261206 --seeds 0,1,2 --lr_choice "$CHOICE" \
               --protocol protocols/confirmatory_v3.yaml --results_dir results/confirmatory_v3 --runs_dir outputs/confirmatory_v3) ;;
-    heads) [ -f "$TREE/$CHOICE" ] || die "$CHOICE is not committed yet: the grid comes first (start grid)."
+    heads) committed "$CHOICE"
            # the classifier head of mlp2x_gelu per strategy at the generative cell's chosen rate, from the study's own
            # stage-1 files (same runs_dir: sweep.heads pairs only runs that started from the same bytes)
            script="set -e"
@@ -78,15 +97,18 @@ start)
     esac ;;
 status)
     [ -f "$LOGS/pid" ] && kill -0 "$(cat "$LOGS/pid")" 2>/dev/null && echo "running: pid $(cat "$LOGS/pid")" || echo "not running"
-    [ -e "$LOGS/current.log" ] && tail -c 2000 "$LOGS/current.log" | tr '\r' '\n' | tail -5 ;;
+    # progress only: the per-cell test AUCs the log holds are not read before the study is complete
+    [ -e "$LOGS/current.log" ] && tr '\r' '\n' <"$LOGS/current.log" | grep -oE '^[a-z]+: +[0-9]+%[^[]*\[[^]]*\]|runs to do.*|[0-9]+ runs in [0-9]+ s' | tail -3 ;;
 collect)
     for d in $DIRS; do
         [ -d "$TREE/results/$d" ] || continue
-        mkdir -p "$MAIN/results/$d" && cp -a "$TREE/results/$d/." "$MAIN/results/$d/"
+        # whole files only: a record being written is a hidden temporary until its rename (llava_df.io.write_text)
+        mkdir -p "$MAIN/results/$d" && (cd "$TREE/results/$d" && find . -type f ! -name '.*' -print0 | xargs -0 -r cp -au --parents -t "$MAIN/results/$d/")
         out=$([ "$d" = lr_grid_v3 ] && echo lr_grid_v3 || echo confirmatory_v3)
         [ "$d" = head_v3 ] && continue   # the heads share the study's stage-1 files
         for run in "$TREE/outputs/$out/stage1/"*__seed*; do
-            [ -f "$run/stage1_key.txt" ] && [ -f "$run/mm_projector.safetensors" ] || continue
+            # finished: the key is written after training, so it is newer than the run's log
+            [ -f "$run/stage1_key.txt" ] && [ -f "$run/mm_projector.safetensors" ] && [ "$run/stage1_key.txt" -nt "$run.log" ] || continue
             mkdir -p "$MAIN/results/$d/stage1/$(basename "$run")"
             cp -a "$run/stage1_key.txt" "$run/mm_projector.safetensors" "$MAIN/results/$d/stage1/$(basename "$run")/"
         done

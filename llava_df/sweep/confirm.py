@@ -218,6 +218,11 @@ def v3_extras(
 ) -> dict:
     """What protocol v3's optional keys add: header lines, the margin sensitivity, the secondary endpoints."""
     alpha, extras = protocol["alpha"], {"header": []}
+    if protocol.get("sensitivity_margins"):  # a v3 protocol: its verdicts come from two Holm families
+        extras["header"].append(
+            f"The difference tests and the TOSTs are two Holm families, each at family-wise alpha {alpha}; a comparison "
+            f"gets at most one verdict word, and the chance of any false verdict over both is at most {2 * alpha:g}."
+        )
     if protocol.get("one_commit"):
         extras["header"].append(study_line(study))
     if "max_last_eval_share" in protocol:
