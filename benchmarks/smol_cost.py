@@ -19,7 +19,10 @@ Everything runs with one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)), a
   worker has them), wall time of the whole train() call (training, its evaluations, the final
   scoring) and where it went.
 
-Writes results/smol/cost.md and results/smol/cost.json (the command and the machine beside them).
+Writes results/smol/cost.md and results/smol/cost.json (the command and the machine beside them); ``--out``
+another folder, e.g. for another machine type:
+
+    python benchmarks/smol_cost.py --only levers --levers recipe,fp32 --out results/smol/xeon_2.80GHz
 """
 
 from __future__ import annotations
@@ -276,12 +279,18 @@ def main() -> None:
         action="store_true",
         help="keep results/smol/cost.json's other levers and cells, replace these",
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="folder of cost.md / cost.json (another machine type: its own folder)",
+    )
     parser.add_argument("--_cell", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--from_json", action="store_true", help="only rewrite cost.md from cost.json")
     args = parser.parse_args()
     if args.from_json:
-        payload = json.loads((OUT / "cost.json").read_text())
-        (OUT / "cost.md").write_text(
+        payload = json.loads((args.out / "cost.json").read_text())
+        (args.out / "cost.md").write_text(
             report(payload["levers"], payload["cells"], payload["command"], payload.get("git"))
         )
         return
@@ -303,10 +312,12 @@ def main() -> None:
     levers = run_levers(args.levers.split(","), args.steps, args.eval_batches) if args.only != "cell" else {}
     with tempfile.TemporaryDirectory(prefix="smol_cost_") as scratch:
         cells = run_cells(args.cells.split(","), Path(scratch), args.workers) if args.only != "levers" else []
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, "git": git_at_start, "levers": levers, "cells": cells}
-    if args.update and (OUT / "cost.json").is_file():  # an earlier run's rows stay, this run's replace theirs
-        old = json.loads((OUT / "cost.json").read_text())
+    if (
+        args.update and (args.out / "cost.json").is_file()
+    ):  # an earlier run's rows stay, this run's replace theirs
+        old = json.loads((args.out / "cost.json").read_text())
         names = {c["cell"] for c in cells}
         payload = {
             "command": f"{old['command']}; then {command}",
@@ -314,11 +325,11 @@ def main() -> None:
             "levers": {**old["levers"], **levers},
             "cells": [c for c in old["cells"] if c["cell"] not in names] + cells,
         }
-    (OUT / "cost.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (OUT / "cost.md").write_text(
+    (args.out / "cost.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (args.out / "cost.md").write_text(
         report(payload["levers"], payload["cells"], payload["command"], payload["git"])
     )
-    print(f"wrote {OUT / 'cost.md'}", file=sys.stderr)
+    print(f"wrote {args.out / 'cost.md'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -289,6 +289,16 @@ def test_a_confirmatory_study_refuses_mixed_commits_trees_machines_and_presets(
     assert not (tmp_path / "out").exists()  # refused before the output folder is touched
 
 
+def test_a_study_on_another_machine_than_the_protocols_is_refused(tmp_path, capsys):
+    runs = write_records(tmp_path / "r")  # every record: AMD EPYC
+    with pytest.raises(SystemExit):
+        run(tmp_path, V3 | {"machine": "Intel(R) Xeon(R) Processor"}, runs)
+    err = capsys.readouterr().err
+    assert "machine: AMD EPYC (" in err and "the protocol's Intel(R) Xeon(R) Processor (none)" in err
+    result, _ = run(tmp_path, V3 | {"machine": "AMD EPYC"}, runs)
+    assert len(result["family"]) == 4
+
+
 def test_an_exploratory_analysis_of_mixed_records_names_each_with_its_count(tmp_path):
     runs = write_records(tmp_path / "r", override={"linear__lora__seed2": {"env.git": {"commit": "def5678"}}})
     protocol = {k: v for k, v in V3.items() if k not in ("secondary", "sensitivity_margins")}

@@ -40,6 +40,10 @@ worktree() {  # the pinned, clean worktree, with the study's records and stage-1
         [ -d "$MAIN/results/$d/stage1" ] && mkdir -p "$TREE/outputs/$out/stage1" \
             && cp -au "$MAIN/results/$d/stage1/." "$TREE/outputs/$out/stage1/"
     done
+    # the study's one machine type (protocol's machine, Amendment 2): another VM type, even another "Xeon", is not it
+    want=$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['machine'])" "$MAIN/protocols/confirmatory_v3.yaml")
+    here=$("$PY" -c "from llava_df.provenance import cpu_model; print(cpu_model())")
+    [ "$here" = "$want" ] || die "this machine is '$here', the study's is '$want' (protocols/confirmatory_v3.yaml, machine): its runs would not be one study. Run the study on that VM type; do other work here."
     # the packages a cell's key hashes must be the study's: another version would rerun every finished cell
     "$PY" - "$TREE/results" <<'PY' || die "this venv's packages are not the study's (above): install requirements/lock.txt's versions."
 import json, sys
@@ -61,7 +65,9 @@ launch() {  # $1: name; the rest: the command, run in the worktree, in its own p
     mkdir -p "$LOGS"
     [ -f "$LOGS/pid" ] && kill -0 "$(cat "$LOGS/pid")" 2>/dev/null && die "a part is running (pid $(cat "$LOGS/pid"), $LOGS/current.log): wait for it or stop it."
     name=$1; shift
-    (cd "$TREE" && setsid nohup "$@" >"$LOGS/$name.log" 2>&1 & echo $! >"$LOGS/pid")
+    # the part leads its own process group, whose id (= its pid, written from inside) stop kills as a whole
+    (cd "$TREE" && setsid bash -c 'echo $$ >"$0"; exec nohup "$@"' "$LOGS/pid" "$@" >"$LOGS/$name.log" 2>&1 &)
+    sleep 1
     ln -sf "$LOGS/$name.log" "$LOGS/current.log"
     echo "started $name (pid $(cat "$LOGS/pid")) at ${COMMIT:0:7} in $TREE; log $LOGS/$name.log"
 }

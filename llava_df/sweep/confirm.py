@@ -335,7 +335,7 @@ def main(argv: list[str]) -> dict:
         check_complete(study, protocol)
         check_learning_rates(study, protocol)
     if protocol.get("one_commit") and not args.exploratory:
-        check_one_study(study)
+        check_one_study(study, machine=protocol.get("machine"))
     family, power = analyse(records, protocol, exploratory=args.exploratory)
     # v3's additions are computed (and their inputs checked) before the output folder is touched
     extras = v3_extras(records, study, family, protocol, args.exploratory)

@@ -78,14 +78,17 @@ def _cells(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
-def check_one_study(records: list[dict]) -> dict[str, str]:
+def check_one_study(records: list[dict], machine: str | None = None) -> dict[str, str]:
     """{what: the one value} when the runs share one code commit (clean tree), machine and preset; else a
-    UsageError naming every value and the cells on each side."""
+    UsageError naming every value and the cells on each side. ``machine``: the protocol's, which that one must be."""
     problems = []
     for what, sides in study_values(records).items():
         bad = len(sides) > 1 or NOT_RECORDED in sides or (what == "tree" and "clean" not in sides)
+        if what == "machine" and machine is not None and set(sides) != {machine}:
+            bad = True
+            sides = {**sides, f"the protocol's {machine}": []}
         if bad:
-            listed = "; ".join(f"{value} ({_cells(names)})" for value, names in sides.items())
+            listed = "; ".join(f"{value} ({_cells(names) or 'none'})" for value, names in sides.items())
             problems.append(f"{what}: {listed}")
     if problems:
         raise UsageError(
