@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from llava_df.cpu_info import cpu_model, cpu_native_bf16  # noqa: F401  (re-exported: records' callers)
+
 PACKAGES = (
     "llava_df",
     "torch",
@@ -95,23 +97,13 @@ def device_info() -> dict:
     return info
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_environment() -> dict:
     return {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_state(),
         "packages": package_versions(),
-        "device": device_info() | {"cpu_model": cpu_model(), "cpu_count": os.cpu_count()},
+        "device": device_info()
+        | {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpu_native_bf16": cpu_native_bf16()},
     }
 
 

@@ -42,7 +42,7 @@ worktree() {  # the pinned, clean worktree, with the study's records and stage-1
     done
     # the study's one machine type (protocol's machine, Amendment 2): another VM type, even another "Xeon", is not it
     want=$("$PY" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['machine'])" "$MAIN/protocols/confirmatory_v3.yaml")
-    here=$("$PY" -c "from llava_df.provenance import cpu_model; print(cpu_model())")
+    here=$("$PY" -c "from llava_df.cpu_info import cpu_model; print(cpu_model())")
     [ "$here" = "$want" ] || die "this machine is '$here', the study's is '$want' (protocols/confirmatory_v3.yaml, machine): its runs would not be one study. Run the study on that VM type; do other work here."
     # the packages a cell's key hashes must be the study's: another version would rerun every finished cell
     "$PY" - "$TREE/results" <<'PY' || die "this venv's packages are not the study's (above): install requirements/lock.txt's versions."

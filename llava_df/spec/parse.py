@@ -33,6 +33,7 @@ from typing import Any
 
 from transformers.hf_argparser import string_to_bool
 
+from llava_df.cpu_info import cpu_model, cpu_native_bf16
 from llava_df.errors import ConfigError
 from llava_df.spec.args import DataArguments, ModelArguments
 from llava_df.spec.checks import validate
@@ -127,6 +128,11 @@ def derive(values: argparse.Namespace, explicit: set[str]) -> list[str]:
         )
     if values.task == "caption":
         values.prediction_loss_only = True  # stage 1: loss on captions, nothing to score
+    if values.bf16 and values.use_cpu and cpu_native_bf16() is False:
+        notes.append(
+            f"--bf16 on a CPU without AVX512-BF16 or AMX ({cpu_model()}): autocast emulates bf16, about 3x slower than "
+            "fp32 on such a CPU (results/smol/xeon_2.80GHz/cost.md); --bf16 False runs faster (not bit-identical)"
+        )
     return notes
 
 
