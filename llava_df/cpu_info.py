@@ -1,5 +1,6 @@
-"""The CPU a run is on, read without torch (the flag parser uses it before torch loads): its model name and
-whether it computes bf16 natively."""
+"""The CPU a run is on: its model name and whether it computes bf16 natively, read without torch.
+
+The flag parser reads them before torch loads (a note for bf16 on a CPU that would emulate it)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The tiny preset's answer (protocol v2) and the smol preset's (protocol v3) in one table: does it hold on a
-pretrained LLaVA?
+"""The tiny preset's answer (v2) beside the smol preset's (v3): does it hold on a pretrained LLaVA?
 
 How to call (once both confirmatory analyses exist; README's "What we found" quotes the table)::
 
