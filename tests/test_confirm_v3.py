@@ -381,7 +381,10 @@ def test_a_committed_record_carries_what_the_study_check_reads():
     ("key", "value", "expected"),
     [("sensitivity_margins", [0.01, -1], "sensitivity_margins is [0.01, -1]; expected a list of AUC margins"),
      ("secondary", ["family_auc", "tpr_at_fpr_5"], "'tpr_at_fpr_5' is not an endpoint"),
-     ("one_commit", "yes", "one_commit is 'yes'; expected true or false")],
+     ("one_commit", "yes", "one_commit is 'yes'; expected true or false"),
+     ("machine", "", "machine is ''; expected a CPU model name"),
+     ("seeds", 3, "seeds is 3; expected a list of training seeds"),
+     ("lr_choice", 7, "lr_choice is 7; expected the grid's choice file")],
 )  # fmt: skip
 def test_a_bad_v3_key_is_named_before_any_record_is_read(tmp_path, capsys, key, value, expected):
     with pytest.raises(SystemExit):

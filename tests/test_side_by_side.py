@@ -89,7 +89,10 @@ def test_every_per_strategy_and_smol_mean_row_is_its_studys_own_figure(studies):
             assert r["verdict"] == want["verdict"]
         elif r["preset"] == "smol" and r["strategy"] != "mean":
             want = per[(r["projector"], r["strategy"])]
-            assert r["verdict"] == f"secondary: {want['verdict']}"
+            assert (
+                r["verdict"] == f"secondary: {want['verdict']}"
+                and r["source"] == "secondary (v3, Holm over 8)"
+            )
         elif r["preset"] == "smol":
             want = mean[r["projector"]]
             assert r["verdict"] == want["verdict"] and r["source"] == "primary (v3)"
@@ -123,6 +126,7 @@ def test_the_files_hold_the_table_the_reference_level_and_the_zero_shot_rows(stu
     assert len(read_csv(tmp / "out/tiny_vs_smol.csv")) == len(rows)
     text = (tmp / "out/tiny_vs_smol.md").read_text()
     assert "python -m llava_df.sweep.side_by_side" in text and "post hoc" in text
+    assert "Not in the table" not in text  # every role's rows are there
     runs = tmp / "smol/comparison/runs"
     aucs = [json.loads((runs / f"bottleneck_h64_silu__zero_shot__seed{s}.json").read_text())["metrics"]["test"]["auc"]
             for s in (0, 1, 2)]  # fmt: skip
@@ -147,6 +151,21 @@ def test_a_per_strategy_smol_protocol_is_refused_before_anything_is_written(stud
         and "primary is 'per_strategy'" in err
         and "protocols/confirmatory_v3.yaml" in err
     )
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_exploratory_analysis_is_not_put_beside_a_confirmatory_one(studies, tmp_path, capsys):
+    _, argv, _ = studies
+    smol = tmp_path / "smol"
+    protocol = write_study(smol, SMOL, 1)
+    confirm_main(["--protocol", str(protocol), "--runs", str(smol / "comparison" / "runs"), "--out",
+                  str(smol / "confirm"), "--exploratory"])  # fmt: skip
+    argv = [a if a != argv[5] else str(smol) for a in argv]
+    argv[-1] = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "written by an --exploratory analysis" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -30,6 +30,10 @@ def test_stage1_keeps_its_own_rate_and_task_whatever_the_detection_runs_use(tmp_
     flags = ["--bits", "8", "--learning_rate", "6e-4", "--answer_head=classifier", "--synthetic_seed", "7"]
     argv = stage1_argv("mlp2x_gelu", tmp_path / "o", tmp_path / "c.json", flags)
     assert "--learning_rate" not in argv and not any(a.startswith("--answer_head") for a in argv)
+    dashed = stage1_argv(
+        "p", tmp_path / "o", tmp_path / "c.json", ["--learning-rate", "6e-4", "--answer-head", "x"]
+    )
+    assert "6e-4" not in dashed and "--answer-head" not in dashed and "x" not in dashed
     assert argv[argv.index("--bits") + 1] == "8" and argv[argv.index("--synthetic_seed") + 1] == "7"
     spec = parse_spec(
         [*argv[:-2], "--data_path", str(write_captions(tmp_path, n=3))]

@@ -49,6 +49,9 @@ OPTIONAL = {
     # strategy_mean: one primary comparison per candidate, its difference averaged over the strategies
     # (inference.compare_to_reference on [strategies, seeds, N]); the per-strategy ones become secondary
     "primary": (lambda v: v in ("per_strategy", "strategy_mean"), "per_strategy (the default) or strategy_mean"),
+    "seeds": (lambda v: isinstance(v, list) and v and all(isinstance(k, int) and not isinstance(k, bool) for k in v),
+              "a list of training seeds, e.g. [0, 1, 2]"),
+    "lr_choice": (lambda v: isinstance(v, str) and v.endswith(".json"), "the grid's choice file, e.g. results/.../lr_choice.json"),
     # the one machine type every run of the study is made on: the CPU's model name as records hold it
     # (provenance.cpu_model, env.device.cpu_model); two "Intel Xeon" VM types differ 7x in bf16 speed
     "machine": (lambda v: isinstance(v, str) and v.strip() != "", 'a CPU model name, e.g. "Intel(R) Xeon(R) Processor"'),

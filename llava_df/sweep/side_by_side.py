@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,22 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _confirmatory(confirm: Path) -> None:
+    """The analysis was confirm's confirmatory one: an --exploratory one (a partial study, mixed machines) is not
+    a verdict to put beside another study's."""
+    try:
+        command = json.loads((confirm / "power.json").read_text()).get("command", "")
+    except (OSError, ValueError) as err:
+        raise UsageError(
+            f"{confirm}/power.json: unreadable ({type(err).__name__}); rerun the study's analysis."
+        ) from None
+    if "--exploratory" in command.split():
+        raise UsageError(
+            f"{confirm}: written by an --exploratory analysis ({command}); its verdicts are not confirmatory. Run "
+            "python -m llava_df.sweep.confirm without --exploratory on the complete study."
+        )
+
+
 def _by_projector_strategy(rows: list[dict]) -> dict[tuple[str, str], dict]:
     return {(r["comparison"].split(" vs ")[0], r["strategy"]): r for r in rows}
 
@@ -103,38 +120,48 @@ def tiny_strategy_mean(records: list[dict], protocol: dict) -> dict[str, dict]:
     }  # fmt: skip
 
 
-def build_rows(tiny: Path, tiny_protocol: dict, smol: Path, smol_protocol: dict) -> list[dict]:
+def build_rows(
+    tiny: Path, tiny_protocol: dict, smol: Path, smol_protocol: dict
+) -> tuple[list[dict], list[str]]:
+    """(rows, notes: what a role asks for that a study does not have)."""
     tiny_rows = _by_projector_strategy(_read_csv(tiny / "confirm" / "comparisons.csv"))
-    smol_mean = _by_projector_strategy(_read_csv(smol / "confirm" / "comparisons.csv"))
+    smol_mean = {
+        k[0]: v for k, v in _by_projector_strategy(_read_csv(smol / "confirm" / "comparisons.csv")).items()
+    }
     smol_per = _by_projector_strategy(_read_csv(smol / "confirm" / "per_strategy.csv"))
+    for study in (tiny, smol):  # after the files exist: an exploratory analysis is refused
+        _confirmatory(study / "confirm")
     tiny_mean = tiny_strategy_mean(_records(tiny), tiny_protocol)
     t_margin, s_margin = tiny_protocol["margin"], smol_protocol["margin"]
     strategies = list(dict.fromkeys([*tiny_protocol["strategies"], *smol_protocol["strategies"]]))
-    rows = []
+    per_label = f"secondary (v3, Holm over {len(smol_per)})"
+    rows, notes = [], []
     for role in ROLES:
         for strategy in [*strategies, MEAN]:
             if role.tiny is not None:
-                if strategy == MEAN:
+                if strategy == MEAN and role.tiny in tiny_mean:
                     rows.append(_row(role, strategy, "tiny", role.tiny, "post hoc (v2 records, v3's estimator)",
                                      tiny_mean[role.tiny], t_margin, "post hoc: no verdict"))  # fmt: skip
-                elif (role.tiny, strategy) in tiny_rows:
+                elif strategy != MEAN and (role.tiny, strategy) in tiny_rows:
                     r = tiny_rows[(role.tiny, strategy)]
                     rows.append(
                         _row(role, strategy, "tiny", role.tiny, "primary (v2)", r, t_margin, r["verdict"])
                     )
+                else:
+                    notes.append(f"tiny: no {role.tiny} row under {strategy}")
             if role.smol is not None:
-                key = (role.smol, strategy)
-                if strategy == MEAN:
-                    r = next((v for (p, _), v in smol_mean.items() if p == role.smol), None)
-                    if r is not None:
-                        rows.append(
-                            _row(role, strategy, "smol", role.smol, "primary (v3)", r, s_margin, r["verdict"])
-                        )
-                elif key in smol_per:
-                    r = smol_per[key]
-                    rows.append(_row(role, strategy, "smol", role.smol, "secondary (v3, Holm over 12)", r, s_margin,
+                if strategy == MEAN and role.smol in smol_mean:
+                    r = smol_mean[role.smol]
+                    rows.append(
+                        _row(role, strategy, "smol", role.smol, "primary (v3)", r, s_margin, r["verdict"])
+                    )
+                elif strategy != MEAN and (role.smol, strategy) in smol_per:
+                    r = smol_per[(role.smol, strategy)]
+                    rows.append(_row(role, strategy, "smol", role.smol, per_label, r, s_margin,
                                      f"secondary: {r['verdict']}"))  # fmt: skip
-    return rows
+                else:
+                    notes.append(f"smol: no {role.smol} row under {strategy}")
+    return rows, notes
 
 
 def reference_auc(records: list[dict], reference: str, strategies: list[str]) -> dict[str, tuple[float, int]]:
@@ -161,7 +188,12 @@ def zero_shot(records: list[dict]) -> list[dict]:
 
 
 def render(
-    rows: list[dict], ref: dict[str, dict], zero: list[dict], command: str, protocols: tuple[Path, Path]
+    rows: list[dict],
+    notes: list[str],
+    ref: dict[str, dict],
+    zero: list[dict],
+    command: str,
+    protocols: tuple[Path, Path],
 ) -> str:
     lines = [
         "# Does the answer hold on a pretrained LLaVA? The tiny preset (protocol v2) and smol (v3) side by side",
@@ -188,6 +220,8 @@ def render(
         cells = [f"{ref[preset][s][0]:.3f} ({ref[preset][s][1]} seeds)" if s in ref[preset] else "-"
                  for s in ref["strategies"]]  # fmt: skip
         lines.append(f"| {preset} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "Not in the table (a study has no such row): " + "; ".join(notes) + "."]
     if zero:
         lines += ["", "Zero-shot (smol): each stage-1 model on the detection question before any detection "
                   "training, mean test AUC over seeds (0.5 is chance).", "",
@@ -212,7 +246,9 @@ def main(argv: list[str]) -> list[dict]:
             f"--smol_protocol {args.smol_protocol}: primary is {smol_protocol.get('primary', 'per_strategy')!r}; this "
             "table pairs a per-strategy study (tiny) with a strategy-mean one (smol). Pass protocols/confirmatory_v3.yaml."
         )
-    rows = build_rows(args.tiny, tiny_protocol, args.smol, smol_protocol)  # every input read before writing
+    rows, notes = build_rows(
+        args.tiny, tiny_protocol, args.smol, smol_protocol
+    )  # every input read before writing
     strategies = list(dict.fromkeys([*tiny_protocol["strategies"], *smol_protocol["strategies"]]))
     smol_records = _records(args.smol)
     ref = {
@@ -221,12 +257,14 @@ def main(argv: list[str]) -> list[dict]:
         "smol": reference_auc(smol_records, smol_protocol["reference"], strategies),
     }
     command = shlex.join(["python", "-m", "llava_df.sweep.side_by_side", *argv])
+    text = render(
+        rows, notes, ref, zero_shot(smol_records), command, (args.tiny_protocol, args.smol_protocol)
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "tiny_vs_smol.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    text = render(rows, ref, zero_shot(smol_records), command, (args.tiny_protocol, args.smol_protocol))
     write_text(args.out / "tiny_vs_smol.md", text)
     print(text)
     return rows

@@ -49,11 +49,14 @@ def stage1_flags(train_flags: list[str]) -> list[str]:
     """``train_flags`` without STAGE2_ONLY_FLAGS (as ``--flag value`` or ``--flag=value``)."""
     kept, skip = [], False
     for token in train_flags:
+        name = (
+            token.split("=", 1)[0].replace("-", "_") if token.startswith("--") else None
+        )  # --learning-rate too
         if skip:
             skip = False
-        elif token in STAGE2_ONLY_FLAGS:
-            skip = True
-        elif not token.startswith(tuple(f"{f}=" for f in STAGE2_ONLY_FLAGS)):
+        elif name in {f.replace("-", "_") for f in STAGE2_ONLY_FLAGS}:
+            skip = "=" not in token
+        else:
             kept.append(token)
     return kept
 
