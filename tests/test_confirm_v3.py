@@ -15,7 +15,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from llava_df.sweep.confirm import _convergence_lines, analyse, main
-from llava_df.sweep.margins import sensitivity, smallest_margin
+from llava_df.sweep.margins import holm, sensitivity, smallest_margin
 from llava_df.sweep.secondary import tpr_at_fpr
 from llava_df.sweep.study import study_values
 
@@ -116,6 +116,19 @@ def holm_by_hand(p):
     out = np.empty_like(adjusted)
     np.put_along_axis(out, order, adjusted, axis=-1)
     return out
+
+
+def test_the_margin_searchs_holm_is_statsmodels_holm():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 4, 12, 30):
+        for p in (
+            rng.uniform(size=m),
+            rng.uniform(size=m) ** 6,
+            np.repeat(rng.uniform(size=(m + 1) // 2), 2)[:m],
+        ):
+            assert holm(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-15)
 
 
 def test_the_smallest_surviving_margin_matches_a_brute_force_grid():
